@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of issue 3: the standard scenarios against a release
+# MarketMux (`marketmux dev --feed-rate 0`) and against NATS's WebSocket
+# listener (benches/nats.conf), then one table with ratios.
+#
+# Every server is restarted for every run, and every run binds its clients to
+# a fresh loopback source address (no TIME_WAIT reuse across runs).
+# Quick run:  MARKET_DURATION=5 BROADCAST_DURATION=3 IDLE_CLIENTS=2000 benches/e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCENARIOS=${SCENARIOS:-"broadcast1000 broadcast2000 market500 market2000 slow500 idle"}
+PROTOCOLS=${PROTOCOLS:-"marketmux nats"}
+BROADCAST_RATES=${BROADCAST_RATES:-"100 250 500 1000 1500 2000 3000"}  # ticks/s, tried in order
+BROADCAST_DURATION=${BROADCAST_DURATION:-10}
+BROADCAST_P99_MS=${BROADCAST_P99_MS:-100}
+MARKET_CLIENTS=${MARKET_CLIENTS:-5000}
+MARKET_SYMBOLS=${MARKET_SYMBOLS:-200}
+MARKET_SUBS=${MARKET_SUBS:-5}
+MARKET_DURATION=${MARKET_DURATION:-30}
+SLOW_FRACTION=${SLOW_FRACTION:-0.1}
+IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
+IDLE_DURATION=${IDLE_DURATION:-10}
+CONNECT_RATE=${CONNECT_RATE:-2000}
+# Runs per scenario and server (the table shows the median by p99): the machine is shared, figures are noisy.
+REPEAT=${REPEAT:-1}
+MM_PORT=${MM_PORT:-18090}
+NATS_WS_PORT=18080   # as in benches/nats.conf
+NATS_PORT=14222
+OUT=${OUT:-target/e2e/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  cargo build --release -p marketmux -p load-test
+fi
+MARKETMUX=${MARKETMUX_BIN:-target/release/marketmux}
+LOADTEST=${LOADTEST_BIN:-target/release/load-test}
+ulimit -n "$(ulimit -Hn)"
+
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server did not open port $1" >&2
+  return 1
+}
+
+start_server() {  # protocol name
+  stop_server
+  case "$1" in
+    marketmux)
+      "$MARKETMUX" dev --feed-rate 0 --listen "127.0.0.1:$MM_PORT" --data-dir "$OUT/data" --max-connections-per-ip 0 \
+        >>"$OUT/marketmux.log" 2>&1 &
+      SERVER_PID=$!
+      wait_port "$MM_PORT" ;;
+    nats)
+      nats-server -c benches/nats.conf >>"$OUT/nats.log" 2>&1 &
+      SERVER_PID=$!
+      wait_port "$NATS_WS_PORT"; wait_port "$NATS_PORT" ;;
+  esac
+}
+
+RUN=0
+# run LABEL PROTOCOL load-test-args... : appends one JSON report to $RESULTS.
+run() {
+  local label=$1 proto=$2; shift 2
+  RUN=$((RUN + 1))
+  local src="127.0.$((RUN / 250 + 10)).$((RUN % 250 + 1))"
+  local url
+  if [[ $proto == nats ]]; then url="ws://127.0.0.1:$NATS_WS_PORT/"; else url="ws://127.0.0.1:$MM_PORT/ws"; fi
+  start_server "$proto"
+  echo "--- $label ($proto)" >&2
+  "$LOADTEST" --quiet --json --label "$label" --protocol "$proto" --url "$url" \
+    --nats-addr "127.0.0.1:$NATS_PORT" --server-pid "$SERVER_PID" --source-ips "$src" \
+    --connect-rate "$CONNECT_RATE" "$@" >>"$RESULTS" 2>>"$OUT/load-test.log" \
+    || echo "{\"label\":\"$label\",\"scenario\":{\"protocol\":\"$proto\"},\"failed\":true}" >>"$RESULTS"
+  tail -n 12 "$OUT/load-test.log" | sed -n '/^== /,$p' >&2
+  stop_server
+}
+
+# The broadcast ladder: stop at the first rate that misses p99 or loses ticks.
+broadcast() {
+  local clients=$1 proto=$2
+  for rate in $BROADCAST_RATES; do
+    run "broadcast$clients@$rate" "$proto" -c "$clients" --symbol AAPL \
+      --publish-rate "$rate" --duration "$BROADCAST_DURATION"
+    if ! tail -n 1 "$RESULTS" | jq -e --argjson p99 "$BROADCAST_P99_MS" \
+      '.latency.p99_ms < $p99 and .deliveries.missing == 0 and .deliveries.conflated == 0 and .connections.failed == 0' >/dev/null; then
+      break
+    fi
+  done
+}
+
+market() {  # label proto rate [extra args]
+  local label=$1 proto=$2 rate=$3; shift 3
+  run "$label" "$proto" -c "$MARKET_CLIENTS" --symbols "$MARKET_SYMBOLS" \
+    --subs-per-client "$MARKET_SUBS" --publish-rate "$rate" --duration "$MARKET_DURATION" "$@"
+}
+
+for s in $SCENARIOS; do
+  for _ in $(seq "$REPEAT"); do
+  for p in $PROTOCOLS; do
+    case "$s" in
+      broadcast1000) broadcast 1000 "$p" ;;
+      broadcast2000) broadcast 2000 "$p" ;;
+      market500) market market500 "$p" 500 ;;
+      market2000) market market2000 "$p" 2000 ;;
+      slow500) market slow500 "$p" 500 --slow-fraction "$SLOW_FRACTION" ;;
+      idle) run idle "$p" -c "$IDLE_CLIENTS" --symbols "$MARKET_SYMBOLS" --duration "$IDLE_DURATION" ;;
+      *) echo "unknown scenario $s" >&2; exit 2 ;;
+    esac
+  done
+  done
+done
+
+python3 benches/table.py "$RESULTS" | tee "$OUT/table.md"
+echo "results: $RESULTS" >&2

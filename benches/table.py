@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Turns benches/e2e.sh results (one load-test JSON report per line) into a
+Markdown table: MarketMux and NATS side by side, with MarketMux's advantage
+(>1 means MarketMux is better, whatever the direction of the metric)."""
+import json
+import sys
+
+
+def load(path):
+    runs = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                runs.append(json.loads(line))
+    return runs
+
+
+def ok(r):
+    d = r.get("deliveries", {})
+    return (not r.get("failed") and r["latency"]["p99_ms"] < P99_MS
+            and d.get("missing", 1) == 0 and d.get("conflated", 1) == 0
+            and r["connections"]["failed"] == 0)
+
+
+def pick(runs, label, proto):
+    """The run of `label` (for a broadcast ladder: the best passing rung)."""
+    mine = [r for r in runs if r.get("scenario", {}).get("protocol") == proto
+            and not r.get("failed")
+            and (r["label"] == label or r["label"].startswith(label + "@"))]
+    if not mine:
+        return None, ""
+    if label.startswith("broadcast"):
+        good = [r for r in mine if ok(r)]
+        if good:
+            return max(good, key=lambda r: r["deliveries"]["per_sec"]), ""
+        return min(mine, key=lambda r: r["scenario"]["publish_rate"]), " (no rate passed)"
+    if len(mine) == 1:
+        return mine[0], ""
+    # Repeated runs: the median by p99, and how many there were.
+    mine.sort(key=lambda r: r["latency"]["p99_ms"])
+    return mine[len(mine) // 2], f" (median of {len(mine)})"
+
+
+def cpu(r):
+    s = r.get("server") or {}
+    return s.get("cpu_us_per_delivery")
+
+
+def gen(r):
+    return (r.get("generator") or {}).get("cpu_cores")
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+METRICS = {
+    "broadcast": [
+        ("sustained deliveries/s at p99 < 100 ms", lambda r: r["deliveries"]["per_sec"], True),
+        ("publish rate, ticks/s", lambda r: r["scenario"]["publish_rate"], True),
+        ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
+        ("server CPU µs/delivery", cpu, False),
+        ("load generator cores busy", gen, None),
+    ],
+    "market": [
+        ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
+        ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
+        ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
+        ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
+        ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
+        ("server CPU µs/delivery", cpu, False),
+        ("server cores busy", lambda r: (r.get("server") or {}).get("cpu_cores"), False),
+        ("load generator cores busy", gen, None),
+    ],
+    "slow": [
+        ("fast clients' p99 ms", lambda r: r["latency"]["p99_ms"], False),
+        ("fast clients delivered %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
+        ("server peak RSS MiB", lambda r: (r.get("server") or {}).get("rss_peak_kib", 0) / 1024, False),
+        ("server CPU µs/delivery", cpu, False),
+    ],
+    "idle": [
+        ("subscribed sockets", lambda r: r["connections"]["subscribed"], True),
+        ("server RSS per connection, bytes", lambda r: (r.get("server") or {}).get("rss_per_connection_bytes"), False),
+        ("connect p99 ms", lambda r: r["connections"]["connect_p99_ms"], False),
+    ],
+}
+
+P99_MS = 100.0
+
+
+def main():
+    runs = load(sys.argv[1])
+    labels = []
+    for r in runs:
+        base = r["label"].split("@")[0]
+        if base not in labels:
+            labels.append(base)
+    print("| scenario | metric | MarketMux | NATS | MarketMux advantage |")
+    print("|---|---|---:|---:|---:|")
+    market = {}
+    for label in labels:
+        kind = next(k for k in METRICS if label.startswith(k))
+        mm, mm_note = pick(runs, label, "marketmux")
+        nats, nats_note = pick(runs, label, "nats")
+        if label.startswith("market"):
+            market[label] = (mm, nats)
+        name = label
+        if mm or nats:
+            s = (mm or nats)["scenario"]
+            name = f"{label} ({s['clients']} clients, {s['symbols']}×{s['subs_per_client']})"
+        for title, f, higher in METRICS[kind]:
+            a = f(mm) if mm else None
+            b = f(nats) if nats else None
+            adv = None
+            if higher is not None and a is not None and b is not None and a > 0 and b > 0:
+                adv = a / b if higher else b / a
+            print(f"| {name} | {title} | {fmt(a)}{mm_note} | {fmt(b)}{nats_note} | {fmt(adv)}× |" if adv else
+                  f"| {name} | {title} | {fmt(a)}{mm_note} | {fmt(b)}{nats_note} | – |")
+            name = ""
+        if kind == "slow" and "market500" in market:
+            base_mm, base_nats = market["market500"]
+            vals = []
+            for run, base in ((mm, base_mm), (nats, base_nats)):
+                if run and base and base["latency"]["p99_ms"] > 0:
+                    vals.append(run["latency"]["p99_ms"] / base["latency"]["p99_ms"])
+                else:
+                    vals.append(None)
+            print(f"| | p99 vs market500 without slow readers | {fmt(vals[0])}× | {fmt(vals[1])}× | – |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+//! Price alerts: users set a target on a symbol, ABOVE or BELOW, and are told
+//! once when the market reaches it.
+//!
+//! - [`model`]: [`Alert`], [`Condition`], [`NewAlert`] (validation), [`FiredAlert`].
+//! - [`store`]: [`AlertStore`] and its PostgreSQL and embedded (SQLite) implementations.
+//! - [`index`]: [`AlertIndex`], active alerts per symbol sorted by target.
+//! - [`evaluator`]: [`Evaluator`], ticks against the index, fired exactly once
+//!   through the store's conditional update; failed fires kept pending.
+//! - [`inbox`]: [`TickInbox`], the non-blocking hand-off from the bus.
+//! - [`service`]: [`AlertService`], the API the handlers call; [`LocalAlertService`].
+//! - [`rest`]: the axum routes `POST/GET /alerts`, `DELETE /alerts/{id}`.
+//! - [`grpc`]: the same API over tonic (`proto/alert.proto`): server and client.
+//! - [`engine`]: [`AlertEngine`], everything above wired for a role.
+//! - [`health`]: [`StoreHealth`], the store's state for `/ready`.
+
+pub mod engine;
+pub mod evaluator;
+pub mod grpc;
+pub mod health;
+pub mod inbox;
+pub mod index;
+pub mod model;
+pub mod rest;
+pub mod service;
+pub mod store;
+
+pub use engine::AlertEngine;
+pub use evaluator::{AlertSink, Evaluator};
+pub use health::StoreHealth;
+pub use inbox::TickInbox;
+pub use index::AlertIndex;
+pub use model::{Alert, Condition, FiredAlert, InvalidAlert, NewAlert};
+pub use service::{AlertService, LocalAlertService, ServiceError};
+pub use store::{open_store, AlertStore, PgAlertStore, SqliteAlertStore, StoreError};

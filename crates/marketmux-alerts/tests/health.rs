@@ -1,0 +1,37 @@
+//! `/ready` sees the alert store go down and come back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use marketmux_alerts::StoreHealth;
+use marketmux_bus::Readiness;
+use tokio_util::sync::CancellationToken;
+
+async fn wait_for(h: &StoreHealth, up: bool) {
+    for _ in 0..100 {
+        if h.check().is_ok() == up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("health never became up={up}: {:?}", h.check());
+}
+
+#[tokio::test]
+async fn health_follows_the_store() {
+    let dir = TempDir::new();
+    let sw = SwitchableStore::new(Arc::new(sqlite_store(&dir).await));
+    let stop = CancellationToken::new();
+    let h = StoreHealth::watch(sw.clone(), Duration::from_millis(20), stop.clone());
+    wait_for(&h, true).await;
+    sw.set_down(true);
+    wait_for(&h, false).await;
+    assert!(h.check().unwrap_err().contains("alert store"));
+    assert_eq!(h.name(), "alert_store");
+    sw.set_down(false);
+    wait_for(&h, true).await;
+    stop.cancel();
+}

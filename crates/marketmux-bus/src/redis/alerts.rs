@@ -1,0 +1,119 @@
+//! Fired alerts across nodes: the alerts role publishes each fired alert on
+//! one Redis channel (`{prefix}alerts`); every gateway listens and pushes it
+//! to that user's sockets on the node.
+//!
+//! The message is `{"user_id":N,"alert":{...}}`. Delivery is at most once per
+//! listening node (Redis pub/sub): a gateway that is disconnected from Redis
+//! when an alert fires does not get it, but the alert stays fired in the store
+//! and is listed by `GET /alerts`.
+
+use std::sync::Arc;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::redis::{unavailable, RedisConfig};
+use crate::BusError;
+
+/// Receives `(user_id, alert JSON object)` for each fired alert. Must not block.
+pub type AlertHandler = Arc<dyn Fn(i64, &str) + Send + Sync>;
+
+/// The channel fired alerts travel on.
+pub fn alert_channel(config: &RedisConfig) -> String {
+    format!("{}alerts", config.prefix)
+}
+
+/// Publishes fired alerts for the gateways.
+pub struct AlertRelay {
+    client: Client,
+    channel: String,
+}
+
+impl AlertRelay {
+    /// Connects a command client.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, BusError> {
+        Ok(Self {
+            client: config.connect_client().await?,
+            channel: alert_channel(config),
+        })
+    }
+
+    /// Publishes one fired alert; returns how many gateways listened.
+    pub async fn publish(&self, user_id: i64, alert_json: &str) -> Result<u64, BusError> {
+        let payload = format!(r#"{{"user_id":{user_id},"alert":{alert_json}}}"#);
+        self.client
+            .publish::<u64, _, _>(&self.channel, payload)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    user_id: i64,
+    #[serde(borrow)]
+    alert: &'a RawValue,
+}
+
+/// A running fired-alert listener; [`AlertListener::stop`] ends it.
+pub struct AlertListener {
+    client: SubscriberClient,
+    task: JoinHandle<()>,
+}
+
+impl AlertListener {
+    /// Closes the subscriber connection and waits for the listener task.
+    pub async fn stop(self) {
+        let _ = self.client.quit().await;
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Listens for fired alerts and hands each to `handler`; resubscribes after a
+/// reconnect.
+pub async fn listen_alerts(
+    config: &RedisConfig,
+    handler: AlertHandler,
+) -> Result<AlertListener, BusError> {
+    let client = config.connect_subscriber().await?;
+    let channel = alert_channel(config);
+    client
+        .subscribe(channel.clone())
+        .await
+        .map_err(unavailable)?;
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    let resubscriber = client.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = messages.recv() => match m {
+                    Ok(msg) => {
+                        let parsed = msg.value.as_bytes().and_then(|b| serde_json::from_slice::<Envelope<'_>>(b).ok());
+                        match parsed {
+                            Some(e) => handler(e.user_id, e.alert.get()),
+                            None => tracing::warn!(channel = %msg.channel, "Dropping an undecodable alert message"),
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => tracing::warn!(lost = n, "Alert listener fell behind"),
+                    Err(RecvError::Closed) => return,
+                },
+                r = reconnects.recv() => match r {
+                    Ok(_) => {
+                        if let Err(e) = resubscriber.subscribe(channel.clone()).await {
+                            tracing::warn!(error = %e, "Resubscribing to fired alerts failed");
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    Ok(AlertListener { client, task })
+}

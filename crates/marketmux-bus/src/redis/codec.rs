@@ -1,0 +1,104 @@
+//! The tick as Redis holds it: one JSON object, the same bytes in the
+//! `price:SYMBOL` key and on the symbol's channel.
+//!
+//! `{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z","volume":12.0,"ts_ns":1778598245123456000}`
+//!
+//! `timestamp` is for people and other readers (redis-cli, the seed's tools);
+//! `ts_ns` (nanoseconds since the epoch) is exact and is what the Lua script
+//! compares. A payload without `ts_ns` is read from `timestamp`.
+
+use std::borrow::Cow;
+
+use marketmux_core::{Symbol, Tick, TickError, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Why a Redis payload is not a tick.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("not a tick JSON object: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid tick: {0}")]
+    Tick(#[from] TickError),
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    symbol: &'a str,
+    price: f64,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<f64>,
+    ts_ns: i64,
+}
+
+#[derive(Deserialize)]
+struct WireIn<'a> {
+    #[serde(borrow)]
+    symbol: Cow<'a, str>,
+    price: f64,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(default)]
+    volume: Option<f64>,
+    #[serde(default)]
+    ts_ns: Option<i64>,
+}
+
+/// Encodes `tick` as the JSON stored in Redis and published on its channel.
+pub fn encode(tick: &Tick) -> String {
+    let wire = WireOut {
+        symbol: tick.symbol.as_str(),
+        price: tick.price,
+        timestamp: tick.timestamp.to_rfc3339(),
+        volume: tick.volume,
+        ts_ns: tick.timestamp.0,
+    };
+    // Serializing plain numbers and strings cannot fail; `{}` would be refused
+    // by `decode`, never taken for a tick.
+    serde_json::to_string(&wire).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Decodes and validates a tick read from Redis.
+pub fn decode(bytes: &[u8]) -> Result<Tick, CodecError> {
+    let wire: WireIn<'_> = serde_json::from_slice(bytes)?;
+    let symbol = Symbol::new(&wire.symbol).map_err(TickError::from)?;
+    let timestamp = match (wire.ts_ns, wire.timestamp) {
+        (Some(ns), _) => Timestamp(ns),
+        (None, Some(ts)) => Timestamp::parse_rfc3339(&ts)?,
+        (None, None) => return Err(TickError::Missing("timestamp").into()),
+    };
+    Ok(Tick::new(symbol, wire.price, timestamp, wire.volume)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_exact() {
+        let ts = Timestamp::parse_rfc3339("2026-05-12T15:04:05.123456789Z").unwrap();
+        let t = Tick::new(Symbol::new("BRK.B").unwrap(), 408.31, ts, Some(12.0)).unwrap();
+        let json = encode(&t);
+        assert!(json.contains(r#""timestamp":"2026-05-12T15:04:05.123456789Z""#));
+        assert_eq!(decode(json.as_bytes()).unwrap(), t);
+        let no_volume = Tick { volume: None, ..t };
+        assert!(!encode(&no_volume).contains("volume"));
+        assert_eq!(decode(encode(&no_volume).as_bytes()).unwrap(), no_volume);
+    }
+
+    #[test]
+    fn reads_payloads_without_ts_ns_and_refuses_bad_ones() {
+        let t =
+            decode(br#"{"symbol":"AAPL","price":1.5,"timestamp":"2026-05-12T15:04:05Z"}"#).unwrap();
+        assert_eq!(t.timestamp.to_rfc3339(), "2026-05-12T15:04:05Z");
+        for bad in [
+            &br#"{"symbol":"AAPL","price":1.5}"#[..],
+            br#"{"symbol":"AA PL","price":1.5,"ts_ns":1}"#,
+            br#"{"symbol":"AAPL","price":-1,"ts_ns":1}"#,
+            b"{}",
+            b"not json",
+        ] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! [`KeySpace`]: the names of the Redis keys and channels of one deployment.
+//!
+//! With the default empty prefix, the latest price of `AAPL` is the key
+//! `price:AAPL` and its ticks go to the channel `ticks:AAPL`. A prefix (e.g.
+//! `staging:`) is put in front of both, so tests and deployments can share a
+//! Redis without seeing each other.
+//!
+//! Sharded pub/sub (Redis Cluster) names the channel `ticks:{price:AAPL}`: the
+//! hash tag puts the channel in the same slot as the key, so the one Lua call
+//! that sets the key may also `SPUBLISH` to the channel.
+
+use marketmux_core::Symbol;
+
+use crate::BusError;
+
+/// Key and channel names for one prefix and one pub/sub mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    prefix: String,
+    sharded: bool,
+}
+
+impl KeySpace {
+    /// Names under `prefix`; `sharded` picks slot-aligned channel names.
+    /// A prefix may not contain `{` or `}` (they would change the hash slot).
+    pub fn new(prefix: &str, sharded: bool) -> Result<Self, BusError> {
+        if prefix.contains(['{', '}']) {
+            return Err(BusError::Rejected(format!(
+                "redis prefix {prefix:?} may not contain '{{' or '}}'"
+            )));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            sharded,
+        })
+    }
+
+    /// Whether channels are sharded (`SPUBLISH`/`SSUBSCRIBE`).
+    pub fn sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The prefix in front of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key holding the latest tick of `symbol` (`price:SYMBOL`).
+    pub fn price_key(&self, symbol: &Symbol) -> String {
+        format!("{}price:{}", self.prefix, symbol)
+    }
+
+    /// The pub/sub channel carrying the ticks of `symbol`.
+    pub fn channel(&self, symbol: &Symbol) -> String {
+        if self.sharded {
+            format!("{p}ticks:{{{p}price:{symbol}}}", p = self.prefix)
+        } else {
+            format!("{}ticks:{}", self.prefix, symbol)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_match_the_design() {
+        let k = KeySpace::new("", false).unwrap();
+        let s = Symbol::new("BINANCE:BTCUSDT").unwrap();
+        assert_eq!(k.price_key(&s), "price:BINANCE:BTCUSDT");
+        assert_eq!(k.channel(&s), "ticks:BINANCE:BTCUSDT");
+    }
+
+    #[test]
+    fn prefix_and_sharded_names() {
+        let k = KeySpace::new("t1:", true).unwrap();
+        let s = Symbol::new("AAPL").unwrap();
+        assert_eq!(k.price_key(&s), "t1:price:AAPL");
+        assert_eq!(k.channel(&s), "t1:ticks:{t1:price:AAPL}");
+        // The channel's hash tag is exactly the key: same cluster slot.
+        assert_eq!(
+            fred::util::redis_keyslot(k.channel(&s).as_bytes()),
+            fred::util::redis_keyslot(k.price_key(&s).as_bytes())
+        );
+        assert!(KeySpace::new("a{b}", false).is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! [`RedisSubscriber`]: the node's one subscriber connection, subscribed to
+//! exactly the channels of the symbols its own clients follow.
+//!
+//! - [`RedisSubscriber::follow`] (the hub's first local subscriber of a symbol)
+//!   subscribes at once; [`RedisSubscriber::unfollow`] (its last one left)
+//!   unsubscribes after a linger, and only if the node still has no
+//!   subscriber then, so a client that flaps causes no churn in Redis.
+//! - Changes that arrive together go out as one `SUBSCRIBE` (or `SSUBSCRIBE`)
+//!   command with many channels, pipelined on the one connection.
+//! - After a reconnect every channel still wanted is subscribed again; until
+//!   that is done [`RedisSubscriber::is_synced`] is false (`/ready` says 503).
+//! - Messages are decoded once and handed to the node's [`TickHandler`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::Message;
+use marketmux_core::Symbol;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::redis::codec;
+use crate::redis::keys::KeySpace;
+use crate::TickHandler;
+
+/// Answers whether the node still has a local subscriber of a symbol; asked
+/// when a linger ends, before unsubscribing.
+pub type StillNeeded = Arc<dyn Fn(&Symbol) -> bool + Send + Sync>;
+
+/// Most channels named in one `SUBSCRIBE`/`UNSUBSCRIBE` command.
+const CHANNELS_PER_COMMAND: usize = 1024;
+/// Wait before retrying a failed (un)subscribe while connected.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// At most one warning per this period for undecodable or lost messages.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of the subscriber connection.
+#[derive(Debug, Default)]
+pub struct SubscriberStats {
+    /// Ticks received from Redis and handed to the node.
+    pub delivered: AtomicU64,
+    /// Messages that were not a valid tick.
+    pub undecodable: AtomicU64,
+    /// Messages dropped because the node read them too slowly (fred's
+    /// broadcast buffer overflowed).
+    pub lost: AtomicU64,
+    /// `SUBSCRIBE`-family commands sent (batches, not channels).
+    pub subscribe_commands: AtomicU64,
+    /// Channels currently wanted.
+    pub channels: AtomicU64,
+}
+
+enum Change {
+    Follow(Symbol),
+    Unfollow(Symbol),
+}
+
+/// Handle to the subscriber connection's tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisSubscriber {
+    changes: mpsc::UnboundedSender<Change>,
+    synced: Arc<AtomicBool>,
+    stats: Arc<SubscriberStats>,
+}
+
+impl RedisSubscriber {
+    /// Starts following interest changes and delivering messages from the
+    /// connected `client`, until `stop` changes or is dropped.
+    pub fn start(
+        client: SubscriberClient,
+        keys: KeySpace,
+        linger: Duration,
+        handler: TickHandler,
+        still_needed: StillNeeded,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let synced = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(SubscriberStats::default());
+        tokio::spawn(deliver(
+            client.message_rx(),
+            handler,
+            stats.clone(),
+            stop.clone(),
+        ));
+        let actor = Actor {
+            reconnects: client.reconnect_rx(),
+            errors: client.error_rx(),
+            client,
+            keys,
+            linger,
+            still_needed,
+            wanted: HashSet::new(),
+            stray: HashSet::new(),
+            lingering: HashMap::new(),
+            expiries: VecDeque::new(),
+            synced: synced.clone(),
+            resync_at: None,
+            stats: stats.clone(),
+        };
+        tokio::spawn(actor.run(rx, stop));
+        Self {
+            changes: tx,
+            synced,
+            stats,
+        }
+    }
+
+    /// The node got its first local subscriber of `symbol`.
+    pub fn follow(&self, symbol: Symbol) {
+        let _ = self.changes.send(Change::Follow(symbol));
+    }
+
+    /// The node lost its last local subscriber of `symbol`.
+    pub fn unfollow(&self, symbol: Symbol) {
+        let _ = self.changes.send(Change::Unfollow(symbol));
+    }
+
+    /// False while a (re)subscription failed or is pending after a reconnect.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Relaxed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SubscriberStats {
+        &self.stats
+    }
+}
+
+/// Logs at most once per [`WARN_EVERY`], with the count since the last line.
+struct Throttle {
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl Throttle {
+    fn new() -> Self {
+        Self {
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Counts `n` events; returns how many to report if a line is due now.
+    fn hit(&mut self, n: u64) -> Option<u64> {
+        self.pending += n;
+        let due = self.last.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+        due.then(|| {
+            self.last = Some(Instant::now());
+            std::mem::take(&mut self.pending)
+        })
+    }
+}
+
+/// Decodes every message once and hands the tick to the node.
+async fn deliver(
+    mut messages: broadcast::Receiver<Message>,
+    handler: TickHandler,
+    stats: Arc<SubscriberStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut bad = Throttle::new();
+    let mut lost = Throttle::new();
+    loop {
+        let next = tokio::select! {
+            m = messages.recv() => m,
+            _ = stop.changed() => return,
+        };
+        match next {
+            Ok(msg) => match msg.value.as_bytes().map(codec::decode) {
+                Some(Ok(tick)) => {
+                    handler(&tick);
+                    stats.delivered.fetch_add(1, Relaxed);
+                }
+                other => {
+                    stats.undecodable.fetch_add(1, Relaxed);
+                    if let Some(n) = bad.hit(1) {
+                        let error = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "not a string".to_owned(),
+                        };
+                        tracing::warn!(channel = %msg.channel, %error, count = n, "Dropping undecodable Redis messages");
+                    }
+                }
+            },
+            Err(RecvError::Lagged(n)) => {
+                stats.lost.fetch_add(n, Relaxed);
+                if let Some(n) = lost.hit(n) {
+                    tracing::warn!(
+                        lost = n,
+                        "Redis messages arrive faster than this node handles them; some were dropped"
+                    );
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    subscribe: Vec<Symbol>,
+    unsubscribe: Vec<Symbol>,
+}
+
+/// Owns the subscription state; the only task that sends (un)subscribe commands.
+struct Actor {
+    client: SubscriberClient,
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
+    errors: broadcast::Receiver<(Error, Option<fred::types::config::Server>)>,
+    keys: KeySpace,
+    linger: Duration,
+    still_needed: StillNeeded,
+    /// Symbols whose channel this connection should be subscribed to.
+    wanted: HashSet<Symbol>,
+    /// Channels whose unsubscribe failed: dropped again on the next resync.
+    stray: HashSet<Symbol>,
+    /// Symbols with no local subscriber left, and when their linger ends.
+    lingering: HashMap<Symbol, Instant>,
+    /// Linger deadlines in order (the linger is constant, so this is FIFO);
+    /// an entry no longer in `lingering` with the same deadline is stale.
+    expiries: VecDeque<(Instant, Symbol)>,
+    synced: Arc<AtomicBool>,
+    /// When to retry a full resync, after a failure.
+    resync_at: Option<Instant>,
+    stats: Arc<SubscriberStats>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let wake = match (self.expiries.front().map(|e| e.0), self.resync_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                e = self.errors.recv() => {
+                    if matches!(e, Err(RecvError::Closed)) {
+                        return;
+                    }
+                    // The connection dropped: channels are gone until the reconnect resyncs.
+                    self.synced.store(false, Relaxed);
+                    self.resync_at.get_or_insert(Instant::now() + RETRY_AFTER);
+                }
+                r = self.reconnects.recv() => {
+                    if matches!(r, Err(RecvError::Closed)) {
+                        return;
+                    }
+                    // A new connection starts with no subscription at all.
+                    // fred announces it before marking the client connected;
+                    // the commands queue behind the reconnect, so send now.
+                    self.stray.clear();
+                    self.synced.store(false, Relaxed);
+                    self.resync(true).await;
+                }
+                c = changes.recv() => {
+                    let Some(c) = c else { return };
+                    let mut batch = Batch::default();
+                    self.apply(c, &mut batch);
+                    while let Ok(c) = changes.try_recv() {
+                        self.apply(c, &mut batch);
+                    }
+                    self.expire(&mut batch);
+                    self.send(batch).await;
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
+                    let mut batch = Batch::default();
+                    self.expire(&mut batch);
+                    self.send(batch).await;
+                    if self.resync_at.is_some_and(|t| t <= Instant::now()) {
+                        self.resync(false).await;
+                    }
+                }
+            }
+            self.stats.channels.store(self.wanted.len() as u64, Relaxed);
+        }
+    }
+
+    fn apply(&mut self, change: Change, batch: &mut Batch) {
+        match change {
+            Change::Follow(s) => {
+                self.lingering.remove(&s);
+                if self.wanted.insert(s) {
+                    self.stray.remove(&s);
+                    batch.subscribe.push(s);
+                }
+            }
+            Change::Unfollow(s) => {
+                if self.wanted.contains(&s) {
+                    let at = Instant::now() + self.linger;
+                    self.lingering.insert(s, at);
+                    self.expiries.push_back((at, s));
+                }
+            }
+        }
+    }
+
+    /// Unsubscribes the symbols whose linger ended and that nobody follows now.
+    fn expire(&mut self, batch: &mut Batch) {
+        let now = Instant::now();
+        while let Some(&(at, s)) = self.expiries.front() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_front();
+            if self.lingering.get(&s) != Some(&at) {
+                continue;
+            }
+            self.lingering.remove(&s);
+            // A subscriber that came back is also announced by a Follow; this
+            // check covers the one still on its way.
+            if !(self.still_needed)(&s) {
+                self.wanted.remove(&s);
+                batch.unsubscribe.push(s);
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: Batch) {
+        if batch.subscribe.is_empty() && batch.unsubscribe.is_empty() {
+            return;
+        }
+        if let Err(e) = self.command(true, &batch.subscribe).await {
+            self.failed("subscribe", &e);
+        }
+        if let Err(e) = self.command(false, &batch.unsubscribe).await {
+            self.stray.extend(batch.unsubscribe.iter().copied());
+            self.failed("unsubscribe", &e);
+        }
+    }
+
+    fn failed(&mut self, what: &str, e: &Error) {
+        if self.synced.swap(false, Relaxed) {
+            tracing::warn!(error = %e, "Redis {what} failed; retrying");
+        }
+        self.resync_at = Some(Instant::now() + RETRY_AFTER);
+    }
+
+    /// Makes the connection's subscriptions match `wanted` again. Unless
+    /// `now`, waits for the connection (the reconnect event resyncs).
+    async fn resync(&mut self, now: bool) {
+        if !now && !self.client.is_connected() {
+            self.resync_at = Some(Instant::now() + RETRY_AFTER);
+            return;
+        }
+        let stray: Vec<Symbol> = self.stray.iter().copied().collect();
+        let wanted: Vec<Symbol> = self.wanted.iter().copied().collect();
+        let result = match self.command(false, &stray).await {
+            Ok(()) => self.command(true, &wanted).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.stray.clear();
+                self.resync_at = None;
+                if !self.synced.swap(true, Relaxed) {
+                    tracing::debug!(channels = wanted.len(), "Redis subscriptions restored");
+                }
+            }
+            Err(e) => {
+                self.resync_at = Some(Instant::now() + RETRY_AFTER);
+                tracing::debug!(error = %e, "Redis resubscribe failed; retrying");
+            }
+        }
+    }
+
+    /// `SUBSCRIBE` (or `UNSUBSCRIBE`) the channels of `symbols`, in chunks;
+    /// sharded mode uses `SSUBSCRIBE`, one command per cluster slot.
+    async fn command(&self, subscribe: bool, symbols: &[Symbol]) -> Result<(), Error> {
+        // Never send an empty UNSUBSCRIBE: Redis reads it as "all channels".
+        if symbols.is_empty() {
+            return Ok(());
+        }
+        let channels: Vec<String> = symbols.iter().map(|s| self.keys.channel(s)).collect();
+        let groups: Vec<Vec<String>> = if self.keys.sharded() && self.client.is_clustered() {
+            let mut by_slot: HashMap<u16, Vec<String>> = HashMap::new();
+            for c in channels {
+                by_slot
+                    .entry(fred::util::redis_keyslot(c.as_bytes()))
+                    .or_default()
+                    .push(c);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![channels]
+        };
+        for group in groups {
+            for chunk in group.chunks(CHANNELS_PER_COMMAND) {
+                let chunk = chunk.to_vec();
+                self.stats.subscribe_commands.fetch_add(1, Relaxed);
+                match (self.keys.sharded(), subscribe) {
+                    (false, true) => self.client.subscribe(chunk).await?,
+                    (false, false) => self.client.unsubscribe(chunk).await?,
+                    (true, true) => self.client.ssubscribe(chunk).await?,
+                    (true, false) => self.client.sunsubscribe(chunk).await?,
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! The Redis adapter against a real Redis (127.0.0.1:6379, or
+//! MARKETMUX_TEST_REDIS_URL). Each test works under its own key prefix and
+//! deletes its keys at the end.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
+use marketmux_bus::{PriceStore, Readiness, RedisBus, RedisConfig, TickPublisher};
+use marketmux_core::{Symbol, Tick, Timestamp};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+fn redis_url() -> String {
+    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "mmtest:{test}:{}:{}:{}:",
+        std::process::id(),
+        Timestamp::now().0,
+        N.fetch_add(1, Relaxed)
+    )
+}
+
+fn config(test: &str) -> RedisConfig {
+    RedisConfig {
+        url: redis_url(),
+        prefix: unique_prefix(test),
+        unsubscribe_linger: Duration::from_millis(300),
+        ..RedisConfig::default()
+    }
+}
+
+async fn admin(config: &RedisConfig) -> Client {
+    match config.connect_client().await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "these tests need a Redis server: {e}. Start one with `redis-server` \
+             (Debian/Ubuntu: apt-get install redis-server) or point MARKETMUX_TEST_REDIS_URL at one"
+        ),
+    }
+}
+
+async fn cleanup(admin: &Client, keys: &KeySpace, symbols: &[Symbol]) {
+    let keys: Vec<String> = symbols.iter().map(|s| keys.price_key(s)).collect();
+    let _: i64 = admin.del(keys).await.unwrap();
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).unwrap()
+}
+
+fn tick(s: &str, price: f64, ts: i64) -> Tick {
+    Tick::new(sym(s), price, Timestamp(ts), None).unwrap()
+}
+
+async fn numsub(admin: &Client, channel: &str, sharded: bool) -> i64 {
+    let v: Value = if sharded {
+        admin.pubsub_shardnumsub(channel).await.unwrap()
+    } else {
+        admin.pubsub_numsub(channel).await.unwrap()
+    };
+    let arr: Vec<Value> = v.convert().unwrap();
+    arr[1].clone().convert().unwrap()
+}
+
+/// Polls `f` until it returns `want` or 5 s pass.
+async fn eventually<F, Fut>(what: &str, want: i64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let mut got = f().await;
+    for _ in 0..100 {
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = f().await;
+    }
+    panic!("{what}: wanted {want}, still {got} after 5 s");
+}
+
+type Received = mpsc::UnboundedReceiver<Tick>;
+
+/// A bus whose handler forwards every tick; `needed` plays the hub.
+async fn bus(config: RedisConfig) -> (Arc<RedisBus>, Received, Arc<Mutex<HashSet<Symbol>>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let needed = Arc::new(Mutex::new(HashSet::new()));
+    let n = needed.clone();
+    let bus = RedisBus::connect(
+        config,
+        Arc::new(move |t: &Tick| {
+            let _ = tx.send(*t);
+        }),
+        Arc::new(move |s: &Symbol| n.lock().contains(s)),
+    )
+    .await
+    .unwrap();
+    (bus, rx, needed)
+}
+
+async fn recv(rx: &mut Received) -> Tick {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no tick within 5 s")
+        .expect("handler dropped")
+}
+
+#[tokio::test]
+async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_published() {
+    let config = config("order");
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, false).unwrap();
+    let (bus, mut rx, needed) = bus(config.clone()).await;
+    needed.lock().insert(sym("AAPL"));
+    bus.follow(sym("AAPL"));
+    let channel = keys.channel(&sym("AAPL"));
+    eventually("subscribers", 1, || numsub(&admin, &channel, false)).await;
+
+    // In one batch (one pipeline), then in separate calls.
+    bus.publish(vec![tick("AAPL", 2.0, 2_000), tick("AAPL", 1.0, 1_000)])
+        .await
+        .unwrap();
+    bus.publish(vec![tick("AAPL", 0.5, 500)]).await.unwrap();
+    let latest = bus.latest(&sym("AAPL")).await.unwrap().unwrap();
+    assert_eq!((latest.price, latest.timestamp), (2.0, Timestamp(2_000)));
+    // Clients see every tick, in the order accepted.
+    for want in [2.0, 1.0, 0.5] {
+        assert_eq!(recv(&mut rx).await.price, want);
+    }
+    assert_eq!(bus.publisher().counts(), (1, 2));
+
+    // Equal or newer replaces; timestamps beyond 2^53 ns compare exactly.
+    let big = 1_778_598_245_123_456_789;
+    bus.publish(vec![tick("AAPL", 3.0, big), tick("AAPL", 4.0, big - 1)])
+        .await
+        .unwrap();
+    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 3.0);
+    bus.publish(vec![tick("AAPL", 5.0, big + 1)]).await.unwrap();
+    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 5.0);
+
+    // The stored value is the documented JSON, readable with redis-cli.
+    let raw: String = admin.get(keys.price_key(&sym("AAPL"))).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["symbol"], "AAPL");
+    assert_eq!(v["price"], 5.0);
+    assert_eq!(v["ts_ns"], big + 1);
+    assert!(v["timestamp"].as_str().unwrap().starts_with("2026-05-12T"));
+
+    bus.shutdown().await;
+    cleanup(&admin, &keys, &[sym("AAPL")]).await;
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_redis_forgets_them() {
+    let config = config("noscript");
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, false).unwrap();
+    let client = config.connect_client().await.unwrap();
+    let publisher = RedisPublisher::new(client.clone(), keys.clone());
+    let store = RedisPriceStore::new(client, keys.clone());
+    // Never loaded, and flushed: the first EVALSHA gets NOSCRIPT.
+    let () = admin.script_flush(false).await.unwrap();
+    let ticks: Vec<Tick> = (1..=50)
+        .map(|i| tick("MSFT", f64::from(i), i64::from(i)))
+        .collect();
+    publisher.publish(ticks).await.unwrap();
+    let latest = store.latest(&sym("MSFT")).await.unwrap().unwrap();
+    assert_eq!(latest.price, 50.0);
+    assert_eq!(store.latest(&sym("NOPE")).await.unwrap(), None);
+    cleanup(&admin, &keys, &[sym("MSFT")]).await;
+}
+
+#[tokio::test]
+async fn subscribes_only_to_followed_symbols_and_lingers_before_unsubscribing() {
+    let config = config("interest");
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, false).unwrap();
+    let (bus, mut rx, needed) = bus(config.clone()).await;
+    let (aapl, msft) = (sym("AAPL"), sym("MSFT"));
+    let (ch_a, ch_m) = (keys.channel(&aapl), keys.channel(&msft));
+    assert_eq!(numsub(&admin, &ch_a, false).await, 0);
+
+    needed.lock().insert(aapl);
+    bus.follow(aapl);
+    eventually("AAPL followed", 1, || numsub(&admin, &ch_a, false)).await;
+    assert_eq!(numsub(&admin, &ch_m, false).await, 0);
+
+    // Only the followed symbol reaches the node.
+    bus.publish(vec![tick("MSFT", 1.0, 1), tick("AAPL", 2.0, 2)])
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx).await.symbol, aapl);
+
+    // A client that flaps within the linger: no unsubscribe, no new command.
+    let before = bus.subscriber().stats().subscribe_commands.load(Relaxed);
+    needed.lock().remove(&aapl);
+    bus.unfollow(aapl);
+    needed.lock().insert(aapl);
+    bus.follow(aapl);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(numsub(&admin, &ch_a, false).await, 1);
+    assert_eq!(
+        bus.subscriber().stats().subscribe_commands.load(Relaxed),
+        before
+    );
+
+    // The last subscriber leaves: still subscribed during the linger, then not.
+    needed.lock().remove(&aapl);
+    bus.unfollow(aapl);
+    assert_eq!(numsub(&admin, &ch_a, false).await, 1);
+    eventually("AAPL dropped after the linger", 0, || {
+        numsub(&admin, &ch_a, false)
+    })
+    .await;
+    assert!(bus.check().is_ok());
+    bus.shutdown().await;
+    cleanup(&admin, &keys, &[aapl, msft]).await;
+}
+
+#[tokio::test]
+async fn sharded_pubsub_delivers_through_ssubscribe() {
+    let mut config = config("sharded");
+    config.sharded = true;
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, true).unwrap();
+    let (bus, mut rx, needed) = bus(config.clone()).await;
+    let s = sym("BINANCE:BTCUSDT");
+    needed.lock().insert(s);
+    bus.follow(s);
+    let channel = keys.channel(&s);
+    eventually("shard subscribers", 1, || numsub(&admin, &channel, true)).await;
+    // Plain PUBSUB sees no subscriber: the tick went through SPUBLISH.
+    assert_eq!(numsub(&admin, &channel, false).await, 0);
+    bus.publish(vec![tick("BINANCE:BTCUSDT", 64_000.5, 7)])
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx).await.price, 64_000.5);
+    assert_eq!(bus.latest(&s).await.unwrap().unwrap().price, 64_000.5);
+    needed.lock().remove(&s);
+    bus.unfollow(s);
+    eventually("shard unsubscribed", 0, || numsub(&admin, &channel, true)).await;
+    bus.shutdown().await;
+    cleanup(&admin, &keys, &[s]).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error() {
+    let config = RedisConfig {
+        url: "redis://127.0.0.1:1".into(),
+        connect_timeout: Duration::from_secs(2),
+        ..RedisConfig::default()
+    };
+    let err = match config.connect_client().await {
+        Ok(_) => panic!("connected to port 1"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("cannot connect to Redis at redis://127.0.0.1:1"),
+        "{err}"
+    );
+}

@@ -1,0 +1,20 @@
+//! MarketMux domain types shared by every crate.
+//!
+//! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
+//! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
+//! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
+//! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
+//! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
+//! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
+
+pub mod auth;
+pub mod ingest;
+pub mod request;
+pub mod response;
+pub mod symbol;
+pub mod tick;
+
+pub use request::{ClientRequest, RequestError};
+pub use response::{encode_tick, ErrorCode, ServerMessage};
+pub use symbol::{Symbol, SymbolError};
+pub use tick::{Tick, TickError, Timestamp};

@@ -1,0 +1,231 @@
+//! What the server sends: JSON text, encoded once per message.
+//!
+//! Ticks are written by hand ([`encode_tick`]): every field is a number or a
+//! string that needs no escaping (symbols are restricted to safe ASCII), so
+//! the encoder is a handful of appends with no intermediate values.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::symbol::Symbol;
+use crate::tick::Tick;
+
+/// Machine-readable error codes of `{"type":"error","code":...}` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidRequest,
+    UnknownAction,
+    InvalidSymbol,
+    TooManySubscriptions,
+    RateLimited,
+    UnsupportedFrame,
+    Forbidden,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidSymbol => "invalid_symbol",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// A non-tick message from server to client. `id` is raw JSON echoed from the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage<'a> {
+    Subscribed {
+        symbols: &'a [Symbol],
+        id: Option<&'a str>,
+    },
+    Unsubscribed {
+        symbols: &'a [Symbol],
+        id: Option<&'a str>,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        id: Option<&'a str>,
+    },
+    Pong {
+        id: Option<&'a str>,
+    },
+    Identified {
+        user_id: i64,
+        id: Option<&'a str>,
+    },
+    /// A fired alert; `alert` is the alert as a JSON object.
+    Alert {
+        alert: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// Encodes the message as one JSON object.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(96);
+        match self {
+            ServerMessage::Subscribed { symbols, id } => {
+                out.push_str(r#"{"type":"subscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::Unsubscribed { symbols, id } => {
+                out.push_str(r#"{"type":"unsubscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::Error { code, message, id } => {
+                out.push_str(r#"{"type":"error","code":""#);
+                out.push_str(code.as_str());
+                out.push_str(r#"","message":"#);
+                // Messages may quote client input: escape them properly.
+                out.push_str(&serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into()));
+                push_id(&mut out, *id);
+            }
+            ServerMessage::Pong { id } => {
+                out.push_str(r#"{"type":"pong""#);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::Identified { user_id, id } => {
+                let _ = write!(out, r#"{{"type":"identified","user_id":{user_id}"#);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::Alert { alert } => {
+                out.push_str(r#"{"type":"alert","alert":"#);
+                out.push_str(alert);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn push_symbols(out: &mut String, symbols: &[Symbol]) {
+    out.push('[');
+    for (i, s) in symbols.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(s.as_str());
+        out.push('"');
+    }
+    out.push(']');
+}
+
+fn push_id(out: &mut String, id: Option<&str>) {
+    if let Some(id) = id {
+        out.push_str(r#","id":"#);
+        out.push_str(id);
+    }
+}
+
+/// Encodes a tick for clients:
+/// `{"type":"tick","symbol":"AAPL","price":150.25,"timestamp":"…","seq":7}`.
+///
+/// `seq` is the node's per-symbol sequence number: a client that sees a jump
+/// knows ticks were conflated away (it always has the newest price).
+pub fn encode_tick(tick: &Tick, seq: u64) -> String {
+    let mut out = String::with_capacity(128);
+    out.push_str(r#"{"type":"tick","symbol":""#);
+    out.push_str(tick.symbol.as_str());
+    out.push_str(r#"","price":"#);
+    push_f64(&mut out, tick.price);
+    out.push_str(r#","timestamp":""#);
+    out.push_str(&tick.timestamp.to_rfc3339());
+    out.push('"');
+    if let Some(v) = tick.volume {
+        out.push_str(r#","volume":"#);
+        push_f64(&mut out, v);
+    }
+    let _ = write!(out, r#","seq":{seq}}}"#);
+    out
+}
+
+/// Writes a finite f64 as a JSON number (Rust's shortest round-trip form).
+fn push_f64(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::Timestamp;
+
+    #[test]
+    fn tick_is_valid_json_with_every_field() {
+        let t = Tick::new(
+            Symbol::new("BINANCE:BTCUSDT").unwrap(),
+            64_000.5,
+            Timestamp::parse_rfc3339("2026-05-12T15:04:05.123456Z").unwrap(),
+            Some(0.25),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&encode_tick(&t, 9)).unwrap();
+        assert_eq!(v["type"], "tick");
+        assert_eq!(v["symbol"], "BINANCE:BTCUSDT");
+        assert_eq!(v["price"], 64_000.5);
+        assert_eq!(v["timestamp"], "2026-05-12T15:04:05.123456Z");
+        assert_eq!(v["volume"], 0.25);
+        assert_eq!(v["seq"], 9);
+    }
+
+    #[test]
+    fn control_messages_are_valid_json() {
+        let syms = [Symbol::new("AAPL").unwrap(), Symbol::new("MSFT").unwrap()];
+        let msgs = [
+            ServerMessage::Subscribed {
+                symbols: &syms,
+                id: Some("\"a\""),
+            },
+            ServerMessage::Unsubscribed {
+                symbols: &syms[..1],
+                id: None,
+            },
+            ServerMessage::Error {
+                code: ErrorCode::InvalidSymbol,
+                message: "bad \"x\"\n",
+                id: Some("7"),
+            },
+            ServerMessage::Pong { id: None },
+            ServerMessage::Identified {
+                user_id: 7,
+                id: None,
+            },
+            ServerMessage::Alert {
+                alert: r#"{"id":1}"#,
+            },
+        ];
+        for m in msgs {
+            let s = m.encode();
+            let v: serde_json::Value =
+                serde_json::from_str(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert!(v["type"].is_string());
+        }
+        let v: serde_json::Value = serde_json::from_str(
+            &ServerMessage::Subscribed {
+                symbols: &syms,
+                id: Some("\"a\""),
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(v["symbols"], serde_json::json!(["AAPL", "MSFT"]));
+        assert_eq!(v["id"], "a");
+    }
+}

@@ -1,0 +1,65 @@
+//! [`GatewayConfig`]: every limit of an edge node, with safe defaults.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use marketmux_hub::QueueLimits;
+
+use crate::auth::AuthConfig;
+
+/// Limits and timings of one gateway node. Each bound says what happens at it.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest client frame (and message) accepted; a larger one closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Subscriptions per socket; a subscribe past it gets `too_many_subscriptions`.
+    pub max_subscriptions: usize,
+    /// Control messages per second per socket (burst: twice that). Past it the
+    /// client gets `rate_limited`; a client that keeps going for another second's
+    /// worth is closed with 1008.
+    pub max_messages_per_sec: u32,
+    /// Outgoing queue bounds (conflation, slow-consumer close).
+    pub queue: QueueLimits,
+    /// How often the server pings every socket.
+    pub ping_interval: Duration,
+    /// A socket that sends nothing (not even a pong) for this long is closed with 1001.
+    pub idle_timeout: Duration,
+    /// Time allowed to send the HTTP upgrade request once connected.
+    pub handshake_timeout: Duration,
+    /// Open sockets on this node; further upgrades get 503.
+    pub max_connections: usize,
+    /// Open sockets per client IP (0: no limit); further upgrades get 429.
+    pub max_connections_per_ip: usize,
+    /// Whether `{"action":"identify"}` is honoured (dev role with auth off only).
+    pub allow_identify: bool,
+    /// On shutdown, sockets are closed with 1012 spread evenly over this period.
+    pub drain_period: Duration,
+    /// Largest `POST /api/v1/ticks` body.
+    pub max_ingest_body_bytes: usize,
+    /// When set, `/debug/*` endpoints need `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// Tokens, the ingest token and the Origin allow-list (all off by default).
+    pub auth: Arc<AuthConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 4096,
+            max_subscriptions: 1024,
+            max_messages_per_sec: 50,
+            queue: QueueLimits::default(),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_ip: 2_000,
+            allow_identify: false,
+            drain_period: Duration::from_secs(5),
+            max_ingest_body_bytes: 4 * 1024 * 1024,
+            admin_token: None,
+            auth: Arc::default(),
+        }
+    }
+}

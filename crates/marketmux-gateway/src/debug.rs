@@ -1,0 +1,135 @@
+//! `GET /debug/pprof/profile?seconds=N[&format=flamegraph]`: a CPU profile of
+//! the running node, as pprof protobuf (for `go tool pprof`, speedscope) or as
+//! a flamegraph SVG.
+//!
+//! Bounded: 1–60 seconds, one profile at a time (409 otherwise), and guarded by
+//! the admin token when one is configured (401 without it).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, StatusCode};
+use pprof::protos::Message as _;
+use serde::Deserialize;
+
+use crate::auth::require_bearer;
+use crate::error::ApiError;
+use crate::state::GatewayState;
+
+/// Longest profile one request may ask for.
+pub const MAX_PROFILE_SECONDS: u64 = 60;
+/// Samples per second.
+const FREQUENCY: i32 = 99;
+
+static PROFILING: AtomicBool = AtomicBool::new(false);
+
+/// Query of the profile endpoint.
+#[derive(Debug, Deserialize)]
+pub struct ProfileQuery {
+    seconds: Option<u64>,
+    format: Option<String>,
+}
+
+/// Releases the one-profile-at-a-time flag however the request ends.
+struct ProfilingSlot;
+
+impl ProfilingSlot {
+    fn take() -> Option<Self> {
+        PROFILING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ProfilingSlot)
+    }
+}
+
+impl Drop for ProfilingSlot {
+    fn drop(&mut self) {
+        PROFILING.store(false, Ordering::Release);
+    }
+}
+
+/// Checks `Authorization: Bearer <admin token>` when an admin token is set.
+pub fn require_admin(state: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+    require_bearer(
+        headers,
+        state.config.admin_token.as_deref(),
+        "this endpoint needs the admin token",
+    )
+}
+
+/// The profile handler.
+pub async fn profile(
+    State(state): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Query(q): Query<ProfileQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let seconds = q.seconds.unwrap_or(10);
+    if seconds == 0 || seconds > MAX_PROFILE_SECONDS {
+        return Err(ApiError::bad_request(
+            "invalid_seconds",
+            format!("seconds must be between 1 and {MAX_PROFILE_SECONDS}"),
+        ));
+    }
+    let flamegraph = match q.format.as_deref() {
+        None | Some("pprof") | Some("protobuf") => false,
+        Some("flamegraph") | Some("svg") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("unknown format {other:?}; use pprof or flamegraph"),
+            ))
+        }
+    };
+    let _slot = ProfilingSlot::take().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "profile_running",
+            "a profile is already running; retry later",
+        )
+    })?;
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(FREQUENCY)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "profiler", e.to_string()))?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let report = guard
+        .report()
+        .build()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "profiler", e.to_string()))?;
+    drop(guard);
+    if flamegraph {
+        let mut svg = Vec::new();
+        if report.data.is_empty() {
+            // Nothing was sampled (an idle node): still answer a valid picture.
+            svg.extend_from_slice(
+                br#"<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"><text x="10" y="25">No samples: the node was idle.</text></svg>"#,
+            );
+        } else {
+            report.flamegraph(&mut svg).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "profiler", e.to_string())
+            })?;
+        }
+        Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+    } else {
+        let profile = report.pprof().map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "profiler", e.to_string())
+        })?;
+        let body = profile.encode_to_vec();
+        Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"profile.pb\"",
+                ),
+            ],
+            body,
+        )
+            .into_response())
+    }
+}

@@ -1,0 +1,28 @@
+//! The MarketMux edge gateway: WebSocket delivery and REST beside it.
+//!
+//! - [`server`]: routes, the accept loop (HTTP/1.1 with upgrades), heartbeat, drain.
+//! - [`ws`]: the WebSocket upgrade, framing, and the per-socket reader and writer.
+//! - [`rest`]: `/health`, `/ready`, `/price/{symbol}`, `POST /api/v1/ticks`, `/debug/vars`.
+//! - [`state`]: [`GatewayState`], what a node's requests and sockets share.
+//! - [`auth`]: JWT for sockets and user APIs, the ingest token, the Origin allow-list.
+//! - [`config`]: [`GatewayConfig`], every limit with its default.
+//! - [`error`]: [`ApiError`], JSON error bodies.
+//! - [`metrics`]: `/metrics` in Prometheus text format.
+//! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand.
+//! - [`web`]: the live page at `/`.
+
+pub mod auth;
+pub mod config;
+pub mod debug;
+pub mod error;
+pub mod metrics;
+pub mod rest;
+pub mod server;
+pub mod state;
+pub mod web;
+pub mod ws;
+
+pub use config::GatewayConfig;
+pub use error::ApiError;
+pub use server::{router, serve};
+pub use state::GatewayState;

@@ -1,0 +1,320 @@
+//! `GET /metrics`: Prometheus text exposition.
+//!
+//! Hot-path counters are plain atomics owned by the hub and the gateway; they
+//! are read and rendered only when scraped, so delivering a tick never touches
+//! a metrics registry. Other crates (Redis, Kafka, alerts) may record through
+//! the `metrics` facade; their series are appended when the binary installed
+//! the global recorder ([`install_global_recorder`]). No label is per client
+//! or per symbol.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::header;
+use marketmux_hub::CloseReason;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::state::GatewayState;
+
+/// Upper bounds (seconds) of the queue-latency histogram buckets.
+const LATENCY_BOUNDS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// A fixed-bucket histogram of durations, lock-free.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn record(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BOUNDS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_nanos.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Why sockets closed, counted by a small fixed set of reasons.
+#[derive(Debug, Default)]
+pub struct CloseCounters {
+    normal: AtomicU64,
+    idle: AtomicU64,
+    protocol: AtomicU64,
+    slow_consumer: AtomicU64,
+    policy: AtomicU64,
+    drain: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl CloseCounters {
+    /// Counts one closed socket by the reason it was closed with.
+    pub fn record(&self, reason: Option<&CloseReason>) {
+        let counter = match reason.map(|r| (r.code, r.reason.as_str())) {
+            None | Some((1000, _)) => &self.normal,
+            Some((1001, _)) => &self.idle,
+            Some((1002 | 1007 | 1009, _)) => &self.protocol,
+            Some((1008, r)) if r.starts_with("slow consumer") => &self.slow_consumer,
+            Some((1008, _)) => &self.policy,
+            Some((1012, _)) => &self.drain,
+            Some(_) => &self.lost,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Each reason with its count, in a fixed order (for `/metrics` and `/debug/vars`).
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        [
+            ("normal", &self.normal),
+            ("idle", &self.idle),
+            ("protocol", &self.protocol),
+            ("slow_consumer", &self.slow_consumer),
+            ("policy", &self.policy),
+            ("drain", &self.drain),
+            ("connection_lost", &self.lost),
+        ]
+        .map(|(reason, c)| (reason, c.load(Relaxed)))
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "marketmux_connections_closed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Sockets closed, by reason.\n# TYPE {name} counter"
+        );
+        for (reason, n) in self.by_reason() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
+    }
+}
+
+static GLOBAL: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide `metrics` recorder whose series `/metrics` appends.
+/// Safe to call more than once; returns false if another recorder was installed first.
+pub fn install_global_recorder() -> bool {
+    if GLOBAL.get().is_some() {
+        return true;
+    }
+    match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => GLOBAL.set(handle).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Renders every series of this node.
+pub fn render(state: &GatewayState) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let hub = state.hub.stats().snapshot();
+    let s = &state.stats;
+    let (opened, _) = state.registry.opened_closed();
+    let gauge = |out: &mut String, n, h, v: u64| metric(out, "gauge", n, h, v);
+    let counter = |out: &mut String, n, h, v: u64| metric(out, "counter", n, h, v);
+
+    gauge(
+        &mut out,
+        "marketmux_connections_open",
+        "Open WebSocket connections.",
+        state.registry.len() as u64,
+    );
+    counter(
+        &mut out,
+        "marketmux_connections_opened_total",
+        "WebSocket connections accepted.",
+        opened,
+    );
+    s.closed_by.render(&mut out);
+    counter(
+        &mut out,
+        "marketmux_upgrades_refused_total",
+        "Upgrades refused (limits, draining, bad handshake).",
+        s.upgrades_refused.load(Relaxed),
+    );
+    gauge(
+        &mut out,
+        "marketmux_subscriptions",
+        "Live (socket, symbol) subscriptions.",
+        hub.subscriptions,
+    );
+    gauge(
+        &mut out,
+        "marketmux_topics",
+        "Symbols with at least one local subscriber.",
+        hub.topics,
+    );
+    counter(
+        &mut out,
+        "marketmux_ticks_in_total",
+        "Ticks received from the bus.",
+        hub.ticks_in,
+    );
+    counter(
+        &mut out,
+        "marketmux_ticks_encoded_total",
+        "Ticks encoded for clients (once per tick with subscribers).",
+        hub.ticks_encoded,
+    );
+    counter(
+        &mut out,
+        "marketmux_deliveries_total",
+        "Tick frames queued to sockets (live and snapshots).",
+        hub.deliveries,
+    );
+    counter(
+        &mut out,
+        "marketmux_conflated_total",
+        "Unsent ticks replaced by a newer one for a lagging socket.",
+        hub.conflated,
+    );
+    counter(
+        &mut out,
+        "marketmux_slow_consumers_closed_total",
+        "Sockets closed for staying behind past their bound.",
+        hub.slow_closed,
+    );
+    counter(
+        &mut out,
+        "marketmux_frames_written_total",
+        "Frames written to sockets.",
+        s.frames_written.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "marketmux_write_batches_total",
+        "Socket writes (one per writer wake-up).",
+        s.write_batches.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "marketmux_bytes_written_total",
+        "Bytes written to sockets.",
+        s.bytes_written.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "marketmux_messages_in_total",
+        "Client messages read.",
+        s.messages_in.load(Relaxed),
+    );
+    gauge(
+        &mut out,
+        "marketmux_queued_bytes",
+        "Bytes waiting in socket queues.",
+        state.registry.queued_bytes() as u64,
+    );
+    s.queue_latency.render(
+        &mut out,
+        "marketmux_queue_latency_seconds",
+        "Time from a tick entering an idle socket queue to its write completing (hub to socket).",
+    );
+    let ready = state.check_ready().is_ok();
+    gauge(
+        &mut out,
+        "marketmux_ready",
+        "1 when /ready answers 200.",
+        ready as u64,
+    );
+    let name = "marketmux_component_up";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 when the component answers.\n# TYPE {name} gauge"
+    );
+    for r in &state.readiness {
+        let _ = writeln!(
+            out,
+            "{name}{{component=\"{}\"}} {}",
+            r.name(),
+            r.check().is_ok() as u8
+        );
+    }
+    if let Some(h) = GLOBAL.get() {
+        out.push_str(&h.render());
+    }
+    out
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_micros(10));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 1"));
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2"));
+        assert!(out.contains("x_bucket{le=\"5\"} 2"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3"));
+        assert!(out.contains("x_count 3"));
+    }
+
+    #[test]
+    fn close_reasons_are_classified() {
+        let c = CloseCounters::default();
+        c.record(Some(&CloseReason::slow_consumer(Duration::from_secs(1))));
+        c.record(Some(&CloseReason::new(1008, "rate limit exceeded")));
+        c.record(Some(&CloseReason::new(1012, "service restart")));
+        c.record(None);
+        let mut out = String::new();
+        c.render(&mut out);
+        for line in [
+            "reason=\"slow_consumer\"} 1",
+            "reason=\"policy\"} 1",
+            "reason=\"drain\"} 1",
+            "reason=\"normal\"} 1",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! REST endpoints: health, readiness, latest price, tick ingest, live counts.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::Json;
+use http::StatusCode;
+use marketmux_core::ingest::{parse_ticks, IngestError};
+use marketmux_core::Symbol;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::GatewayState;
+
+/// `GET /health`: the process is alive.
+pub async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: 200 when the bus and stores answer, 503 naming what does not.
+pub async fn ready(State(state): State<Arc<GatewayState>>) -> Result<impl IntoResponse, ApiError> {
+    state
+        .check_ready()
+        .map(|()| Json(json!({ "status": "ready" })))
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why))
+}
+
+/// `GET /price/{symbol}`: the latest tick of a symbol.
+pub async fn price(
+    State(state): State<Arc<GatewayState>>,
+    Path(symbol): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let symbol =
+        Symbol::new(&symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+    let tick = state
+        .prices
+        .latest(&symbol)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no price known for {symbol}")))?;
+    let mut body = json!({
+        "symbol": tick.symbol,
+        "price": tick.price,
+        "timestamp": tick.timestamp.to_rfc3339(),
+    });
+    if let Some(v) = tick.volume {
+        body["volume"] = json!(v);
+    }
+    Ok(Json(body))
+}
+
+/// `POST /api/v1/ticks`: one tick or an array; 202 once the bus has them all.
+pub async fn ingest(
+    State(state): State<Arc<GatewayState>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    state.config.auth.check_ingest(&headers)?;
+    let ticks = parse_ticks(&body).map_err(|e| match e {
+        IngestError::TooMany(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_ticks",
+            e.to_string(),
+        ),
+        IngestError::Json(_) => ApiError::bad_request("invalid_json", e.to_string()),
+        _ => ApiError::bad_request("invalid_tick", e.to_string()),
+    })?;
+    let n = ticks.len();
+    state
+        .publisher
+        .publish(ticks)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": n }))))
+}
+
+/// `GET /debug/vars`: live counts, for leak checks and dashboards.
+pub async fn debug_vars(
+    State(state): State<Arc<GatewayState>>,
+    headers: http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::debug::require_admin(&state, &headers)?;
+    let hub = state.hub.stats().snapshot();
+    let (opened, closed) = state.registry.opened_closed();
+    let s = &state.stats;
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    Ok(Json(json!({
+        "connections": state.registry.len(),
+        "connections_opened": opened,
+        "connections_closed": closed,
+        "bound_users": state.registry.bound_users(),
+        "queued_bytes": state.registry.queued_bytes(),
+        "topics": state.hub.topic_count(),
+        "subscriptions": hub.subscriptions,
+        "tasks": tasks,
+        "ticks_in": hub.ticks_in,
+        "ticks_encoded": hub.ticks_encoded,
+        "deliveries": hub.deliveries,
+        "conflated": hub.conflated,
+        "slow_closed": hub.slow_closed,
+        "bytes_written": s.bytes_written.load(Relaxed),
+        "frames_written": s.frames_written.load(Relaxed),
+        "write_batches": s.write_batches.load(Relaxed),
+        "messages_in": s.messages_in.load(Relaxed),
+        "upgrades_refused": s.upgrades_refused.load(Relaxed),
+        "closed_by_reason": s
+            .closed_by
+            .by_reason()
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+    })))
+}

@@ -1,0 +1,119 @@
+//! [`GatewayState`]: what every request and socket of a node shares.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use marketmux_bus::{PriceStore, Readiness, TickPublisher};
+use marketmux_core::{encode_tick, Tick};
+use marketmux_hub::{HubConfig, SymbolHub, TickEncoder};
+
+use crate::config::GatewayConfig;
+use crate::ws::frame;
+use crate::ws::registry::ConnectionRegistry;
+
+/// Socket-level counters (the hub keeps its own).
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Bytes written to sockets.
+    pub bytes_written: AtomicU64,
+    /// write() batches (one per writer wake-up).
+    pub write_batches: AtomicU64,
+    /// Frames written (ticks and control).
+    pub frames_written: AtomicU64,
+    /// Client messages read.
+    pub messages_in: AtomicU64,
+    /// Upgrades refused (limits, draining, bad handshake).
+    pub upgrades_refused: AtomicU64,
+    /// Closed sockets by reason.
+    pub closed_by: crate::metrics::CloseCounters,
+    /// Hub-to-socket latency of each write batch.
+    pub queue_latency: crate::metrics::LatencyHistogram,
+}
+
+/// Shared state of one gateway node.
+pub struct GatewayState {
+    /// Who follows which symbol; fed by the bus.
+    pub hub: Arc<SymbolHub>,
+    /// Every open socket.
+    pub registry: ConnectionRegistry,
+    /// Where `POST /api/v1/ticks` sends accepted ticks.
+    pub publisher: Arc<dyn TickPublisher>,
+    /// Latest prices for `GET /price` and snapshots of symbols the hub has not seen.
+    pub prices: Arc<dyn PriceStore>,
+    /// Components whose health `/ready` reports.
+    pub readiness: Vec<Arc<dyn Readiness>>,
+    /// Limits and timings.
+    pub config: GatewayConfig,
+    /// Set at shutdown: `/ready` fails and upgrades are refused.
+    pub draining: AtomicBool,
+    /// Socket counters.
+    pub stats: GatewayStats,
+    next_client_id: AtomicU64,
+}
+
+/// The hub's encoder for this gateway: a complete WebSocket text frame, built once.
+pub fn ws_tick_encoder() -> TickEncoder {
+    Arc::new(|tick: &Tick, seq: u64| frame::text_frame(&encode_tick(tick, seq)))
+}
+
+impl GatewayState {
+    /// A node over `hub`, publishing to `publisher` and reading prices from `prices`.
+    pub fn new(
+        config: GatewayConfig,
+        hub: Arc<SymbolHub>,
+        publisher: Arc<dyn TickPublisher>,
+        prices: Arc<dyn PriceStore>,
+        readiness: Vec<Arc<dyn Readiness>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            registry: ConnectionRegistry::default(),
+            publisher,
+            prices,
+            readiness,
+            config,
+            draining: AtomicBool::new(false),
+            stats: GatewayStats::default(),
+            next_client_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A hub configured for WebSocket delivery.
+    pub fn new_hub() -> Arc<SymbolHub> {
+        Arc::new(SymbolHub::new(HubConfig::default(), ws_tick_encoder()))
+    }
+
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Relaxed)
+    }
+
+    /// Pushes a fired alert (a JSON object) to every socket of `user_id` on this node.
+    pub fn push_alert(&self, user_id: i64, alert_json: &str) -> usize {
+        let frame =
+            Self::control_frame(&marketmux_core::ServerMessage::Alert { alert: alert_json });
+        self.registry.push_to_user(user_id, &frame)
+    }
+
+    /// `Err` lists what is not ready.
+    pub fn check_ready(&self) -> Result<(), String> {
+        if self.draining.load(Relaxed) {
+            return Err("draining for shutdown".into());
+        }
+        let down: Vec<String> = self
+            .readiness
+            .iter()
+            .filter_map(|r| r.check().err())
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down.join("; "))
+        }
+    }
+
+    /// A text frame for a control message.
+    pub(crate) fn control_frame(msg: &marketmux_core::ServerMessage<'_>) -> Bytes {
+        frame::text_frame(&msg.encode())
+    }
+}

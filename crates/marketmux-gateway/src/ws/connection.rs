@@ -1,0 +1,406 @@
+//! One client socket: a reader (this task) that handles requests, and a
+//! writer task that drains the client's queue into the socket, one write()
+//! per batch.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use marketmux_core::{ClientRequest, ErrorCode, ServerMessage, Symbol};
+use marketmux_hub::{ClientQueue, CloseReason};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::frame::{self, OpCode};
+use super::reader::{FrameReader, Message, ReadError};
+use crate::auth::Identity;
+use crate::state::GatewayState;
+
+/// How long a closing socket waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a price-store lookup for a snapshot may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A writer keeps at most this much buffer between batches.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+
+/// Serves one upgraded socket until it closes. `prefix` holds bytes read past
+/// the upgrade request; `user` is the authenticated user, if any.
+pub async fn serve<R, W>(
+    state: Arc<GatewayState>,
+    rd: R,
+    wr: W,
+    prefix: Bytes,
+    identity: Option<Identity>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let id = state.next_client_id();
+    let queue = state.hub.new_client(id, state.config.queue);
+    state.registry.insert(queue.clone());
+    if let Some(identity) = &identity {
+        state.registry.bind_user(id, identity.user_id);
+    }
+    let mut writer = tokio::spawn(write_loop(state.clone(), queue.clone(), wr));
+    let mut session = Session {
+        subscriptions: HashSet::new(),
+        bucket: TokenBucket::new(state.config.max_messages_per_sec),
+        strikes: 0,
+        identity,
+        queue: queue.clone(),
+        state: state.clone(),
+    };
+    let mut reader = FrameReader::new(rd, prefix, state.config.max_frame_bytes);
+    session.read_loop(&mut reader).await;
+    // Whatever ended the reader, the writer must end too (first reason wins).
+    queue.close_after_pending(CloseReason::new(1000, ""));
+
+    // Leave every topic before anything else, so no tick is queued for a dead socket.
+    for s in session.subscriptions.drain() {
+        state.hub.unsubscribe(&s, id);
+    }
+    // Give the writer time to send the close frame, and the client to answer it.
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Ok(m) = reader.next_message().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+        .await
+        .is_err()
+    {
+        // The client stopped reading: abandon the blocked write.
+        queue.close(CloseReason::new(1006, "close timed out"));
+        let _ = writer.await;
+    }
+    state.stats.closed_by.record(queue.close_reason().as_ref());
+    state.registry.remove(id);
+}
+
+/// What the rate limit decided for one client message.
+enum Admission {
+    Admitted,
+    /// Over the limit: the message is dropped (the client was told once).
+    Dropped,
+    /// Far over the limit: the socket is closing.
+    Closed,
+}
+
+struct Session {
+    state: Arc<GatewayState>,
+    queue: Arc<ClientQueue>,
+    subscriptions: HashSet<Symbol>,
+    bucket: TokenBucket,
+    /// Messages refused by the rate limit since the bucket last had tokens.
+    strikes: u32,
+    /// The authenticated user (authentication on), whose token may restrict symbols.
+    identity: Option<Identity>,
+}
+
+impl Session {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) {
+        let idle = self.state.config.idle_timeout;
+        // A socket opened with a token is closed when the token expires.
+        let expires = self.identity.as_ref().and_then(|i| i.expires_at).map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Instant::now() + left
+        });
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            let msg = tokio::select! {
+                m = tokio::time::timeout(idle, reader.next_message()) => m,
+                _ = self.queue.closed() => return,
+                _ = &mut expiry => {
+                    self.queue.close_after_pending(CloseReason::new(1008, "token expired"));
+                    return;
+                }
+            };
+            let msg = match msg {
+                Err(_) => {
+                    self.queue
+                        .close_after_pending(CloseReason::new(1001, "idle timeout: no pong"));
+                    return;
+                }
+                Ok(Err(ReadError::Protocol(e))) => {
+                    self.queue
+                        .close_after_pending(CloseReason::new(e.code, e.reason));
+                    return;
+                }
+                Ok(Err(_)) => {
+                    self.queue.close(CloseReason::new(1006, "connection lost"));
+                    return;
+                }
+                Ok(Ok(m)) => m,
+            };
+            match msg {
+                Message::Text(text) => {
+                    self.state.stats.messages_in.fetch_add(1, Relaxed);
+                    match self.admit() {
+                        Admission::Admitted => {}
+                        Admission::Dropped => continue,
+                        Admission::Closed => return,
+                    }
+                    // The reader validated UTF-8.
+                    let text = std::str::from_utf8(&text).unwrap_or_default();
+                    self.handle_text(text).await;
+                }
+                Message::Binary => {
+                    match self.admit() {
+                        Admission::Admitted => {}
+                        Admission::Dropped => continue,
+                        Admission::Closed => return,
+                    }
+                    self.error(
+                        ErrorCode::UnsupportedFrame,
+                        "binary frames are not supported; send JSON text",
+                        None,
+                    );
+                }
+                Message::Ping(payload) => {
+                    self.queue
+                        .push_control(frame::encode(OpCode::Pong, &payload));
+                }
+                Message::Pong => {}
+                Message::Close(code) => {
+                    let reply = if code == 1005 { 1000 } else { code };
+                    self.queue.close_after_pending(CloseReason::new(reply, ""));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies the per-socket rate limit.
+    fn admit(&mut self) -> Admission {
+        if self.bucket.take(Instant::now()) {
+            self.strikes = 0;
+            return Admission::Admitted;
+        }
+        self.strikes += 1;
+        if self.strikes == 1 {
+            let msg = format!(
+                "more than {} messages per second; further messages are dropped until the rate falls",
+                self.state.config.max_messages_per_sec
+            );
+            self.error(ErrorCode::RateLimited, &msg, None);
+        }
+        if self.strikes > self.state.config.max_messages_per_sec.max(1) {
+            self.queue
+                .close_after_pending(CloseReason::new(1008, "rate limit exceeded"));
+            return Admission::Closed;
+        }
+        Admission::Dropped
+    }
+
+    fn reply(&self, msg: ServerMessage<'_>) {
+        self.queue.push_control(GatewayState::control_frame(&msg));
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, id: Option<&str>) {
+        self.reply(ServerMessage::Error { code, message, id });
+    }
+
+    async fn handle_text(&mut self, text: &str) {
+        let req = match ClientRequest::parse(text) {
+            Ok(r) => r,
+            Err(e) => return self.error(e.code, &e.message, e.id.as_deref()),
+        };
+        match req {
+            ClientRequest::Subscribe { symbols, id } => {
+                self.subscribe(symbols, id.as_deref()).await
+            }
+            ClientRequest::Unsubscribe { symbols, id } => {
+                for s in &symbols {
+                    if self.subscriptions.remove(s) {
+                        self.state.hub.unsubscribe(s, self.queue.id());
+                        self.queue.forget_symbol(s);
+                    }
+                }
+                self.reply(ServerMessage::Unsubscribed {
+                    symbols: &symbols,
+                    id: id.as_deref(),
+                });
+            }
+            ClientRequest::Ping { id } => self.reply(ServerMessage::Pong { id: id.as_deref() }),
+            ClientRequest::Identify { user_id, id } => {
+                if self.state.config.allow_identify && self.identity.is_none() {
+                    self.state.registry.bind_user(self.queue.id(), user_id);
+                    self.reply(ServerMessage::Identified {
+                        user_id,
+                        id: id.as_deref(),
+                    });
+                } else {
+                    self.error(
+                        ErrorCode::Forbidden,
+                        "identify is only available in the dev role with authentication off",
+                        id.as_deref(),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<&str>) {
+        if let Some(filter) = self.identity.as_ref().and_then(|i| i.symbols.as_ref()) {
+            if let Some(denied) = symbols.iter().find(|s| !filter.allows(s)) {
+                let msg = format!("your token does not allow subscribing to {denied}");
+                return self.error(ErrorCode::Forbidden, &msg, id);
+            }
+        }
+        let fresh: Vec<Symbol> = symbols
+            .iter()
+            .filter(|s| !self.subscriptions.contains(s))
+            .copied()
+            .collect();
+        let limit = self.state.config.max_subscriptions;
+        if self.subscriptions.len() + fresh.len() > limit {
+            let msg = format!(
+                "subscribing to {} more symbols would exceed the limit of {limit} per connection ({} in use)",
+                fresh.len(),
+                self.subscriptions.len()
+            );
+            return self.error(ErrorCode::TooManySubscriptions, &msg, id);
+        }
+        // The ack goes first; each snapshot follows it, then live ticks.
+        self.reply(ServerMessage::Subscribed {
+            symbols: &symbols,
+            id,
+        });
+        for s in fresh {
+            self.subscriptions.insert(s);
+            let sub = self.state.hub.subscribe(s, &self.queue);
+            if !sub.snapshot_sent {
+                let looked_up =
+                    tokio::time::timeout(SNAPSHOT_TIMEOUT, self.state.prices.latest(&s)).await;
+                if let Ok(Ok(Some(tick))) = looked_up {
+                    self.state.hub.offer_snapshot(&tick, &self.queue);
+                }
+            }
+        }
+    }
+}
+
+/// Drains the queue into the socket: everything queued goes out in one write().
+async fn write_loop<W: AsyncWrite + Unpin>(
+    state: Arc<GatewayState>,
+    queue: Arc<ClientQueue>,
+    mut wr: W,
+) {
+    let mut spare = VecDeque::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let mut batch = match queue.take_batch(std::mem::take(&mut spare)) {
+            Ok(b) => b,
+            Err(reason) => {
+                let close = frame::close_frame(reason.code, &reason.reason);
+                let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                    wr.write_all(&close).await?;
+                    wr.shutdown().await
+                })
+                .await;
+                return;
+            }
+        };
+        if batch.is_empty() {
+            queue.wait_ready().await;
+            continue;
+        }
+        buf.clear();
+        buf.reserve(batch.len_bytes());
+        let frames = batch.len() as u64;
+        let queued_at = batch.queued_at;
+        for f in batch.frames.drain(..).chain(batch.conflated.drain(..)) {
+            buf.extend_from_slice(&f);
+        }
+        if batch.frames.capacity() <= 1024 {
+            spare = batch.frames;
+        }
+        let written = tokio::select! {
+            r = wr.write_all(&buf) => r,
+            // A client that stopped reading is closed by its queue's lag bound;
+            // the write it blocks is abandoned.
+            _ = queue.closed() => return,
+        };
+        if let Err(e) = written {
+            tracing::debug!(client = queue.id(), error = %e, "Socket write failed");
+            queue.close(CloseReason::new(1006, "write failed"));
+            return;
+        }
+        state
+            .stats
+            .bytes_written
+            .fetch_add(buf.len() as u64, Relaxed);
+        state.stats.frames_written.fetch_add(frames, Relaxed);
+        state.stats.write_batches.fetch_add(1, Relaxed);
+        if let Some(t) = queued_at {
+            state.stats.queue_latency.record(t.elapsed());
+        }
+        if buf.capacity() > KEEP_WRITE_BUFFER {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts of twice that.
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        let rate = rate.max(1) as f64;
+        Self {
+            tokens: rate * 2.0,
+            rate,
+            burst: rate * 2.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_bursts_then_the_rate() {
+        let start = Instant::now();
+        let mut b = TokenBucket::new(10);
+        b.last = start;
+        assert_eq!((0..25).filter(|_| b.take(start)).count(), 20);
+        assert_eq!(
+            (0..25)
+                .filter(|_| b.take(start + Duration::from_millis(500)))
+                .count(),
+            5
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! WebSocket: the upgrade, RFC 6455 framing, and one task pair per socket.
+//!
+//! - [`handshake`]: validates the upgrade request and computes the accept key.
+//! - [`frame`]: decodes client frames, encodes server frames.
+//! - [`reader`]: reassembles client messages under the size bound.
+//! - [`connection`]: the per-socket reader (requests, limits) and writer (batched writes).
+//! - [`registry`]: every open socket, for pings, user pushes and the drain.
+//! - [`upgrade`]: the axum handler for `GET /ws`.
+
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod reader;
+pub mod registry;
+pub mod upgrade;

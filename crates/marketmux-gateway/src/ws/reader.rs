@@ -1,0 +1,206 @@
+//! [`FrameReader`]: reads whole client messages off a socket, reassembling
+//! fragments and enforcing the frame size bound.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::frame::{self, OpCode, ProtocolError};
+
+/// Initial (and idle) read buffer: small, since most client messages are tiny.
+const INITIAL_BUFFER: usize = 256;
+
+/// One complete message from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    Text(Bytes),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close(u16),
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// Reads messages from `R`, at most `max_message` bytes each.
+pub struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+    max_message: usize,
+    partial: Option<(OpCode, BytesMut)>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Starts with `prefix`: bytes already read past the HTTP upgrade request.
+    pub fn new(rd: R, prefix: Bytes, max_message: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(INITIAL_BUFFER.max(prefix.len()));
+        buf.extend_from_slice(&prefix);
+        Self {
+            rd,
+            buf,
+            max_message,
+            partial: None,
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<frame::Frame, ReadError> {
+        loop {
+            if let Some(f) = frame::decode(&mut self.buf, self.max_message)? {
+                return Ok(f);
+            }
+            if self.buf.capacity() - self.buf.len() < 64 {
+                self.buf.reserve(INITIAL_BUFFER);
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Err(ReadError::Eof);
+            }
+        }
+    }
+
+    /// The next complete message.
+    pub async fn next_message(&mut self) -> Result<Message, ReadError> {
+        loop {
+            let f = self.next_frame().await?;
+            // Give back memory a large message made the buffer take.
+            if self.buf.is_empty() && self.buf.capacity() > 4 * INITIAL_BUFFER {
+                self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+            }
+            match f.opcode {
+                OpCode::Ping => return Ok(Message::Ping(f.payload)),
+                OpCode::Pong => return Ok(Message::Pong),
+                OpCode::Close => {
+                    if f.payload.len() == 1 {
+                        return Err(ProtocolError {
+                            code: 1002,
+                            reason: "malformed close frame",
+                        }
+                        .into());
+                    }
+                    return Ok(Message::Close(frame::close_code(&f.payload)));
+                }
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(ProtocolError {
+                            code: 1002,
+                            reason: "new message before the last one ended",
+                        }
+                        .into());
+                    }
+                    if f.fin {
+                        return finish(f.opcode, f.payload);
+                    }
+                    self.partial = Some((f.opcode, BytesMut::from(&f.payload[..])));
+                }
+                OpCode::Continuation => {
+                    let Some((op, mut acc)) = self.partial.take() else {
+                        return Err(ProtocolError {
+                            code: 1002,
+                            reason: "continuation without a message",
+                        }
+                        .into());
+                    };
+                    if acc.len() + f.payload.len() > self.max_message {
+                        return Err(ProtocolError {
+                            code: 1009,
+                            reason: "message too large",
+                        }
+                        .into());
+                    }
+                    acc.extend_from_slice(&f.payload);
+                    if f.fin {
+                        return finish(op, acc.freeze());
+                    }
+                    self.partial = Some((op, acc));
+                }
+            }
+        }
+    }
+
+    /// Bytes held by the read buffer (for memory accounting).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+fn finish(op: OpCode, payload: Bytes) -> Result<Message, ReadError> {
+    match op {
+        OpCode::Text => {
+            if std::str::from_utf8(&payload).is_err() {
+                return Err(ProtocolError {
+                    code: 1007,
+                    reason: "text frame is not valid UTF-8",
+                }
+                .into());
+            }
+            Ok(Message::Text(payload))
+        }
+        _ => Ok(Message::Binary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![
+            (if fin { 0x80 } else { 0 }) | op,
+            0x80 | payload.len() as u8,
+            1,
+            2,
+            3,
+            4,
+        ];
+        out.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [1, 2, 3, 4][i & 3]),
+        );
+        out
+    }
+
+    #[tokio::test]
+    async fn reassembles_fragments_around_a_ping() {
+        let mut wire = masked(false, 1, b"hel");
+        wire.extend(masked(true, 9, b"p"));
+        wire.extend(masked(true, 0, b"lo"));
+        wire.extend(masked(true, 8, &1000u16.to_be_bytes()));
+        let mut r = FrameReader::new(&wire[..], Bytes::new(), 4096);
+        assert_eq!(
+            r.next_message().await.unwrap(),
+            Message::Ping(Bytes::from_static(b"p"))
+        );
+        assert_eq!(
+            r.next_message().await.unwrap(),
+            Message::Text(Bytes::from_static(b"hello"))
+        );
+        assert_eq!(r.next_message().await.unwrap(), Message::Close(1000));
+        assert!(matches!(r.next_message().await, Err(ReadError::Eof)));
+    }
+
+    #[tokio::test]
+    async fn bounds_reassembled_messages_and_checks_utf8() {
+        let mut wire = masked(false, 1, &[b'a'; 100]);
+        wire.extend(masked(true, 0, &[b'a'; 100]));
+        let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
+        match r.next_message().await {
+            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1009),
+            other => panic!("{other:?}"),
+        }
+        let wire = masked(true, 1, &[0xff, 0xfe]);
+        let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
+        match r.next_message().await {
+            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1007),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! [`ConnectionRegistry`]: every open socket of this node, for heartbeats,
+//! pushes to a user's sockets, live counts and the shutdown drain.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use marketmux_hub::{ClientId, ClientQueue, CloseReason};
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    per_ip: HashMap<IpAddr, usize>,
+    clients: HashMap<ClientId, Arc<ClientQueue>>,
+    users: HashMap<i64, Vec<ClientId>>,
+    user_of: HashMap<ClientId, i64>,
+}
+
+/// The open sockets of this node.
+#[derive(Default)]
+pub struct ConnectionRegistry {
+    inner: Mutex<Inner>,
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl ConnectionRegistry {
+    /// Adds a socket's queue.
+    pub fn insert(&self, queue: Arc<ClientQueue>) {
+        self.inner.lock().clients.insert(queue.id(), queue);
+        self.opened.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one more socket from `ip`, unless it already has `limit` (0: no limit).
+    pub fn reserve_ip(&self, ip: IpAddr, limit: usize) -> bool {
+        let mut inner = self.inner.lock();
+        let n = inner.per_ip.entry(ip).or_insert(0);
+        if limit > 0 && *n >= limit {
+            if *n == 0 {
+                inner.per_ip.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Releases a reservation made by [`ConnectionRegistry::reserve_ip`].
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut inner = self.inner.lock();
+        if let Some(n) = inner.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Client IPs with open sockets (for leak checks).
+    pub fn ips(&self) -> usize {
+        self.inner.lock().per_ip.len()
+    }
+
+    /// Removes a socket (and its user binding).
+    pub fn remove(&self, id: ClientId) {
+        let mut inner = self.inner.lock();
+        if inner.clients.remove(&id).is_some() {
+            self.closed.fetch_add(1, Relaxed);
+        }
+        if let Some(user) = inner.user_of.remove(&id) {
+            if let Some(ids) = inner.users.get_mut(&user) {
+                ids.retain(|c| *c != id);
+                if ids.is_empty() {
+                    inner.users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Binds socket `id` to `user`, whose alerts it then receives.
+    pub fn bind_user(&self, id: ClientId, user: i64) {
+        let mut inner = self.inner.lock();
+        if !inner.clients.contains_key(&id) {
+            return;
+        }
+        if let Some(old) = inner.user_of.insert(id, user) {
+            if let Some(ids) = inner.users.get_mut(&old) {
+                ids.retain(|c| *c != id);
+            }
+            inner.users.retain(|_, ids| !ids.is_empty());
+        }
+        inner.users.entry(user).or_default().push(id);
+    }
+
+    /// Queues `frame` on every socket of `user`; returns how many got it.
+    pub fn push_to_user(&self, user: i64, frame: &Bytes) -> usize {
+        let queues: Vec<Arc<ClientQueue>> = {
+            let inner = self.inner.lock();
+            let Some(ids) = inner.users.get(&user) else {
+                return 0;
+            };
+            ids.iter()
+                .filter_map(|id| inner.clients.get(id).cloned())
+                .collect()
+        };
+        queues
+            .iter()
+            .filter(|q| q.push_control(frame.clone()))
+            .count()
+    }
+
+    /// Queues `frame` on every socket (server pings).
+    pub fn broadcast_control(&self, frame: &Bytes) {
+        for q in self.all() {
+            q.push_control(frame.clone());
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<ClientQueue>> {
+        self.inner.lock().clients.values().cloned().collect()
+    }
+
+    /// Open sockets now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().clients.len()
+    }
+
+    /// True when no socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes waiting in every socket's queue (for memory checks).
+    pub fn queued_bytes(&self) -> usize {
+        self.all().iter().map(|q| q.queued_bytes()).sum()
+    }
+
+    /// Users with at least one bound socket (for leak checks).
+    pub fn bound_users(&self) -> usize {
+        self.inner.lock().users.len()
+    }
+
+    /// Sockets opened and closed since start.
+    pub fn opened_closed(&self) -> (u64, u64) {
+        (self.opened.load(Relaxed), self.closed.load(Relaxed))
+    }
+
+    /// Closes every socket with `reason`, spread evenly over `period` in small
+    /// batches so that clients do not all reconnect at the same instant.
+    pub async fn drain(&self, reason: CloseReason, period: Duration) {
+        let clients = self.all();
+        if clients.is_empty() {
+            return;
+        }
+        let steps = (period.as_millis() / 50).clamp(1, clients.len() as u128) as usize;
+        let per_step = clients.len().div_ceil(steps);
+        let pause = period / steps as u32;
+        for (i, chunk) in clients.chunks(per_step).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for q in chunk {
+                q.close(reason.clone());
+            }
+        }
+    }
+}

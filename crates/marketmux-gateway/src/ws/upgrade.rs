@@ -1,0 +1,112 @@
+//! `GET /ws`: admission (draining, limits, Origin, token), the handshake, and
+//! handing the socket to [`super::connection::serve`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::handshake::{accept_key, HandshakeError};
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::state::GatewayState;
+
+/// Answers the upgrade with 101 and serves the socket in a new task.
+pub async fn ws_handler(
+    State(state): State<Arc<GatewayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let refuse = |e: ApiError| {
+        state.stats.upgrades_refused.fetch_add(1, Relaxed);
+        e.into_response()
+    };
+    if state.draining.load(Relaxed) {
+        return refuse(ApiError::unavailable(
+            "server is shutting down; reconnect to another node",
+        ));
+    }
+    if state.registry.len() >= state.config.max_connections {
+        return refuse(ApiError::unavailable("connection limit reached"));
+    }
+    let accept = match accept_key(req.method(), req.headers()) {
+        Ok(a) => a,
+        Err(e @ HandshakeError::Version) => {
+            let mut r = refuse(ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "bad_handshake",
+                e.to_string(),
+            ));
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return r;
+        }
+        Err(e) => return refuse(ApiError::bad_request("bad_handshake", e.to_string())),
+    };
+    let auth = &state.config.auth;
+    if let Err(e) = auth.check_origin(req.headers()) {
+        return refuse(e.into_api_error());
+    }
+    let (identity, subprotocol) = match auth.authenticate(req.headers(), req.uri().query()) {
+        Ok(Some((id, proto))) => (Some(id), proto),
+        Ok(None) => (None, None),
+        Err(e) => return refuse(e.into_api_error()),
+    };
+    let ip = peer.ip();
+    if !state
+        .registry
+        .reserve_ip(ip, state.config.max_connections_per_ip)
+    {
+        return refuse(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!(
+                "at most {} connections per client address",
+                state.config.max_connections_per_ip
+            ),
+        ));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(task_state.clone(), upgraded, identity).await,
+            Err(e) => tracing::debug!(error = %e, "Upgrade failed"),
+        }
+        task_state.registry.release_ip(ip);
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(p) = subprotocol {
+        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    resp.body(Body::empty()).unwrap_or_default()
+}
+
+async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Identity>) {
+    // Served by our own accept loop, the socket is a plain TcpStream: take it
+    // back so reader and writer own their halves without a shared lock.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (rd, wr) = parts.io.into_inner().into_split();
+            super::connection::serve(state, rd, wr, parts.read_buf, identity).await
+        }
+        Err(upgraded) => {
+            let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+            super::connection::serve(state, rd, wr, Bytes::new(), identity).await
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! A client that never reads: the others keep receiving everything, the slow
+//! one is conflated then closed, and the node's queued memory stays bounded.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{recv, send, TestNode};
+use marketmux_gateway::GatewayConfig;
+use marketmux_hub::QueueLimits;
+use tokio::io::AsyncWriteExt;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_hold_back_the_others() {
+    let limits = QueueLimits {
+        max_bytes: 256 * 1024,
+        max_lag: Duration::from_secs(1),
+        max_control_bytes: 32 * 1024,
+    };
+    let node = Arc::new(
+        TestNode::start(GatewayConfig {
+            queue: limits,
+            ..GatewayConfig::default()
+        })
+        .await,
+    );
+
+    // The slow client: upgrades, subscribes, then never reads a byte.
+    let mut slow = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    slow.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sub = br#"{"action":"subscribe","symbols":["FAST","OTHER"]}"#;
+    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(sub);
+    slow.write_all(&frame).await.unwrap();
+
+    let mut fast = Vec::new();
+    for _ in 0..20 {
+        let mut ws = node.connect().await;
+        send(&mut ws, r#"{"action":"subscribe","symbol":"FAST"}"#).await;
+        assert_eq!(recv(&mut ws).await["type"], "subscribed");
+        fast.push(ws);
+    }
+    node.eventually("all subscribed", |s| {
+        s.hub.subscriber_count(&"FAST".parse().unwrap()) == 21
+    })
+    .await;
+
+    let ticks = 10_000u64;
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                for expected in 1..=ticks {
+                    let t = recv(&mut ws).await;
+                    assert_eq!(
+                        t["seq"].as_u64(),
+                        Some(expected),
+                        "fast clients get every tick, in order"
+                    );
+                }
+                ws
+            })
+        })
+        .collect();
+
+    let rss_before = rss_kib();
+    let max_queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (node, max_queued, sampling) = (node.clone(), max_queued.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Relaxed) {
+                max_queued.fetch_max(node.state.registry.queued_bytes(), Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // FAST at ~5,000 ticks/s, which the readers keep up with; OTHER (followed
+    // only by the slow client) at 20 times that, ~22 MB in all: far more than
+    // the kernel's socket buffers absorb, so the slow client falls behind.
+    for i in 0..ticks {
+        node.publish("FAST", 100.0 + (i % 100) as f64 / 100.0);
+        for j in 0..20 {
+            node.publish("OTHER", 1.0 + (i * 20 + j) as f64);
+        }
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut still_open = Vec::new();
+    for r in readers {
+        still_open.push(
+            tokio::time::timeout(Duration::from_secs(120), r)
+                .await
+                .expect("fast readers finish")
+                .unwrap(),
+        );
+    }
+    sampling.store(false, Relaxed);
+    sampler.await.unwrap();
+
+    node.eventually("slow client closed", |s| {
+        s.hub.stats().snapshot().slow_closed == 1
+    })
+    .await;
+    node.eventually("only the fast clients remain", |s| s.registry.len() == 20)
+        .await;
+    let stats = node.state.hub.stats().snapshot();
+    assert!(
+        stats.conflated > 0,
+        "the slow client was conflated before it was closed"
+    );
+    // Every queue is bounded: 21 clients × (tick bound + control bound + one slot per symbol).
+    let bound = 21 * (limits.max_bytes + limits.max_control_bytes + 2 * 256);
+    let seen = max_queued.load(Relaxed);
+    assert!(
+        seen <= bound,
+        "queued bytes peaked at {seen}, bound {bound}"
+    );
+    // 210,000 ticks × ~110 bytes went past a client that kept none of them.
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+}

@@ -1,0 +1,471 @@
+//! [`SymbolHub`]: topics sharded by symbol, each with its subscribers.
+//!
+//! Publishing takes a shard's read lock only to find the topic, then the
+//! topic's own lock for the fan-out, so publishes of different symbols run in
+//! parallel and ticks of one symbol reach every client in one order. The
+//! fan-out never waits on a client: [`ClientQueue::push_tick`] is a short,
+//! non-blocking critical section.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use marketmux_core::{Symbol, Tick};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::queue::{ClientId, ClientQueue};
+use crate::stats::HubStats;
+
+/// Encodes a tick (with its per-symbol sequence number) into the exact bytes
+/// written to every subscriber. Called once per tick per node.
+pub type TickEncoder = Arc<dyn Fn(&Tick, u64) -> Bytes + Send + Sync>;
+
+/// A change in the set of symbols this node's clients follow, for bus adapters
+/// that subscribe upstream only to what is needed. Per symbol, events arrive in
+/// the order they happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// The symbol got its first local subscriber.
+    Added(Symbol),
+    /// The symbol lost its last local subscriber.
+    Removed(Symbol),
+}
+
+/// How the hub is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Number of shards (rounded up to a power of two).
+    pub shards: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { shards: 64 }
+    }
+}
+
+struct Topic {
+    inner: Mutex<TopicInner>,
+}
+
+struct TopicInner {
+    subscribers: IndexMap<ClientId, Arc<ClientQueue>>,
+    /// The newest frame of this symbol, sent as the snapshot on subscribe.
+    latest: Option<Bytes>,
+    /// Timestamp of `latest`, so an older snapshot never replaces it.
+    latest_ts: Option<marketmux_core::Timestamp>,
+    seq: u64,
+    /// Set when the topic left its shard; a subscriber that raced must retry.
+    removed: bool,
+}
+
+type Shard = RwLock<HashMap<Symbol, Arc<Topic>>>;
+
+/// Maps each symbol to its local subscribers and fans ticks out to them.
+pub struct SymbolHub {
+    shards: Box<[Shard]>,
+    mask: usize,
+    hasher: std::collections::hash_map::RandomState,
+    encoder: TickEncoder,
+    interest: Mutex<Option<UnboundedSender<Interest>>>,
+    stats: Arc<HubStats>,
+}
+
+/// Result of [`SymbolHub::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// False if the client already followed the symbol.
+    pub new: bool,
+    /// True if a snapshot (the newest tick) was queued to the client.
+    pub snapshot_sent: bool,
+}
+
+impl SymbolHub {
+    /// A hub whose ticks are encoded by `encoder`.
+    pub fn new(config: HubConfig, encoder: TickEncoder) -> Self {
+        let n = config.shards.max(1).next_power_of_two();
+        Self {
+            shards: (0..n).map(|_| RwLock::new(HashMap::new())).collect(),
+            mask: n - 1,
+            hasher: Default::default(),
+            encoder,
+            interest: Mutex::new(None),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Sends [`Interest`] events to `tx` from now on.
+    pub fn set_interest_listener(&self, tx: UnboundedSender<Interest>) {
+        *self.interest.lock() = Some(tx);
+    }
+
+    /// The counters, shared with every queue made by [`SymbolHub::new_client`].
+    pub fn stats(&self) -> &Arc<HubStats> {
+        &self.stats
+    }
+
+    /// A new client queue that reports into this hub's counters.
+    pub fn new_client(&self, id: ClientId, limits: crate::QueueLimits) -> Arc<ClientQueue> {
+        ClientQueue::new(id, limits, self.stats.clone())
+    }
+
+    fn shard(&self, symbol: &Symbol) -> &Shard {
+        &self.shards[(self.hasher.hash_one(symbol) as usize) & self.mask]
+    }
+
+    fn notify_interest(&self, event: Interest) {
+        if let Some(tx) = self.interest.lock().as_ref() {
+            // A closed listener only means nobody cares any more.
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Adds `client` to `symbol`'s subscribers and queues the newest known tick.
+    pub fn subscribe(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+        let shard = self.shard(&symbol);
+        loop {
+            let existing = shard.read().get(&symbol).cloned();
+            let topic = match existing {
+                Some(t) => t,
+                None => {
+                    let mut map = shard.write();
+                    match map.get(&symbol) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t = Arc::new(Topic {
+                                inner: Mutex::new(TopicInner {
+                                    subscribers: IndexMap::new(),
+                                    latest: None,
+                                    latest_ts: None,
+                                    seq: 0,
+                                    removed: false,
+                                }),
+                            });
+                            map.insert(symbol, t.clone());
+                            self.stats.topics.fetch_add(1, Relaxed);
+                            // Sent under the shard lock: per-symbol event order holds.
+                            self.notify_interest(Interest::Added(symbol));
+                            t
+                        }
+                    }
+                }
+            };
+            let mut inner = topic.inner.lock();
+            if inner.removed {
+                continue;
+            }
+            if inner.subscribers.contains_key(&client.id()) {
+                return Subscribed {
+                    new: false,
+                    snapshot_sent: false,
+                };
+            }
+            inner.subscribers.insert(client.id(), client.clone());
+            self.stats.subscriptions.fetch_add(1, Relaxed);
+            let snapshot_sent = match &inner.latest {
+                Some(frame) => {
+                    client.push_tick(symbol, frame);
+                    self.stats.deliveries.fetch_add(1, Relaxed);
+                    true
+                }
+                None => false,
+            };
+            return Subscribed {
+                new: true,
+                snapshot_sent,
+            };
+        }
+    }
+
+    /// Removes `client` from `symbol`. Once this returns, no further tick of
+    /// `symbol` is pushed to that client. Returns false if it was not subscribed.
+    pub fn unsubscribe(&self, symbol: &Symbol, client: ClientId) -> bool {
+        let shard = self.shard(symbol);
+        let Some(topic) = shard.read().get(symbol).cloned() else {
+            return false;
+        };
+        let now_empty = {
+            let mut inner = topic.inner.lock();
+            if inner.subscribers.swap_remove(&client).is_none() {
+                return false;
+            }
+            self.stats.subscriptions.fetch_sub(1, Relaxed);
+            inner.subscribers.is_empty()
+        };
+        if now_empty {
+            let mut map = shard.write();
+            if let Some(t) = map.get(symbol) {
+                let mut inner = t.inner.lock();
+                // Someone may have subscribed between our two locks.
+                if inner.subscribers.is_empty() && !inner.removed {
+                    inner.removed = true;
+                    drop(inner);
+                    map.remove(symbol);
+                    self.stats.topics.fetch_sub(1, Relaxed);
+                    self.notify_interest(Interest::Removed(*symbol));
+                }
+            }
+        }
+        true
+    }
+
+    /// Fans `tick` out to its subscribers: encoded once, the same bytes to all.
+    /// Returns how many clients it was queued for (0 if nobody follows it here).
+    pub fn publish(&self, tick: &Tick) -> usize {
+        let mut wake = Vec::new();
+        let n = self.fan_out(tick, &mut wake);
+        for q in wake {
+            q.wake();
+        }
+        n
+    }
+
+    /// Fans out a batch of ticks in order, then wakes each affected writer once,
+    /// so a client following several of them gets one write for the batch
+    /// rather than one per tick. Returns the number of deliveries.
+    pub fn publish_batch(&self, ticks: &[Tick]) -> usize {
+        let mut wake = Vec::new();
+        let n = ticks.iter().map(|t| self.fan_out(t, &mut wake)).sum();
+        for q in wake {
+            q.wake();
+        }
+        n
+    }
+
+    /// Queues `tick` for every subscriber; queues that need their writer woken
+    /// are added to `wake` (each at most once per batch: after its first push
+    /// a queue is no longer empty).
+    fn fan_out(&self, tick: &Tick, wake: &mut Vec<Arc<ClientQueue>>) -> usize {
+        self.stats.ticks_in.fetch_add(1, Relaxed);
+        let Some(topic) = self.shard(&tick.symbol).read().get(&tick.symbol).cloned() else {
+            return 0;
+        };
+        let mut inner = topic.inner.lock();
+        if inner.removed {
+            return 0;
+        }
+        inner.seq += 1;
+        let frame = (self.encoder)(tick, inner.seq);
+        for client in inner.subscribers.values() {
+            if client.push_tick_deferred(tick.symbol, &frame).1 {
+                wake.push(client.clone());
+            }
+        }
+        let n = inner.subscribers.len();
+        if inner.latest_ts.is_none_or(|ts| tick.timestamp >= ts) {
+            inner.latest = Some(frame);
+            inner.latest_ts = Some(tick.timestamp);
+        }
+        drop(inner);
+        self.stats.ticks_encoded.fetch_add(1, Relaxed);
+        self.stats.deliveries.fetch_add(n as u64, Relaxed);
+        n
+    }
+
+    /// Offers a snapshot fetched from a price store after `client` subscribed.
+    /// Queued only if the topic has seen no live tick yet (a live tick is newer
+    /// or equal and was already queued). Returns true if it was queued.
+    pub fn offer_snapshot(&self, tick: &Tick, client: &Arc<ClientQueue>) -> bool {
+        let Some(topic) = self.shard(&tick.symbol).read().get(&tick.symbol).cloned() else {
+            return false;
+        };
+        let mut inner = topic.inner.lock();
+        if inner.removed || inner.latest.is_some() || !inner.subscribers.contains_key(&client.id())
+        {
+            return false;
+        }
+        let frame = (self.encoder)(tick, inner.seq);
+        inner.latest = Some(frame.clone());
+        inner.latest_ts = Some(tick.timestamp);
+        client.push_tick(tick.symbol, &frame);
+        self.stats.deliveries.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// The newest frame of `symbol` seen by this node, if it has subscribers.
+    pub fn latest_frame(&self, symbol: &Symbol) -> Option<Bytes> {
+        let topic = self.shard(symbol).read().get(symbol).cloned()?;
+        let inner = topic.inner.lock();
+        inner.latest.clone()
+    }
+
+    /// Number of subscribers of `symbol` on this node.
+    pub fn subscriber_count(&self, symbol: &Symbol) -> usize {
+        self.shard(symbol)
+            .read()
+            .get(symbol)
+            .map_or(0, |t| t.inner.lock().subscribers.len())
+    }
+
+    /// Every symbol with at least one local subscriber.
+    pub fn symbols(&self) -> Vec<Symbol> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.read().keys().copied().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Number of topics, counted from the shards themselves (for leak checks).
+    pub fn topic_count(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use marketmux_core::{encode_tick, Timestamp};
+
+    use super::*;
+    use crate::QueueLimits;
+
+    fn hub() -> SymbolHub {
+        SymbolHub::new(
+            HubConfig { shards: 4 },
+            Arc::new(|t: &Tick, seq| Bytes::from(encode_tick(t, seq))),
+        )
+    }
+
+    fn tick(s: &str, price: f64) -> Tick {
+        Tick::new(Symbol::new(s).unwrap(), price, Timestamp::now(), None).unwrap()
+    }
+
+    fn drain(q: &ClientQueue) -> Vec<serde_json::Value> {
+        let b = q.take_batch(VecDeque::new()).unwrap();
+        b.frames
+            .iter()
+            .chain(&b.conflated)
+            .map(|f| serde_json::from_slice(f).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn publish_reaches_subscribers_only_with_one_encoding() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let b = hub.new_client(2, QueueLimits::default());
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &b);
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &b);
+        assert_eq!(hub.publish(&tick("AAPL", 1.0)), 2);
+        assert_eq!(hub.publish(&tick("MSFT", 2.0)), 1);
+        assert_eq!(hub.publish(&tick("TSLA", 3.0)), 0);
+        assert_eq!(drain(&a).len(), 1);
+        let got = drain(&b);
+        assert_eq!(got[0]["symbol"], "AAPL");
+        assert_eq!(got[1]["symbol"], "MSFT");
+        let s = hub.stats().snapshot();
+        assert_eq!((s.ticks_in, s.ticks_encoded, s.deliveries), (3, 2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_batch_wakes_each_writer_once_and_keeps_order() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &a);
+        let ticks = [tick("AAPL", 1.0), tick("MSFT", 2.0), tick("AAPL", 3.0)];
+        assert_eq!(hub.publish_batch(&ticks), 3);
+        // One wake-up carries the whole batch.
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.wait_ready())
+            .await
+            .unwrap();
+        let got = drain(&a);
+        let prices: Vec<f64> = got.iter().map(|v| v["price"].as_f64().unwrap()).collect();
+        assert_eq!(prices, [1.0, 2.0, 3.0]);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), a.wait_ready())
+                .await
+                .is_err(),
+            "no second wake-up is pending"
+        );
+    }
+
+    #[test]
+    fn snapshot_on_subscribe_and_nothing_after_unsubscribe() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let b = hub.new_client(2, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe(aapl, &a);
+        hub.publish(&tick("AAPL", 1.0));
+        hub.publish(&tick("AAPL", 2.0));
+        let sub = hub.subscribe(aapl, &b);
+        assert!(sub.new && sub.snapshot_sent);
+        assert_eq!(drain(&b)[0]["price"], 2.0);
+        assert!(hub.unsubscribe(&aapl, 2));
+        assert!(!hub.unsubscribe(&aapl, 2));
+        hub.publish(&tick("AAPL", 3.0));
+        assert!(drain(&b).is_empty());
+        assert_eq!(drain(&a).len(), 3);
+    }
+
+    #[test]
+    fn topics_and_interest_follow_subscribers() {
+        let hub = hub();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        hub.set_interest_listener(tx);
+        let aapl = Symbol::new("AAPL").unwrap();
+        let a = hub.new_client(1, QueueLimits::default());
+        let b = hub.new_client(2, QueueLimits::default());
+        hub.subscribe(aapl, &a);
+        hub.subscribe(aapl, &b);
+        hub.unsubscribe(&aapl, 1);
+        assert_eq!(hub.topic_count(), 1);
+        hub.unsubscribe(&aapl, 2);
+        assert_eq!(hub.topic_count(), 0);
+        assert_eq!(rx.try_recv().unwrap(), Interest::Added(aapl));
+        assert_eq!(rx.try_recv().unwrap(), Interest::Removed(aapl));
+        assert!(rx.try_recv().is_err());
+        let s = hub.stats().snapshot();
+        assert_eq!((s.topics, s.subscriptions), (0, 0));
+    }
+
+    #[test]
+    fn offered_snapshot_never_overrides_a_live_tick() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe(aapl, &a);
+        assert!(hub.offer_snapshot(&tick("AAPL", 1.0), &a));
+        assert!(!hub.offer_snapshot(&tick("AAPL", 0.5), &a));
+        hub.publish(&tick("AAPL", 2.0));
+        let got = drain(&a);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["price"], 2.0);
+    }
+
+    #[test]
+    fn concurrent_churn_leaves_nothing_behind() {
+        let hub = Arc::new(hub());
+        let syms: Vec<Symbol> = (0..16)
+            .map(|i| Symbol::new(&format!("S{i}")).unwrap())
+            .collect();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let hub = hub.clone();
+                let syms = syms.clone();
+                s.spawn(move || {
+                    for i in 0..2_000u64 {
+                        let q = hub.new_client(t * 1_000_000 + i, QueueLimits::default());
+                        for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
+                            hub.subscribe(*sym, &q);
+                        }
+                        hub.publish(&tick(syms[i as usize % 16].as_str(), 1.0));
+                        for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
+                            hub.unsubscribe(sym, q.id());
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(hub.topic_count(), 0);
+        let s = hub.stats().snapshot();
+        assert_eq!((s.topics, s.subscriptions), (0, 0));
+    }
+}

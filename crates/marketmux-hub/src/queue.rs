@@ -1,0 +1,496 @@
+//! [`ClientQueue`]: one client's outgoing frames, bounded, with conflation.
+//!
+//! Bound and policy:
+//! - Ticks are queued while the queue holds at most [`QueueLimits::max_bytes`].
+//!   Past that the client is *lagging*: each new tick replaces the unsent tick
+//!   of the same symbol in a per-symbol slot (conflation), so the client always
+//!   gets the newest price of every symbol it follows and never a stale backlog.
+//! - A client that stays lagging for longer than [`QueueLimits::max_lag`] is
+//!   closed with [`CloseReason::slow_consumer`].
+//! - Control frames (acks, errors, pongs, alerts) are never conflated nor dropped;
+//!   past [`QueueLimits::max_control_bytes`] of them the client is closed instead.
+//!
+//! Per-symbol order holds: queued frames are written before conflated slots, and
+//! once a client is lagging every tick goes to the slots until the writer drains.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use marketmux_core::Symbol;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::HubStats;
+
+/// Identifies a client within one node.
+pub type ClientId = u64;
+
+/// The bounds of one client queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Bytes of ticks queued before the client counts as lagging and ticks conflate.
+    pub max_bytes: usize,
+    /// How long a client may stay lagging before it is closed.
+    pub max_lag: Duration,
+    /// Bytes of unsent control frames before the client is closed.
+    pub max_control_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024,
+            max_lag: Duration::from_secs(10),
+            max_control_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Why the server closes a client, as a WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseReason {
+    /// 1008: the client fell behind for longer than its bound.
+    pub fn slow_consumer(lag: Duration) -> Self {
+        Self {
+            code: 1008,
+            reason: format!("slow consumer: behind for more than {}s", lag.as_secs_f32()),
+        }
+    }
+    /// 1008: unsent control replies piled up past their bound.
+    pub fn control_backlog() -> Self {
+        Self {
+            code: 1008,
+            reason: "slow consumer: too many unread replies".into(),
+        }
+    }
+    /// Any other code and reason.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Queued,
+    /// Stored in the symbol's slot; `replaced` if an older unsent tick was dropped.
+    Conflated {
+        replaced: bool,
+    },
+    /// The client is closed; the frame was discarded.
+    Closed,
+}
+
+/// Everything the writer should send next, in order: `frames` then `conflated`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub frames: VecDeque<Bytes>,
+    pub conflated: Vec<Bytes>,
+    /// When the oldest frame of the batch was queued (for queue latency).
+    pub queued_at: Option<Instant>,
+}
+
+impl Batch {
+    /// Total bytes in the batch.
+    pub fn len_bytes(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum::<usize>()
+            + self.conflated.iter().map(Bytes::len).sum::<usize>()
+    }
+    /// Number of frames in the batch.
+    pub fn len(&self) -> usize {
+        self.frames.len() + self.conflated.len()
+    }
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.conflated.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    frames: VecDeque<Bytes>,
+    tick_bytes: usize,
+    control_bytes: usize,
+    /// Newest unsent tick per symbol while lagging.
+    slots: IndexMap<Symbol, Bytes>,
+    lagging_since: Option<Instant>,
+    /// When the queue last went from empty to non-empty.
+    ready_since: Option<Instant>,
+    /// Set by [`ClientQueue::close_after_pending`]: no more pushes, the writer
+    /// drains what is queued, then sees the close.
+    closing: Option<CloseReason>,
+    closed: Option<CloseReason>,
+}
+
+/// One client's outgoing queue. The hub pushes, the client's writer drains.
+pub struct ClientQueue {
+    id: ClientId,
+    limits: QueueLimits,
+    inner: Mutex<Inner>,
+    /// Wakes the writer when the queue goes from empty to non-empty.
+    ready: Notify,
+    /// Cancelled when the queue closes, so a writer blocked on a socket gives up.
+    closed: CancellationToken,
+    stats: Arc<HubStats>,
+}
+
+impl std::fmt::Debug for ClientQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientQueue")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientQueue {
+    /// A new, empty queue.
+    pub fn new(id: ClientId, limits: QueueLimits, stats: Arc<HubStats>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            limits,
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+            closed: CancellationToken::new(),
+            stats,
+        })
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Queues a tick frame of `symbol`, conflating if the client is lagging.
+    pub fn push_tick(&self, symbol: Symbol, frame: &Bytes) -> PushOutcome {
+        let (outcome, wake) = self.push_tick_deferred(symbol, frame);
+        if wake {
+            self.wake();
+        }
+        outcome
+    }
+
+    /// Like [`ClientQueue::push_tick`], but leaves waking the writer to the
+    /// caller: returns true when the queue went from empty to non-empty and
+    /// [`ClientQueue::wake`] is due. The hub uses it to wake each writer once
+    /// per batch of ticks instead of once per tick.
+    pub fn push_tick_deferred(&self, symbol: Symbol, frame: &Bytes) -> (PushOutcome, bool) {
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return (PushOutcome::Closed, false);
+        }
+        let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
+        if was_empty {
+            inner.ready_since = Some(Instant::now());
+        }
+        let outcome =
+            if inner.slots.is_empty() && inner.tick_bytes + frame.len() <= self.limits.max_bytes {
+                inner.tick_bytes += frame.len();
+                inner.frames.push_back(frame.clone());
+                PushOutcome::Queued
+            } else {
+                let now = Instant::now();
+                let since = *inner.lagging_since.get_or_insert(now);
+                if now.duration_since(since) > self.limits.max_lag {
+                    let reason = CloseReason::slow_consumer(self.limits.max_lag);
+                    self.close_locked(&mut inner, reason);
+                    self.stats.slow_closed.fetch_add(1, Relaxed);
+                    drop(inner);
+                    self.ready.notify_one();
+                    return (PushOutcome::Closed, false);
+                }
+                let replaced = inner.slots.insert(symbol, frame.clone()).is_some();
+                if replaced {
+                    self.stats.conflated.fetch_add(1, Relaxed);
+                }
+                PushOutcome::Conflated { replaced }
+            };
+        (outcome, was_empty)
+    }
+
+    /// Wakes the writer (after [`ClientQueue::push_tick_deferred`]).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Queues a control frame (ack, error, pong, alert). Never conflated: past
+    /// the control bound the client is closed instead. Returns false if closed.
+    pub fn push_control(&self, frame: Bytes) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return false;
+        }
+        if inner.control_bytes + frame.len() > self.limits.max_control_bytes {
+            self.close_locked(&mut inner, CloseReason::control_backlog());
+            drop(inner);
+            self.ready.notify_one();
+            return false;
+        }
+        let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
+        if was_empty {
+            inner.ready_since = Some(Instant::now());
+        }
+        inner.control_bytes += frame.len();
+        inner.frames.push_back(frame);
+        drop(inner);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Drops the unsent conflated tick of `symbol` (after an unsubscribe, so no
+    /// tick of it follows the `unsubscribed` ack).
+    pub fn forget_symbol(&self, symbol: &Symbol) {
+        self.inner.lock().slots.shift_remove(symbol);
+    }
+
+    /// Takes everything queued, or `Err(reason)` once the queue is closed.
+    /// Returns an empty batch when there is nothing to send.
+    pub fn take_batch(&self, reuse: VecDeque<Bytes>) -> Result<Batch, CloseReason> {
+        let mut inner = self.inner.lock();
+        if let Some(reason) = &inner.closed {
+            return Err(reason.clone());
+        }
+        if inner.frames.is_empty() && inner.slots.is_empty() {
+            if let Some(reason) = inner.closing.take() {
+                self.close_locked(&mut inner, reason.clone());
+                return Err(reason);
+            }
+        }
+        let frames = std::mem::replace(&mut inner.frames, reuse);
+        let conflated = if inner.slots.is_empty() {
+            Vec::new()
+        } else {
+            inner.slots.drain(..).map(|(_, b)| b).collect()
+        };
+        inner.tick_bytes = 0;
+        inner.control_bytes = 0;
+        inner.lagging_since = None;
+        let queued_at = inner.ready_since.take();
+        Ok(Batch {
+            frames,
+            conflated,
+            queued_at,
+        })
+    }
+
+    /// Waits until there may be something to take (or the queue closed).
+    pub async fn wait_ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Closes the queue once what is already queued has been written (for
+    /// replies that explain the close). Later pushes are refused. No-op if the
+    /// queue is already closing or closed.
+    pub fn close_after_pending(&self, reason: CloseReason) {
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return;
+        }
+        inner.closing = Some(reason);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Closes the queue now: queued frames are dropped, later pushes are
+    /// discarded, and the writer is told why (and stops waiting on its socket).
+    /// The first reason wins, including one given to `close_after_pending`.
+    pub fn close(&self, reason: CloseReason) {
+        let mut inner = self.inner.lock();
+        self.close_locked(&mut inner, reason);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    fn close_locked(&self, inner: &mut Inner, reason: CloseReason) {
+        if inner.closed.is_none() {
+            inner.closed = Some(inner.closing.take().unwrap_or(reason));
+            inner.frames = VecDeque::new();
+            inner.slots = IndexMap::new();
+            inner.tick_bytes = 0;
+            inner.control_bytes = 0;
+            self.closed.cancel();
+        }
+    }
+
+    /// Why the queue closed, if it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.lock().closed.clone()
+    }
+
+    /// Resolves once the queue is closed.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// True once the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Bytes waiting (queued frames and conflated slots).
+    pub fn queued_bytes(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.tick_bytes + inner.control_bytes + inner.slots.values().map(Bytes::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::new(s).unwrap()
+    }
+
+    fn queue(max_bytes: usize) -> Arc<ClientQueue> {
+        let limits = QueueLimits {
+            max_bytes,
+            max_lag: Duration::from_secs(5),
+            max_control_bytes: 64,
+        };
+        ClientQueue::new(1, limits, Arc::default())
+    }
+
+    fn texts(b: &Batch) -> Vec<String> {
+        b.frames
+            .iter()
+            .chain(b.conflated.iter())
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn queues_in_order_under_the_bound() {
+        let q = queue(1024);
+        for i in 0..3 {
+            assert_eq!(
+                q.push_tick(sym("A"), &Bytes::from(format!("a{i}"))),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            texts(&q.take_batch(VecDeque::new()).unwrap()),
+            ["a0", "a1", "a2"]
+        );
+        assert!(q.take_batch(VecDeque::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn conflates_to_newest_per_symbol_past_the_bound() {
+        let q = queue(4);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        q.push_tick(sym("B"), &Bytes::from_static(b"b1"));
+        // Full: from here ticks conflate, newest per symbol.
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
+            PushOutcome::Conflated { replaced: false }
+        );
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a3")),
+            PushOutcome::Conflated { replaced: true }
+        );
+        assert!(q.push_control(Bytes::from_static(b"ack")));
+        assert_eq!(
+            q.push_tick(sym("B"), &Bytes::from_static(b"b2")),
+            PushOutcome::Conflated { replaced: false }
+        );
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(texts(&batch), ["a1", "b1", "ack", "a3", "b2"]);
+        assert_eq!(q.stats.conflated.load(Relaxed), 1);
+        // Drained: back to plain queueing.
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a4")),
+            PushOutcome::Queued
+        );
+    }
+
+    #[test]
+    fn forget_symbol_drops_its_slot() {
+        let q = queue(2);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        q.push_tick(sym("A"), &Bytes::from_static(b"a2"));
+        q.forget_symbol(&sym("A"));
+        q.push_control(Bytes::from_static(b"unsub"));
+        assert_eq!(
+            texts(&q.take_batch(VecDeque::new()).unwrap()),
+            ["a1", "unsub"]
+        );
+    }
+
+    #[test]
+    fn control_backlog_closes() {
+        let q = queue(2);
+        assert!(q.push_control(Bytes::from(vec![b'x'; 60])));
+        assert!(!q.push_control(Bytes::from(vec![b'x'; 10])));
+        assert_eq!(
+            q.take_batch(VecDeque::new()).unwrap_err(),
+            CloseReason::control_backlog()
+        );
+        assert!(q.is_closed());
+    }
+
+    #[test]
+    fn close_after_pending_flushes_first() {
+        let q = queue(1024);
+        q.push_control(Bytes::from_static(b"error"));
+        q.close_after_pending(CloseReason::new(1008, "rate"));
+        assert!(!q.push_control(Bytes::from_static(b"late")));
+        assert!(!q.is_closed());
+        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["error"]);
+        assert_eq!(q.take_batch(VecDeque::new()).unwrap_err().code, 1008);
+        assert!(q.is_closed());
+        // A later hard close keeps the first reason.
+        q.close(CloseReason::new(1000, ""));
+        assert_eq!(q.close_reason().unwrap().code, 1008);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lagging_past_max_lag_closes() {
+        let q = queue(2);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        assert!(matches!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
+            PushOutcome::Conflated { .. }
+        ));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(matches!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a3")),
+            PushOutcome::Conflated { .. }
+        ));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a4")),
+            PushOutcome::Closed
+        );
+        let reason = q.take_batch(VecDeque::new()).unwrap_err();
+        assert_eq!(reason.code, 1008);
+        assert!(reason.reason.contains("slow consumer"));
+        assert_eq!(q.queued_bytes(), 0, "a closed queue holds nothing");
+    }
+
+    #[tokio::test]
+    async fn writer_is_woken_once_per_empty_to_ready_transition() {
+        let q = queue(1024);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        q.push_tick(sym("A"), &Bytes::from_static(b"a2"));
+        tokio::time::timeout(Duration::from_secs(1), q.wait_ready())
+            .await
+            .unwrap();
+        assert_eq!(q.take_batch(VecDeque::new()).unwrap().len(), 2);
+    }
+}

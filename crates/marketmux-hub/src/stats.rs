@@ -1,0 +1,51 @@
+//! Counters shared by the hub and every client queue.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Monotonic counters (read by `/metrics`) plus the live subscription count.
+///
+/// Updated once per publish (not once per subscriber) on the fast path.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Ticks handed to [`crate::SymbolHub::publish`].
+    pub ticks_in: AtomicU64,
+    /// Ticks encoded (once per tick that had at least one subscriber).
+    pub ticks_encoded: AtomicU64,
+    /// Frames placed on client queues (ticks, snapshots).
+    pub deliveries: AtomicU64,
+    /// Ticks that replaced an older, not yet written tick of a lagging client.
+    pub conflated: AtomicU64,
+    /// Clients closed because they stayed behind past their bound.
+    pub slow_closed: AtomicU64,
+    /// Live (client, symbol) subscriptions.
+    pub subscriptions: AtomicU64,
+    /// Live topics (symbols with at least one local subscriber).
+    pub topics: AtomicU64,
+}
+
+/// A point-in-time copy of [`HubStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubSnapshot {
+    pub ticks_in: u64,
+    pub ticks_encoded: u64,
+    pub deliveries: u64,
+    pub conflated: u64,
+    pub slow_closed: u64,
+    pub subscriptions: u64,
+    pub topics: u64,
+}
+
+impl HubStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> HubSnapshot {
+        HubSnapshot {
+            ticks_in: self.ticks_in.load(Relaxed),
+            ticks_encoded: self.ticks_encoded.load(Relaxed),
+            deliveries: self.deliveries.load(Relaxed),
+            conflated: self.conflated.load(Relaxed),
+            slow_closed: self.slow_closed.load(Relaxed),
+            subscriptions: self.subscriptions.load(Relaxed),
+            topics: self.topics.load(Relaxed),
+        }
+    }
+}

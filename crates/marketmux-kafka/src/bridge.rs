@@ -1,0 +1,171 @@
+//! [`Bridge`]: Kafka tick topic → a [`TickPublisher`] (Redis in the `bridge`
+//! role), at-least-once.
+//!
+//! Each batch read from the consumer group goes to the sink in one call;
+//! its offsets are committed only after the sink accepted it. If the sink
+//! fails, the same batch is retried (with backoff) and nothing later is read
+//! meanwhile. If the process dies, the uncommitted batch is read again by the
+//! member that gets the partition: the sink sees it twice, which the Redis
+//! latest-price store's timestamp guard makes harmless.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketmux_bus::TickPublisher;
+use marketmux_core::Tick;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::TickConsumer;
+use crate::sequence::SequenceTracker;
+
+/// First wait after a failed sink call or read; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// Longest wait between retries.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// Counters of a running bridge.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Batches forwarded and committed.
+    pub batches: AtomicU64,
+    /// Ticks forwarded to the sink (redeliveries included).
+    pub ticks: AtomicU64,
+    /// Sink calls that failed (then retried).
+    pub sink_failures: AtomicU64,
+    /// Records seen again (redelivery after a rebalance or crash).
+    pub duplicates: AtomicU64,
+    /// Sequence numbers skipped by producers' records seen here.
+    pub missing: AtomicU64,
+}
+
+/// Moves ticks from a [`TickConsumer`] to a [`TickPublisher`].
+pub struct Bridge {
+    consumer: TickConsumer,
+    sink: Arc<dyn TickPublisher>,
+    stats: Arc<BridgeStats>,
+}
+
+impl Bridge {
+    /// A bridge from `consumer` to `sink`.
+    pub fn new(consumer: TickConsumer, sink: Arc<dyn TickPublisher>) -> Self {
+        Self {
+            consumer,
+            sink,
+            stats: Arc::new(BridgeStats::default()),
+        }
+    }
+
+    /// Counters, readable while the bridge runs.
+    pub fn stats(&self) -> Arc<BridgeStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled; then commits what was handled and
+    /// leaves the group so the other members take the partitions at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Bridge {
+            consumer,
+            sink,
+            stats,
+        } = self;
+        let mut sequences = SequenceTracker::default();
+        let mut read_retry = FIRST_RETRY;
+        let mut last_handled = None;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                b = consumer.next_batch() => b,
+            };
+            let mut batch = match batch {
+                Ok(b) => {
+                    read_retry = FIRST_RETRY;
+                    b
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = read_retry.as_millis() as u64, "Kafka read failed; retrying");
+                    if sleep_or_stop(&shutdown, read_retry).await {
+                        break;
+                    }
+                    read_retry = (read_retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            let (dups, missing) = (sequences.duplicates, sequences.missing);
+            for t in &batch.ticks {
+                sequences.observe(t.tick.symbol, &t.meta);
+            }
+            stats
+                .duplicates
+                .fetch_add(sequences.duplicates - dups, Ordering::Relaxed);
+            stats
+                .missing
+                .fetch_add(sequences.missing - missing, Ordering::Relaxed);
+
+            let ticks: Vec<Tick> = batch.ticks.iter().map(|c| c.tick).collect();
+            if !forward(&*sink, ticks, &stats, &shutdown).await {
+                // Stopping with the batch unhandled: not committed, read again later.
+                break;
+            }
+            if let Err(e) = consumer.commit(&batch) {
+                tracing::warn!(error = %e, "Commit failed; the batch will be read again");
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            batch.ticks.clear();
+            last_handled = Some(batch);
+        }
+        // Leaving the group blocks for a broker round trip or two: off the runtime.
+        let group = consumer.group().to_owned();
+        let closed = tokio::task::spawn_blocking(move || {
+            if let Some(batch) = last_handled {
+                if let Err(e) = consumer.commit_and_wait(&batch) {
+                    tracing::warn!(error = %e, "Final commit failed; the last batch will be read again");
+                }
+            }
+            drop(consumer);
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "Closing the Kafka consumer failed");
+        }
+        tracing::info!(%group, ticks = stats.ticks.load(Ordering::Relaxed), "Bridge stopped");
+    }
+}
+
+/// Sends `ticks` until the sink accepts them; false if stopped first.
+async fn forward(
+    sink: &dyn TickPublisher,
+    ticks: Vec<Tick>,
+    stats: &BridgeStats,
+    shutdown: &CancellationToken,
+) -> bool {
+    if ticks.is_empty() {
+        return true;
+    }
+    let n = ticks.len() as u64;
+    let mut retry = FIRST_RETRY;
+    loop {
+        match sink.publish(ticks.clone()).await {
+            Ok(()) => {
+                stats.ticks.fetch_add(n, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => {
+                stats.sink_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, ticks = n, retry_ms = retry.as_millis() as u64, "Sink refused a batch; retrying it");
+                if sleep_or_stop(shutdown, retry).await {
+                    return false;
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true if `shutdown` fired first.
+async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

@@ -1,0 +1,383 @@
+//! Command-line flags. Every flag also reads `MARKETMUX_<FLAG>` from the
+//! environment (and from `.env`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use marketmux_gateway::auth::{AuthConfig, JwtVerifier};
+use marketmux_gateway::GatewayConfig;
+use marketmux_hub::QueueLimits;
+
+/// MarketMux: real-time market prices to many WebSocket clients.
+#[derive(Parser, Debug)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log output: `text` for people, `json` for machines. Level from RUST_LOG.
+    #[arg(long, global = true, env = "MARKETMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub role: Option<Role>,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which part of the system this process runs.
+#[derive(Subcommand, Debug)]
+pub enum Role {
+    /// Everything in one process: gateway, in-process bus and store, synthetic feed (the default).
+    Dev(DevArgs),
+    /// A WebSocket + REST edge node.
+    Gateway(GatewayArgs),
+    /// Kafka market_ticks → Redis latest price and pub/sub.
+    Bridge(BridgeArgs),
+    /// Finnhub (or another source) → Kafka.
+    Ingest(IngestArgs),
+    /// Alert evaluation (Kafka consumer group) and the alert API (gRPC).
+    Alerts(AlertsArgs),
+}
+
+/// Parses the dev flags alone (from the environment), for a bare `marketmux`.
+#[derive(Parser)]
+struct DevOnly {
+    #[command(flatten)]
+    args: DevArgs,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role::Dev(DevOnly::parse_from(["marketmux"]).args)
+    }
+}
+
+/// Flags of the `dev` role.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MARKETMUX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files.
+    #[arg(long, env = "MARKETMUX_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded store (also DATABASE_URL).
+    #[arg(long, env = "MARKETMUX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Synthetic ticks per second per symbol; 0 turns the feed off.
+    #[arg(long, env = "MARKETMUX_FEED_RATE", default_value_t = 4.0)]
+    pub feed_rate: f64,
+    /// Number of synthetic symbols.
+    #[arg(long, env = "MARKETMUX_FEED_SYMBOLS", default_value_t = 40)]
+    pub feed_symbols: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Flags of the `gateway` role.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MARKETMUX_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Redis for the edge bus and latest prices (also REDIS_ADDR).
+    #[arg(long, env = "MARKETMUX_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Put in front of every Redis key and channel (default none: `price:SYMBOL`).
+    #[arg(long, env = "MARKETMUX_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+    /// Sharded pub/sub (SPUBLISH/SSUBSCRIBE), for Redis Cluster.
+    #[arg(long, env = "MARKETMUX_REDIS_SHARDED")]
+    pub redis_sharded: bool,
+    /// Seconds a symbol stays subscribed in Redis after its last local subscriber left.
+    #[arg(
+        long,
+        env = "MARKETMUX_REDIS_UNSUBSCRIBE_LINGER_SECS",
+        default_value_t = 5.0
+    )]
+    pub redis_unsubscribe_linger_secs: f64,
+    /// Kafka brokers: ingest goes to Kafka when set (also KAFKA_BROKERS).
+    #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The alerts role's gRPC API, for the REST alert endpoints.
+    #[arg(long, env = "MARKETMUX_ALERTS_URL")]
+    pub alerts_url: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Kafka connection flags shared by `bridge` and `ingest`.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers, `host:port[,host:port]` (also KAFKA_BROKERS).
+    #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic of the ticks.
+    #[arg(long, env = "MARKETMUX_TOPIC", default_value = "market_ticks")]
+    pub topic: String,
+}
+
+impl KafkaArgs {
+    /// The brokers from the flag, else the seed's KAFKA_BROKERS.
+    pub fn brokers(&self) -> anyhow::Result<String> {
+        self.kafka_brokers
+            .clone()
+            .or_else(|| std::env::var("KAFKA_BROKERS").ok())
+            .filter(|b| !b.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "this role needs --kafka-brokers (or KAFKA_BROKERS), e.g. 127.0.0.1:9092"
+                )
+            })
+    }
+}
+
+/// Flags of the `bridge` role.
+#[derive(Args, Debug)]
+pub struct BridgeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Redis for latest prices and pub/sub (also REDIS_ADDR).
+    #[arg(long, env = "MARKETMUX_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Put in front of every Redis key and channel (tests isolate themselves with it).
+    #[arg(long, env = "MARKETMUX_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+    /// Redis Cluster: publish with SPUBLISH on slot-local channels (must match the gateways).
+    #[arg(long, env = "MARKETMUX_REDIS_SHARDED")]
+    pub redis_sharded: bool,
+    /// Kafka consumer group; bridges of one group share the partitions.
+    #[arg(long, env = "MARKETMUX_GROUP", default_value = "marketmux-bridge")]
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Earliest)]
+    pub start_from: StartFromArg,
+}
+
+/// Flags of the `alerts` role.
+#[derive(Args, Debug)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL holding `users` and `alerts` (also DATABASE_URL).
+    #[arg(long, env = "MARKETMUX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address of the gRPC alert API (`--alerts-url` of the gateways).
+    #[arg(long, env = "MARKETMUX_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Kafka consumer group; evaluators of one group share the partitions.
+    #[arg(
+        long,
+        env = "MARKETMUX_ALERTS_GROUP",
+        default_value = "marketmux-alerts"
+    )]
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Latest)]
+    pub start_from: StartFromArg,
+    /// Seconds between reloads of the active alerts (to see alerts created
+    /// through other instances).
+    #[arg(long, env = "MARKETMUX_ALERTS_RELOAD_SECS", default_value_t = 5.0)]
+    pub reload_secs: f64,
+    /// Redis on which fired alerts reach the gateways' sockets (also REDIS_ADDR);
+    /// without it fired alerts are only stored and logged.
+    #[arg(long, env = "MARKETMUX_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Put in front of the fired-alerts channel (must match the gateways).
+    #[arg(long, env = "MARKETMUX_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StartFromArg {
+    /// Everything still retained in the topic.
+    Earliest,
+    /// Only ticks produced after the group joined.
+    Latest,
+}
+
+/// Flags of the `ingest` role.
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Finnhub API token (also FINNHUB_API_KEY).
+    #[arg(long, env = "MARKETMUX_FINNHUB_TOKEN", hide_env_values = true)]
+    pub finnhub_token: Option<String>,
+    /// Symbols to subscribe to, comma-separated (e.g. AAPL,MSFT,BINANCE:BTCUSDT).
+    #[arg(
+        long,
+        env = "MARKETMUX_SYMBOLS",
+        value_delimiter = ',',
+        default_value = "AAPL,MSFT,AMZN,GOOGL,TSLA,BINANCE:BTCUSDT,BINANCE:ETHUSDT"
+    )]
+    pub symbols: Vec<String>,
+    /// Finnhub WebSocket URL (a local fake in tests).
+    #[arg(
+        long,
+        env = "MARKETMUX_FINNHUB_URL",
+        default_value = "wss://ws.finnhub.io"
+    )]
+    pub finnhub_url: String,
+}
+
+/// Per-node limits shared by `dev` and `gateway`.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Token that `/debug/*` endpoints require as `Authorization: Bearer …` (unset: open).
+    #[arg(long, env = "MARKETMUX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Subscriptions per socket.
+    #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    pub max_subscriptions: usize,
+    /// Control messages per second per socket.
+    #[arg(long, env = "MARKETMUX_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
+    pub max_messages_per_sec: u32,
+    /// Open sockets per node.
+    #[arg(long, env = "MARKETMUX_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Bytes of ticks queued per socket before it conflates.
+    #[arg(long, env = "MARKETMUX_QUEUE_BYTES", default_value_t = 256 * 1024)]
+    pub queue_bytes: usize,
+    /// Seconds a socket may stay behind before it is closed (1008).
+    #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 10.0)]
+    pub max_lag_secs: f64,
+    /// Seconds between server pings.
+    #[arg(long, env = "MARKETMUX_PING_INTERVAL_SECS", default_value_t = 20.0)]
+    pub ping_interval_secs: f64,
+    /// Seconds of silence after which a socket is closed.
+    #[arg(long, env = "MARKETMUX_IDLE_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub idle_timeout_secs: f64,
+    /// Seconds over which sockets are closed (1012) at shutdown.
+    #[arg(long, env = "MARKETMUX_DRAIN_SECS", default_value_t = 5.0)]
+    pub drain_secs: f64,
+    /// Open sockets per client address (0: no limit).
+    #[arg(
+        long,
+        env = "MARKETMUX_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 2_000
+    )]
+    pub max_connections_per_ip: usize,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Authentication: off unless a JWT secret or public key is given.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// HS256 secret: sockets and alert APIs then need a JWT whose `sub` is the user id.
+    #[arg(
+        long,
+        env = "MARKETMUX_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file (RSA for RS256, EC P-256 for ES256) instead of a secret.
+    #[arg(long, env = "MARKETMUX_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Token `POST /api/v1/ticks` then requires as `Authorization: Bearer …`.
+    #[arg(long, env = "MARKETMUX_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Origins allowed to open sockets, comma-separated (unset: any).
+    #[arg(long, env = "MARKETMUX_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl SecurityArgs {
+    /// The gateway's authentication settings; fails on an unreadable key.
+    pub fn auth_config(&self) -> anyhow::Result<AuthConfig> {
+        let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(secret), _) if !secret.is_empty() => Some(JwtVerifier::hs256(secret.as_bytes())),
+            (_, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read --jwt-public-key {}", path.display()))?;
+                Some(
+                    JwtVerifier::from_public_key_pem(&pem)
+                        .with_context(|| format!("--jwt-public-key {}", path.display()))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(AuthConfig {
+            jwt,
+            ingest_token: self.ingest_token.clone().filter(|t| !t.is_empty()),
+            allowed_origins: self.allowed_origins.clone().filter(|o| !o.is_empty()),
+        })
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+impl LimitArgs {
+    /// The gateway configuration these flags describe, authentication included.
+    pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut config = self.to_config();
+        config.auth = std::sync::Arc::new(self.security.auth_config()?);
+        Ok(config)
+    }
+
+    /// The limits alone, with authentication off (tests and tools).
+    pub fn to_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            max_subscriptions: self.max_subscriptions,
+            max_messages_per_sec: self.max_messages_per_sec,
+            max_connections: self.max_connections,
+            queue: QueueLimits {
+                max_bytes: self.queue_bytes,
+                max_lag: secs(self.max_lag_secs),
+                ..QueueLimits::default()
+            },
+            ping_interval: secs(self.ping_interval_secs.max(0.1)),
+            idle_timeout: secs(self.idle_timeout_secs.max(0.2)),
+            drain_period: secs(self.drain_secs),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_role_means_dev_on_localhost() {
+        let cli = Cli::parse_from(["marketmux"]);
+        assert!(cli.role.is_none());
+        match Role::default() {
+            Role::Dev(a) => assert_eq!(a.listen.to_string(), "127.0.0.1:8080"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::parse_from([
+            "marketmux",
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--feed-rate",
+            "0",
+            "--max-subscriptions",
+            "3",
+        ]);
+        match cli.role {
+            Some(Role::Dev(a)) => {
+                assert_eq!(a.feed_rate, 0.0);
+                assert_eq!(a.limits.to_config().max_subscriptions, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

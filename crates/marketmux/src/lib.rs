@@ -1,0 +1,9 @@
+//! The MarketMux binary's library half: flags ([`cli`]) and one module per
+//! role ([`roles`]). Each role has `start(args) -> Node` (used by tests to run
+//! real nodes in-process) and `run(args)` (start, then wait for a signal).
+
+pub mod cli;
+pub mod node;
+pub mod roles;
+pub mod shutdown;
+pub mod telemetry;

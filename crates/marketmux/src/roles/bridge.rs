@@ -1,0 +1,105 @@
+//! `marketmux bridge`: Kafka `market_ticks` (consumer group) → Redis latest
+//! price and per-symbol pub/sub, committing offsets only after Redis accepted
+//! each batch. Run several with the same `--group` to share the partitions.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use marketmux_bus::redis::{KeySpace, RedisConfig, RedisPublisher};
+use marketmux_bus::TickPublisher;
+use marketmux_kafka::{Bridge, BridgeStats, KafkaConfig, StartFrom, TickConsumer};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BridgeArgs, StartFromArg};
+use crate::node::Node;
+
+/// Starts a bridge into Redis (`--redis-url`, or REDIS_ADDR).
+pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
+    let url = args
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_ADDR").ok())
+        .context(
+            "the bridge role needs --redis-url (or REDIS_ADDR), e.g. redis://127.0.0.1:6379",
+        )?;
+    let redis = RedisConfig {
+        url,
+        prefix: args.redis_prefix.clone(),
+        sharded: args.redis_sharded,
+        ..RedisConfig::default()
+    };
+    let client = redis
+        .connect_client()
+        .await
+        .with_context(|| format!("bridge: Redis at {}", redis.redacted_url()))?;
+    let keys = KeySpace::new(&redis.prefix, redis.sharded).context("bridge: Redis key prefix")?;
+    let publisher = RedisPublisher::new(client, keys);
+    publisher.load_script().await.with_context(|| {
+        format!(
+            "bridge: loading the tick script into {}",
+            redis.redacted_url()
+        )
+    })?;
+    start_with_sink(args, Arc::new(publisher)).await
+}
+
+/// Starts a bridge into any `sink` (tests use an in-memory one).
+pub async fn start_with_sink(
+    args: BridgeArgs,
+    sink: Arc<dyn TickPublisher>,
+) -> anyhow::Result<Node> {
+    let brokers = args.kafka.brokers()?;
+    let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
+    let start_from = match args.start_from {
+        StartFromArg::Earliest => StartFrom::Earliest,
+        StartFromArg::Latest => StartFrom::Latest,
+    };
+    let consumer = TickConsumer::new(&config, &args.group, start_from)
+        .with_context(|| format!("bridge: Kafka consumer group {}", args.group))?;
+    tracing::info!(%brokers, topic = %args.kafka.topic, group = %args.group, "Bridge started");
+    let bridge = Bridge::new(consumer, sink);
+    let shutdown = CancellationToken::new();
+    report_stats(bridge.stats(), shutdown.clone());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        bridge.run(stop).await;
+        Ok(())
+    });
+    Ok(Node {
+        addr: None,
+        shutdown,
+        task,
+    })
+}
+
+/// How often the bridge logs its counters.
+const STATS_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs the bridge's counters every [`STATS_EVERY`] while it forwards ticks.
+fn report_stats(stats: Arc<BridgeStats>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(STATS_EVERY);
+        every.tick().await;
+        let mut last = 0;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let ticks = stats.ticks.load(Relaxed);
+            if ticks != last {
+                tracing::info!(
+                    ticks,
+                    batches = stats.batches.load(Relaxed),
+                    duplicates = stats.duplicates.load(Relaxed),
+                    missing = stats.missing.load(Relaxed),
+                    sink_failures = stats.sink_failures.load(Relaxed),
+                    "Bridge forwarding"
+                );
+                last = ticks;
+            }
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! `marketmux dev`: gateway, in-process bus and store, and the synthetic feed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use marketmux_alerts::{open_store, AlertEngine, AlertSink, AlertStore, FiredAlert, StoreHealth};
+use marketmux_bus::InProcessBus;
+use marketmux_core::Tick;
+use marketmux_gateway::GatewayState;
+use mock_publisher::{Feed, FeedConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DevArgs;
+use crate::node::Node;
+
+/// Starts the all-in-one node; it runs until its [`Node::shutdown`] is cancelled.
+pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
+    let mut config = args.limits.gateway_config()?;
+    // `identify` stands in for authentication, so only while it is off.
+    config.allow_identify = config.auth.jwt.is_none();
+    let bus = InProcessBus::new();
+    let hub = GatewayState::new_hub();
+    let h = hub.clone();
+    // Whole batches: each client's writer wakes once per batch, not per tick.
+    bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
+        h.publish_batch(ticks);
+    }));
+    let shutdown = CancellationToken::new();
+    let alert_store = open_alert_store(&args).await?;
+    let alert_health = StoreHealth::watch(alert_store.clone(), STORE_PING, shutdown.clone());
+    let state = GatewayState::new(
+        config,
+        hub,
+        bus.clone(),
+        bus.clone(),
+        vec![bus.clone(), alert_health],
+    );
+    let alerts = start_alerts(alert_store, state.clone(), shutdown.clone()).await?;
+    bus.add_handler(alerts.tick_handler());
+
+    if args.feed_rate > 0.0 {
+        let feed = Feed::new(FeedConfig {
+            rate_per_symbol: args.feed_rate,
+            symbols: args.feed_symbols,
+        });
+        let bus = bus.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(feed.run(move |batch| {
+            bus.publish_now(&batch);
+            !stop.is_cancelled()
+        }));
+    }
+
+    let listener = marketmux_gateway::server::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, feed_rate = args.feed_rate, symbols = args.feed_symbols, "MarketMux dev node ready: open http://{addr}/");
+    let alert_routes = marketmux_gateway::auth::protect_user_routes(&state, alerts.routes());
+    let prices = bus.clone();
+    let router = marketmux_gateway::web::SymbolDirectory::new(move || prices.prices().symbols())
+        .serve_on(marketmux_gateway::router(state.clone()).merge(alert_routes));
+    let task = tokio::spawn(marketmux_gateway::serve(
+        listener,
+        state,
+        router,
+        shutdown.clone(),
+    ));
+    Ok(Node {
+        addr: Some(addr),
+        shutdown,
+        task,
+    })
+}
+
+/// How often `/ready` learns whether the alert store answers.
+const STORE_PING: Duration = Duration::from_secs(2);
+
+/// The dev node's alert store: the embedded one under `--data-dir`, or
+/// PostgreSQL with `--database-url`/DATABASE_URL.
+async fn open_alert_store(args: &DevArgs) -> anyhow::Result<Arc<dyn AlertStore>> {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|u| !u.trim().is_empty());
+    open_store(url.as_deref(), &args.data_dir)
+        .await
+        .with_context(|| match &url {
+            Some(_) => "alerts: opening PostgreSQL (--database-url)".to_string(),
+            None => format!(
+                "alerts: opening the embedded store in {}",
+                args.data_dir.display()
+            ),
+        })
+}
+
+/// Price alerts of the dev node. Ticks reach the evaluator through its
+/// inbox (never blocking the publisher; see `TickInbox` for the bound), and
+/// fired alerts go to the user's sockets on this node.
+async fn start_alerts(
+    store: Arc<dyn AlertStore>,
+    state: Arc<GatewayState>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<AlertEngine> {
+    let sink: AlertSink = Arc::new(move |fired: &FiredAlert| {
+        let sockets = state.push_alert(fired.alert.user_id, &fired.to_json());
+        tracing::debug!(alert_id = fired.alert.id, sockets, "Alert pushed");
+    });
+    AlertEngine::start(store, sink, None, shutdown)
+        .await
+        .context("alerts: loading the active alerts")
+}

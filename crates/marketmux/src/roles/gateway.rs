@@ -1,0 +1,141 @@
+//! `marketmux gateway`: an edge node fed by the Redis bus.
+//!
+//! - Redis → hub: the node's one subscriber connection delivers the ticks of
+//!   the symbols its clients follow; the hub fans them out.
+//! - hub → Redis: the hub's [`Interest`] events subscribe a symbol's channel on
+//!   its first local subscriber and unsubscribe it a linger after the last left.
+//! - `POST /api/v1/ticks` → Redis (latest price if newer, and publish), or to
+//!   Kafka when the Kafka pipeline is configured (see [`ingest_publisher`]).
+//! - `/price` and subscribe snapshots read `price:SYMBOL`; `/ready` is 503
+//!   while Redis is away, and ticks flow again after it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use marketmux_bus::redis::StillNeeded;
+use marketmux_bus::{Readiness, RedisBus, RedisConfig, TickHandler, TickPublisher};
+use marketmux_core::{Symbol, Tick};
+use marketmux_gateway::GatewayState;
+use marketmux_hub::{Interest, SymbolHub};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::GatewayArgs;
+use crate::node::Node;
+
+/// Starts an edge node; it runs until its [`Node::shutdown`] is cancelled.
+pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
+    let redis = redis_config(&args)?;
+    let hub = GatewayState::new_hub();
+    let to_hub = hub.clone();
+    let handler: TickHandler = Arc::new(move |t: &Tick| {
+        to_hub.publish(t);
+    });
+    let counts = hub.clone();
+    let still_needed: StillNeeded = Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0);
+    let bus = RedisBus::connect(redis.clone(), handler, still_needed)
+        .await
+        .with_context(|| format!("gateway: Redis edge bus at {}", redis.redacted_url()))?;
+    follow_interest(&hub, bus.clone());
+
+    let (publisher, kafka_ready) = ingest_publisher(&args, &bus)?;
+    let mut readiness: Vec<Arc<dyn Readiness>> = vec![bus.clone()];
+    readiness.extend(kafka_ready);
+    let state = GatewayState::new(
+        args.limits.gateway_config()?,
+        hub,
+        publisher,
+        bus.clone(),
+        readiness,
+    );
+
+    // Alerts fired by the alerts role reach this node's sockets of that user.
+    let push = state.clone();
+    let alert_listener = marketmux_bus::redis::alerts::listen_alerts(
+        &redis,
+        Arc::new(move |user: i64, alert: &str| {
+            push.push_alert(user, alert);
+        }),
+    )
+    .await
+    .with_context(|| format!("gateway: fired-alert channel on {}", redis.redacted_url()))?;
+
+    let listener = marketmux_gateway::server::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, redis = %redis.redacted_url(), prefix = %redis.prefix, sharded = redis.sharded, "MarketMux gateway ready");
+    let shutdown = CancellationToken::new();
+    let mut router = marketmux_gateway::router(state.clone());
+    if let Some(url) = &args.alerts_url {
+        let alerts = marketmux_alerts::grpc::remote_rest_routes(url).context("--alerts-url")?;
+        router = router.merge(marketmux_gateway::auth::protect_user_routes(&state, alerts));
+    }
+    let serve = marketmux_gateway::serve(listener, state, router, shutdown.clone());
+    let task = tokio::spawn(async move {
+        let result = serve.await;
+        alert_listener.stop().await;
+        bus.shutdown().await;
+        result
+    });
+    Ok(Node {
+        addr: Some(addr),
+        shutdown,
+        task,
+    })
+}
+
+/// The Redis settings from the flags (`--redis-url`, else the seed's REDIS_ADDR).
+pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
+    let url = args
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_ADDR").ok())
+        .filter(|u| !u.trim().is_empty())
+        .context("the gateway role needs --redis-url (or REDIS_ADDR), e.g. redis://127.0.0.1:6379; for a single node without Redis run `marketmux dev`")?;
+    let linger = Duration::try_from_secs_f64(args.redis_unsubscribe_linger_secs.max(0.0))
+        .context("--redis-unsubscribe-linger-secs is out of range")?;
+    Ok(RedisConfig {
+        url,
+        prefix: args.redis_prefix.clone(),
+        sharded: args.redis_sharded,
+        unsubscribe_linger: linger,
+        ..RedisConfig::default()
+    })
+}
+
+/// Forwards the hub's interest changes to the Redis subscriber. Ends when the
+/// hub is dropped.
+fn follow_interest(hub: &SymbolHub, bus: Arc<RedisBus>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    hub.set_interest_listener(tx);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            match event {
+                Interest::Added(s) => bus.follow(s),
+                Interest::Removed(s) => bus.unfollow(s),
+            }
+        }
+    });
+}
+
+/// Where `POST /api/v1/ticks` sends accepted ticks: straight to Redis, unless
+/// the Kafka pipeline is configured (then the Kafka producer's readiness joins `/ready`).
+type IngestTarget = (Arc<dyn TickPublisher>, Option<Arc<dyn Readiness>>);
+
+fn ingest_publisher(args: &GatewayArgs, bus: &Arc<RedisBus>) -> anyhow::Result<IngestTarget> {
+    let kafka = args
+        .kafka_brokers
+        .clone()
+        .or_else(|| std::env::var("KAFKA_BROKERS").ok())
+        .filter(|b| !b.trim().is_empty());
+    if let Some(brokers) = kafka {
+        // Ingest goes to Kafka (202 only after the brokers' ack); the bridge moves it to Redis.
+        let config = marketmux_kafka::KafkaConfig::new(brokers.clone());
+        let publisher = marketmux_kafka::KafkaPublisher::new(&config, "gateway")
+            .with_context(|| format!("gateway: Kafka producer for {brokers}"))?;
+        tracing::info!(%brokers, topic = %config.topic, "POST /api/v1/ticks goes to Kafka");
+        let publisher = Arc::new(publisher);
+        return Ok((publisher.clone(), Some(publisher)));
+    }
+    Ok((bus.clone(), None))
+}

@@ -1,0 +1,63 @@
+//! `marketmux ingest`: Finnhub's trade WebSocket → Kafka `market_ticks`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use marketmux_core::Symbol;
+use marketmux_ingest::{FinnhubClient, FinnhubConfig, DEFAULT_FINNHUB_URL};
+use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::IngestArgs;
+use crate::node::Node;
+
+/// How long the producer may take to deliver what is queued at shutdown.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
+
+/// Starts the Finnhub client producing to Kafka.
+pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
+    let brokers = args.kafka.brokers()?;
+    let token = args
+        .finnhub_token
+        .clone()
+        .or_else(|| std::env::var("FINNHUB_API_KEY").ok())
+        .unwrap_or_default();
+    if token.is_empty() && args.finnhub_url == DEFAULT_FINNHUB_URL {
+        anyhow::bail!("the ingest role needs --finnhub-token (or FINNHUB_API_KEY) to reach {DEFAULT_FINNHUB_URL}");
+    }
+    let symbols = args
+        .symbols
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| Symbol::new(s).with_context(|| format!("--symbols: {s:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if symbols.is_empty() {
+        anyhow::bail!("--symbols is empty: name at least one symbol, e.g. AAPL,MSFT");
+    }
+    let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
+    let publisher =
+        Arc::new(KafkaPublisher::new(&config, "finnhub").context("ingest: Kafka producer")?);
+    let client = FinnhubClient::new(FinnhubConfig::new(
+        args.finnhub_url.clone(),
+        token,
+        symbols.clone(),
+    ));
+    tracing::info!(url = %args.finnhub_url, %brokers, topic = %args.kafka.topic, symbols = symbols.len(), "Ingest started");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        client.run(publisher.clone(), stop).await;
+        tokio::task::spawn_blocking(move || publisher.flush(FLUSH_AT_EXIT))
+            .await
+            .context("ingest: flushing the Kafka producer")?
+            .context("ingest: flushing the Kafka producer")?;
+        Ok(())
+    });
+    Ok(Node {
+        addr: None,
+        shutdown,
+        task,
+    })
+}

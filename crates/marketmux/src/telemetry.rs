@@ -1,0 +1,21 @@
+//! Logging (human-readable on a terminal, JSON for machines; level from
+//! RUST_LOG) and the process-wide metrics recorder behind `/metrics`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// Installs the global log subscriber and metrics recorder.
+pub fn init(format: LogFormat) {
+    if !marketmux_gateway::metrics::install_global_recorder() {
+        eprintln!(
+            "marketmux: another metrics recorder is installed; /metrics shows gateway series only"
+        );
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,142 @@
+//! The `alerts` role on librdkafka's mock cluster and a real PostgreSQL
+//! (a database of its own): two instances in one consumer group, alerts
+//! created through one instance's gRPC API, crossing ticks (and two replays)
+//! produced to `market_ticks`: every alert fires, at the first crossing's
+//! price. (That no alert fires twice is the store's conditional update,
+//! checked with racing evaluators in the marketmux-alerts suite.)
+
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use marketmux::cli::{Cli, Role};
+use marketmux::node::Node;
+use marketmux_alerts::grpc::GrpcAlertClient;
+use marketmux_alerts::{AlertService, NewAlert};
+use marketmux_bus::TickPublisher;
+use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use rdkafka::mocking::MockCluster;
+use sqlx::Connection as _;
+
+const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+async fn create_db() -> (String, String) {
+    let mut conn = sqlx::PgConnection::connect(ADMIN).await.unwrap_or_else(|e| {
+        panic!("this test needs PostgreSQL at {ADMIN} (user postgres, trust auth); install and start it: {e}")
+    });
+    let name = format!(
+        "marketmux_test_{:016x}",
+        Timestamp::now().0 as u64 ^ u64::from(std::process::id()) << 32
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    (
+        name.clone(),
+        format!("postgres://postgres@127.0.0.1:5432/{name}"),
+    )
+}
+
+async fn drop_db(name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+async fn alerts_role(brokers: &str, db: &str) -> Node {
+    let cli = Cli::parse_from([
+        "marketmux",
+        "alerts",
+        "--kafka-brokers",
+        brokers,
+        "--database-url",
+        db,
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--start-from",
+        "earliest",
+        "--reload-secs",
+        "0.5",
+    ]);
+    let Some(Role::Alerts(args)) = cli.role else {
+        panic!("not the alerts role")
+    };
+    marketmux::roles::alerts::start(args)
+        .await
+        .expect("alerts role starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_one_group_fire_every_alert() {
+    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
+    cluster
+        .create_topic("market_ticks", 4, 1)
+        .expect("create market_ticks");
+    let brokers = cluster.bootstrap_servers();
+    let (name, db) = create_db().await;
+    let result = tokio::spawn(run(brokers, db)).await;
+    drop_db(&name).await;
+    result.unwrap();
+}
+
+async fn run(brokers: String, db: String) {
+    let a = alerts_role(&brokers, &db).await;
+    let b = alerts_role(&brokers, &db).await;
+    let client = GrpcAlertClient::connect_lazy(&format!("http://{}", a.http_addr())).unwrap();
+    let symbols = ["AL1", "AL2", "AL3", "AL4", "AL5", "AL6"];
+    let mut ids = Vec::new();
+    for (i, s) in symbols.iter().enumerate() {
+        for (cond, target) in [("ABOVE", 100.0), ("BELOW", 50.0)] {
+            let new = NewAlert::parse(1 + i as i64, s, target, cond).unwrap();
+            ids.push(client.create(new).await.expect("create over gRPC").id);
+        }
+    }
+    // Let instance b's periodic reload see the alerts created through a.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let publisher = KafkaPublisher::new(&KafkaConfig::new(brokers.clone()), "test").unwrap();
+    let tick =
+        |s: &str, p: f64| Tick::new(Symbol::new(s).unwrap(), p, Timestamp::now(), None).unwrap();
+    let quiet: Vec<Tick> = symbols.iter().map(|s| tick(s, 75.0)).collect();
+    publisher.publish(quiet).await.unwrap();
+    let crossing: Vec<Tick> = symbols
+        .iter()
+        .flat_map(|s| [tick(s, 120.0), tick(s, 40.0)])
+        .collect();
+    for _ in 0..3 {
+        publisher.publish(crossing.clone()).await.unwrap(); // and two replays
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut active = 0;
+        for i in 0..symbols.len() {
+            active += client.list(1 + i as i64, true).await.unwrap().len();
+        }
+        if active == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{active} alerts still active after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..symbols.len() {
+        for alert in client.list(1 + i as i64, false).await.unwrap() {
+            assert!(!alert.active);
+            let p = alert.triggered_price.expect("triggered price");
+            match alert.condition {
+                marketmux_alerts::Condition::Above => assert_eq!(p, 120.0),
+                marketmux_alerts::Condition::Below => assert_eq!(p, 40.0),
+            }
+        }
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

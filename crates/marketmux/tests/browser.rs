@@ -1,0 +1,677 @@
+//! The live page in a real headless Chromium, driven over WebDriver
+//! (chromedriver + fantoccini), against the real `marketmux dev` binary.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (or
+//! `MARKETMUX_CHROMIUM` / `MARKETMUX_CHROMEDRIVER` pointing at the binaries).
+//! The board's screenshot is kept in `target/artifacts/browser-board.png`.
+//!
+//! The frame-budget measurement is an ignored test:
+//! `cargo test -p marketmux --test browser -- --ignored --nocapture frame_budget`
+//! (rates per symbol from `MARKETMUX_BENCH_RATES`, default `1,2,5,10,20,40`).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use marketmux_core::Timestamp;
+use serde_json::{json, Value};
+
+/// Browser tests share two cores with the gateway: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+const DEFAULT_BOARD: [&str; 8] = [
+    "AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA", "NFLX",
+];
+const INSTALL_HINT: &str = "this test drives a real headless Chromium: install the Debian packages \
+     `chromium` and `chromium-driver` (apt-get update && apt-get install -y chromium chromium-driver), \
+     or set MARKETMUX_CHROMIUM and MARKETMUX_CHROMEDRIVER to the binaries";
+
+// ------------------------------------------------------------------ processes
+
+/// A fresh directory under Cargo's target tmp dir.
+fn fresh_dir(name: &str) -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("browser-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `marketmux dev` process; killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `marketmux dev` on `addr` and waits until `/health` answers.
+    async fn start(addr: SocketAddr, data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.join(format!(
+            "gateway-{}.log",
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_marketmux"))
+            .args(["dev", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut g = Self { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(g.url("/health")).await {
+                if r.status().is_success() {
+                    return g;
+                }
+            }
+            if let Ok(Some(status)) = g.child.try_wait() {
+                panic!(
+                    "marketmux dev exited ({status}) before serving:\n{}",
+                    g.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "marketmux dev did not answer /health in 30 s:\n{}",
+                g.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Posts one tick stamped now through `POST /api/v1/ticks`.
+    async fn post_tick(&self, symbol: &str, price: f64) {
+        let body =
+            json!({"symbol": symbol, "price": price, "timestamp": Timestamp::now().to_rfc3339()});
+        let r = reqwest::Client::new()
+            .post(self.url("/api/v1/ticks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            202,
+            "POST /api/v1/ticks {body}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL: no drain, the page sees the socket drop.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// chromedriver, one Chromium session on it, and the profile directory.
+struct Browser {
+    driver: Child,
+    driver_port: u16,
+    session: Option<String>,
+    client: Client,
+}
+
+fn find_binary(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([
+            PathBuf::from("/usr/bin"),
+            PathBuf::from("/usr/lib/chromium"),
+        ])
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+impl Browser {
+    /// Chromium with a 1400×900 window.
+    async fn start() -> Self {
+        Self::start_sized(1400, 900).await
+    }
+
+    async fn start_sized(width: u32, height: u32) -> Self {
+        let chromium = find_binary(
+            "MARKETMUX_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )
+        .unwrap_or_else(|| panic!("Chromium not found; {INSTALL_HINT}"));
+        let chromedriver = find_binary("MARKETMUX_CHROMEDRIVER", &["chromedriver"])
+            .unwrap_or_else(|| panic!("chromedriver not found; {INSTALL_HINT}"));
+        let profile = fresh_dir("profile");
+        let driver_port = free_port();
+        let driver_log = std::fs::File::create(profile.join("chromedriver.log")).unwrap();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdin(Stdio::null())
+            .stdout(driver_log.try_clone().unwrap())
+            .stderr(driver_log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; {INSTALL_HINT}",
+                    chromedriver.display()
+                )
+            });
+        let webdriver = format!("http://127.0.0.1:{driver_port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start; {INSTALL_HINT}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.join("chromium").display()),
+                ],
+            },
+        });
+        let caps = caps.as_object().cloned().unwrap_or_default();
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&webdriver)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start a Chromium session ({e}); {INSTALL_HINT}"));
+        let session = client.session_id().await.ok().flatten();
+        Self {
+            driver,
+            driver_port,
+            session,
+            client,
+        }
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the session (which quits Chromium) even when the test panicked.
+    fn drop(&mut self) {
+        if let Some(id) = &self.session {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.driver_port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let req = format!(
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(req.as_bytes());
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+// ------------------------------------------------------------------ page helpers
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Symbol -> price text of every board row.
+async fn board(c: &Client) -> Vec<(String, String)> {
+    let v = js(
+        c,
+        "return [...document.querySelectorAll('#board tr')].map(tr => [tr.dataset.symbol, tr.querySelector('td.px').textContent])",
+    )
+    .await;
+    serde_json::from_value(v).unwrap()
+}
+
+async fn price_text(c: &Client, symbol: &str) -> Option<String> {
+    board(c)
+        .await
+        .into_iter()
+        .find(|(s, _)| s == symbol)
+        .map(|(_, p)| p)
+}
+
+async fn received(c: &Client, symbol: &str) -> u64 {
+    js(c, &format!("return window.marketmux.received({symbol:?})"))
+        .await
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn conn_state(c: &Client) -> String {
+    js(c, "return window.marketmux.state()")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until every default row shows a price.
+async fn wait_board_live(c: &Client) {
+    wait_for(
+        "prices in every default row",
+        Duration::from_secs(10),
+        || async move {
+            let b = board(c).await;
+            let priced = DEFAULT_BOARD.iter().all(|s| {
+                b.iter()
+                    .any(|(sym, p)| sym == s && p.parse::<f64>().is_ok())
+            });
+            priced.then_some(())
+        },
+    )
+    .await;
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(Path::to_path_buf);
+    let dir = target
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_shows_live_prices_adds_and_removes_symbols() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("board");
+    let gw = Gateway::start(SocketAddr::from(([127, 0, 0, 1], free_port())), &data, &[]).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&gw.url("/")).await.unwrap();
+
+    // Live prices for the default symbols within a few seconds.
+    wait_board_live(c).await;
+    assert_eq!(conn_state(c).await, "live");
+    wait_for(
+        "the stats strip to count this page",
+        Duration::from_secs(5),
+        || async move {
+            let clients = c
+                .find(Locator::Id("stat-clients"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (clients == "1").then_some(())
+        },
+    )
+    .await;
+
+    // Type-ahead: the datalist offers symbols from /api/v1/symbols.
+    let input = c.find(Locator::Id("add-input")).await.unwrap();
+    input.send_keys("aa").await.unwrap();
+    wait_for(
+        "AAPL in the type-ahead list",
+        Duration::from_secs(5),
+        || async move {
+            let v = js(
+                c,
+                "return [...document.querySelectorAll('#symbol-list option')].map(o => o.value)",
+            )
+            .await;
+            v.as_array()?.iter().any(|s| s == "AAPL").then_some(())
+        },
+    )
+    .await;
+    input.clear().await.unwrap();
+
+    // Adding a symbol: its snapshot appears, then each new tick.
+    gw.post_tick("ZZTEST", 123.45).await;
+    input.send_keys("zztest").await.unwrap();
+    c.find(Locator::Css("#add-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("ZZTEST at 123.45", Duration::from_secs(5), || async move {
+        (price_text(c, "ZZTEST").await? == "123.45").then_some(())
+    })
+    .await;
+    gw.post_tick("ZZTEST", 124.5).await;
+    wait_for("ZZTEST at 124.50", Duration::from_secs(5), || async move {
+        (price_text(c, "ZZTEST").await? == "124.50").then_some(())
+    })
+    .await;
+    let change = js(
+        c,
+        "return document.querySelector('tr[data-symbol=\"ZZTEST\"] td.chg').textContent",
+    )
+    .await;
+    assert_eq!(change, "+1.05", "change since subscribing");
+
+    // Let sparklines fill a little, then keep a screenshot.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let png = c.screenshot().await.unwrap();
+    let shot = artifacts_dir().join("browser-board.png");
+    std::fs::write(&shot, png).unwrap();
+    eprintln!("screenshot: {}", shot.display());
+
+    // Removing a symbol stops its updates (while others keep coming).
+    c.find(Locator::Css("tr[data-symbol=\"MSFT\"] button.rm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        price_text(c, "MSFT").await.is_none(),
+        "MSFT row still shown"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (msft, aapl) = (received(c, "MSFT").await, received(c, "AAPL").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        received(c, "MSFT").await,
+        msft,
+        "MSFT ticks still arrive after removal"
+    );
+    assert!(received(c, "AAPL").await > aapl, "AAPL stopped updating");
+
+    // The board is remembered across a reload.
+    c.refresh().await.unwrap();
+    wait_for(
+        "the board after a reload",
+        Duration::from_secs(5),
+        || async move {
+            let syms: Vec<String> = board(c).await.into_iter().map(|(s, _)| s).collect();
+            (syms.contains(&"ZZTEST".to_owned()) && !syms.contains(&"MSFT".to_owned()))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_reconnects_after_the_gateway_restarts() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("restart");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut gw = Gateway::start(addr, &data, &[]).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&gw.url("/")).await.unwrap();
+    wait_board_live(c).await;
+
+    gw.kill();
+    wait_for(
+        "the page to notice the lost connection",
+        Duration::from_secs(5),
+        || async move { (conn_state(c).await == "reconnecting").then_some(()) },
+    )
+    .await;
+    let before = received(c, "AAPL").await;
+
+    let _gw = Gateway::start(addr, &data, &[]).await;
+    wait_for(
+        "the page to reconnect and resubscribe by itself",
+        Duration::from_secs(20),
+        || async move {
+            let live = conn_state(c).await == "live";
+            let reconnects = js(c, "return window.marketmux.reconnects()")
+                .await
+                .as_u64()?;
+            (live && reconnects >= 1 && received(c, "AAPL").await > before + 1).then_some(())
+        },
+    )
+    .await;
+    let text = c
+        .find(Locator::Id("conn-text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("reconnected"), "connection label: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_crossing_shows_a_notification() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("alerts");
+    let gw = Gateway::start(SocketAddr::from(([127, 0, 0, 1], free_port())), &data, &[]).await;
+    let r = reqwest::get(gw.url("/alerts?user_id=1")).await.unwrap();
+    assert!(
+        r.status() != 404 && r.status() != 405,
+        "`marketmux dev` does not serve the alert endpoints yet (GET /alerts?user_id=1 answered {}): \
+         POST/GET/DELETE /alerts from crates/marketmux-alerts must be wired into the dev role \
+         for the page's alerts panel to work",
+        r.status()
+    );
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&gw.url("/")).await.unwrap();
+    wait_board_live(c).await;
+
+    c.find(Locator::Id("alert-symbol"))
+        .await
+        .unwrap()
+        .send_keys("zzalert")
+        .await
+        .unwrap();
+    c.find(Locator::Id("alert-price"))
+        .await
+        .unwrap()
+        .send_keys("100")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#alert-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        "the new alert in the list",
+        Duration::from_secs(5),
+        || async move {
+            let t = c
+                .find(Locator::Id("alerts-list"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            t.contains("ZZALERT above 100.00").then_some(())
+        },
+    )
+    .await;
+
+    gw.post_tick("ZZALERT", 99.0).await;
+    gw.post_tick("ZZALERT", 101.0).await;
+    let toast = wait_for(
+        "the alert notification",
+        Duration::from_secs(10),
+        || async move {
+            let el = c
+                .find(Locator::Css(".toast.alert[data-symbol=\"ZZALERT\"]"))
+                .await
+                .ok()?;
+            // The toast may exist a moment before its text is visible (it fades in).
+            el.text()
+                .await
+                .ok()
+                .filter(|t| t.contains("ZZALERT above 100.00"))
+        },
+    )
+    .await;
+    assert!(
+        toast.contains("ZZALERT above 100.00"),
+        "notification: {toast}"
+    );
+    std::fs::write(
+        artifacts_dir().join("browser-alert.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+}
+
+/// The symbols `dev --feed-symbols n` publishes (see `RandomWalk::universe`).
+fn feed_universe(n: usize) -> Vec<String> {
+    let mut v: Vec<String> = mock_publisher::DEFAULT_SYMBOLS
+        .iter()
+        .map(|(s, _)| s.to_string())
+        .take(n)
+        .collect();
+    let mut i = 1;
+    while v.len() < n {
+        v.push(format!("SYM{i:04}"));
+        i += 1;
+    }
+    v
+}
+
+/// How many symbol updates per second the page keeps up with: 200 symbols at
+/// rising rates, counting requestAnimationFrame intervals over 20 ms.
+/// `MARKETMUX_BENCH_WINDOW=1400x6800` shows all 200 rows at once (the page
+/// paints only rows on screen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute); run with --ignored --nocapture"]
+async fn frame_budget_with_200_symbols() {
+    let _one = SERIAL.lock().await;
+    let rates = std::env::var("MARKETMUX_BENCH_RATES").unwrap_or_else(|_| "1,2,5,10,20,40".into());
+    let window = std::env::var("MARKETMUX_BENCH_WINDOW").unwrap_or_else(|_| "1400x900".into());
+    let (w, h) = window
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .unwrap_or((1400, 900));
+    let symbols = feed_universe(200);
+    let b = Browser::start_sized(w, h).await;
+    let c = &b.client;
+    eprintln!("window {w}x{h}");
+    eprintln!("rate/sym  updates/s  received/s  frames  >20ms  >50ms  p99 ms  max ms  fps");
+    for rate in rates
+        .split(',')
+        .filter_map(|r| r.trim().parse::<f64>().ok())
+    {
+        let data = fresh_dir("frames");
+        let rate_arg = rate.to_string();
+        let gw = Gateway::start(
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            &data,
+            &["--feed-symbols", "200", "--feed-rate", &rate_arg],
+        )
+        .await;
+        c.goto(&gw.url(&format!("/?symbols={}", symbols.join(","))))
+            .await
+            .unwrap();
+        wait_for("200 priced rows", Duration::from_secs(15), || async move {
+            // Rows off screen are painted only when scrolled to: ask the model.
+            let priced = js(c, "return window.marketmux.priced()").await.as_u64()?;
+            (priced == 200).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let n0 = js(c, "return window.marketmux.receivedTotal()")
+            .await
+            .as_f64()
+            .unwrap_or(0.0);
+        js(c, "window.marketmux.probe.start(); return null").await;
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let p = js(c, "return window.marketmux.probe.stop()").await;
+        let n1 = js(c, "return window.marketmux.receivedTotal()")
+            .await
+            .as_f64()
+            .unwrap_or(0.0);
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{rate:>8}  {:>9.0}  {:>10.0}  {:>6}  {:>5}  {:>5}  {:>6.1}  {:>6.1}  {:>4.1}",
+            rate * 200.0,
+            (n1 - n0) / secs,
+            p["frames"],
+            p["over20ms"],
+            p["over50ms"],
+            p["p99Ms"].as_f64().unwrap_or(0.0),
+            p["maxMs"].as_f64().unwrap_or(0.0),
+            p["fps"].as_f64().unwrap_or(0.0),
+        );
+        drop(gw);
+    }
+}
+
+/// Regenerates the README's picture, `docs/live-page.png`: a full board after
+/// its sparklines have filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/live-page.png; run with --ignored readme_screenshot"]
+async fn readme_screenshot() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("readme");
+    let gw = Gateway::start(SocketAddr::from(([127, 0, 0, 1], free_port())), &data, &[]).await;
+    let b = Browser::start_sized(1400, 760).await;
+    let c = &b.client;
+    let board = "AAPL,MSFT,GOOGL,AMZN,META,NVDA,TSLA,NFLX,JPM,SPY,BINANCE:BTCUSDT,BINANCE:ETHUSDT";
+    c.goto(&gw.url(&format!("/?symbols={board}")))
+        .await
+        .unwrap();
+    wait_board_live(c).await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("live-page.png"), c.screenshot().await.unwrap()).unwrap();
+}

@@ -1,0 +1,468 @@
+//! The whole pipeline, in-process, against any Kafka-protocol broker:
+//! `POST /api/v1/ticks` on two gateways → Kafka → two bridges (one killed
+//! mid-stream) → Redis → both gateways → WebSocket clients.
+//!
+//! Used by `kafka_mock.rs` (librdkafka's mock cluster) and `kafka_tansu.rs`
+//! (a tansu broker started by scripts/test). Needs the Redis at
+//! 127.0.0.1:6379 (or MARKETMUX_TEST_REDIS_URL); keys live under a unique
+//! prefix and are deleted at the end.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use futures_util::{SinkExt as _, StreamExt as _};
+use marketmux::cli::{Cli, Role};
+use marketmux::node::Node;
+use marketmux_core::Timestamp;
+use marketmux_kafka::{KafkaConfig, StartFrom, TickConsumer};
+use parking_lot::Mutex;
+use serde_json::{json, Value as Json};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const REDIS_HINT: &str =
+    "start one with `redis-server` (Debian/Ubuntu: apt-get install redis-server) \
+     or point MARKETMUX_TEST_REDIS_URL at one";
+
+pub fn redis_url() -> String {
+    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A tag unique to this run, usable in symbols and key prefixes.
+pub fn run_tag() -> String {
+    let now = Timestamp::now().0 as u64 % 0x00FF_FFFF_FFFF;
+    format!("K{:X}", now ^ u64::from(std::process::id()))
+}
+
+async fn admin(url: &str) -> Client {
+    let config = marketmux_bus::RedisConfig {
+        url: url.into(),
+        ..Default::default()
+    };
+    match config.connect_client().await {
+        Ok(c) => c,
+        Err(e) => panic!("this test needs a Redis server: {e}; {REDIS_HINT}"),
+    }
+}
+
+async fn cleanup(admin: &Client, prefix: &str) {
+    let keys: Vec<String> = admin
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
+            vec![format!("{prefix}*")],
+        )
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = admin.del(keys).await;
+    }
+}
+
+fn role(args: &[&str]) -> Role {
+    let mut argv = vec!["marketmux"];
+    argv.extend_from_slice(args);
+    Cli::parse_from(argv).role.expect("a role")
+}
+
+async fn gateway(brokers: &str, redis: &str, prefix: &str) -> Node {
+    let Role::Gateway(args) = role(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        redis,
+        "--redis-prefix",
+        prefix,
+        "--kafka-brokers",
+        brokers,
+    ]) else {
+        unreachable!()
+    };
+    marketmux::roles::gateway::start(args)
+        .await
+        .expect("gateway starts")
+}
+
+async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
+    let Role::Bridge(args) = role(&[
+        "bridge",
+        "--kafka-brokers",
+        brokers,
+        "--redis-url",
+        redis,
+        "--redis-prefix",
+        prefix,
+        "--group",
+        group,
+        "--start-from",
+        "earliest",
+    ]) else {
+        unreachable!()
+    };
+    marketmux::roles::bridge::start(args)
+        .await
+        .expect("bridge starts")
+}
+
+/// Last price seen per symbol on one socket, and how many ticks it got.
+#[derive(Default)]
+struct SocketView {
+    last: HashMap<String, f64>,
+    ticks: usize,
+}
+
+/// A client on `addr` following `symbols`; its view is updated in the background.
+async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("websocket");
+    ws.send(Message::text(
+        json!({"action": "subscribe", "symbols": symbols}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let view = Arc::new(Mutex::new(SocketView::default()));
+    let v = view.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .expect("subscribed within 10 s")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            let j: Json = serde_json::from_str(&t).unwrap();
+            if j["type"] == "subscribed" {
+                break;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                let j: Json = serde_json::from_str(&t).unwrap_or(Json::Null);
+                if j["type"] == "tick" {
+                    let mut v = v.lock();
+                    v.ticks += 1;
+                    v.last.insert(
+                        j["symbol"].as_str().unwrap_or_default().to_owned(),
+                        j["price"].as_f64().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    });
+    view
+}
+
+/// Every distinct price of this run's symbols (named `{tag}...`) published
+/// on the prefix's tick channels. The bridges read the topic from its start,
+/// so other tests' ticks on a shared broker are published too: they are ignored.
+async fn channel_watch(
+    redis: &str,
+    prefix: &str,
+    tag: &str,
+) -> (SubscriberClient, Arc<Mutex<HashSet<u64>>>) {
+    let config = marketmux_bus::RedisConfig {
+        url: redis.into(),
+        ..Default::default()
+    };
+    let sub = config.connect_subscriber().await.expect("redis subscriber");
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let s = seen.clone();
+    let tag = tag.to_owned();
+    let mut rx = sub.message_rx();
+    tokio::spawn(async move {
+        while let Ok(m) = rx.recv().await {
+            let text: String = m.value.convert().unwrap_or_default();
+            let j: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+            let ours = j["symbol"].as_str().is_some_and(|s| s.starts_with(&tag));
+            if let (true, Some(p)) = (ours, j["price"].as_f64()) {
+                s.lock().insert(p as u64);
+            }
+        }
+    });
+    sub.psubscribe(format!("{prefix}ticks:*"))
+        .await
+        .expect("psubscribe");
+    (sub, seen)
+}
+
+async fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the pipeline with `n` ticks over 8 symbols and checks that none is lost.
+/// `exactly_once_in_kafka`: the broker keeps no duplicate of a retried
+/// idempotent produce (true of librdkafka's mock cluster and of Kafka; tansu
+/// has been seen to keep a few under load).
+pub async fn pipeline(brokers: &str, n: usize, exactly_once_in_kafka: bool) {
+    const CHUNK: usize = 50;
+    let redis = redis_url();
+    let admin = admin(&redis).await;
+    let tag = run_tag();
+    let prefix = format!("mmtest:kafka:{tag}:");
+    let symbols: Vec<String> = (0..8).map(|i| format!("{tag}.S{i}")).collect();
+    let group = format!("mmtest-bridge-{tag}");
+
+    let (ga, gb) = (
+        gateway(brokers, &redis, &prefix).await,
+        gateway(brokers, &redis, &prefix).await,
+    );
+    let bridge_a = bridge(brokers, &redis, &prefix, &group).await;
+    let bridge_b = bridge(brokers, &redis, &prefix, &group).await;
+    let (_sub, published) = channel_watch(&redis, &prefix, &tag).await;
+    let views = [
+        socket(ga.http_addr(), &symbols).await,
+        socket(ga.http_addr(), &symbols).await,
+        socket(gb.http_addr(), &symbols).await,
+        socket(gb.http_addr(), &symbols).await,
+    ];
+
+    // Tick i: symbol i % 8, unique price i + 1, increasing timestamps.
+    let t0 = Timestamp::now().0;
+    let mut latest: HashMap<String, f64> = HashMap::new();
+    let http = reqwest::Client::new();
+    let mut bridge_a = Some(bridge_a);
+    for (c, start) in (0..n).step_by(CHUNK).enumerate() {
+        let body: Vec<Json> = (start..(start + CHUNK).min(n))
+            .map(|i| {
+                let symbol = &symbols[i % symbols.len()];
+                let price = (i + 1) as f64;
+                latest.insert(symbol.clone(), price);
+                json!({"symbol": symbol, "price": price, "timestamp": Timestamp(t0 + i as i64 * 1_000).to_rfc3339()})
+            })
+            .collect();
+        let addr = if c % 2 == 0 {
+            ga.http_addr()
+        } else {
+            gb.http_addr()
+        };
+        let r = http
+            .post(format!("http://{addr}/api/v1/ticks"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(
+            r.status().as_u16(),
+            202,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        if c == 0 {
+            // The bridges are consuming before we go on.
+            eventually(
+                "the first chunk in Redis pub/sub",
+                Duration::from_secs(60),
+                || published.lock().len() >= CHUNK,
+            )
+            .await;
+        }
+        if start >= n / 2 {
+            if let Some(killed) = bridge_a.take() {
+                // Killed mid-stream: no graceful stop, whatever it had not committed is read again.
+                killed.task.abort();
+                let _ = killed.task.await;
+            }
+        }
+    }
+
+    // N in Kafka: a fresh group reads the topic from the start.
+    let counter = TickConsumer::new(
+        &KafkaConfig::new(brokers),
+        &format!("mmtest-count-{tag}"),
+        StartFrom::Earliest,
+    )
+    .unwrap();
+    let mut in_kafka = 0usize;
+    let mut prices = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while prices.len() < n && Instant::now() < deadline {
+        if let Ok(Ok(batch)) =
+            tokio::time::timeout(Duration::from_millis(500), counter.next_batch()).await
+        {
+            for t in batch
+                .ticks
+                .iter()
+                .filter(|t| t.tick.symbol.as_str().starts_with(&tag))
+            {
+                in_kafka += 1;
+                prices.insert(t.tick.price as u64);
+            }
+        }
+    }
+    assert_eq!(prices.len(), n, "every posted tick is in Kafka");
+    if exactly_once_in_kafka {
+        assert_eq!(
+            in_kafka, n,
+            "and only once (idempotent producer, one POST each)"
+        );
+    } else if in_kafka != n {
+        eprintln!("the broker stored {} duplicate records", in_kafka - n);
+    }
+    drop(counter);
+
+    // N through the surviving bridge into Redis pub/sub.
+    eventually(
+        "every tick published in Redis",
+        Duration::from_secs(60),
+        || published.lock().len() == n,
+    )
+    .await;
+    assert_eq!(*published.lock(), (1..=n as u64).collect::<HashSet<u64>>());
+
+    // The latest of each symbol in Redis and on both gateways' /price.
+    for symbol in &symbols {
+        let stored: String = admin.get(format!("{prefix}price:{symbol}")).await.unwrap();
+        let stored: Json = serde_json::from_str(&stored).unwrap();
+        assert_eq!(
+            stored["price"].as_f64(),
+            Some(latest[symbol]),
+            "{symbol} in Redis"
+        );
+        for g in [&ga, &gb] {
+            let j: Json = http
+                .get(format!("http://{}/price/{symbol}", g.http_addr()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                j["price"].as_f64(),
+                Some(latest[symbol]),
+                "/price/{symbol}: {j}"
+            );
+        }
+    }
+    // Every socket on both gateways ends on the latest price of every symbol.
+    for (i, view) in views.iter().enumerate() {
+        eventually(
+            &format!("socket {i} on the latest prices"),
+            Duration::from_secs(30),
+            || {
+                let v = view.lock();
+                symbols.iter().all(|s| v.last.get(s) == Some(&latest[s]))
+            },
+        )
+        .await;
+    }
+
+    bridge_b.stop().await.unwrap();
+    ga.stop().await.unwrap();
+    gb.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
+
+/// A fake Finnhub: accepts one client, waits for its subscriptions, then
+/// sends `batches` trade batches of `per_batch` trades over `symbols`
+/// (prices 1, 2, 3, ... in order) and keeps the socket open.
+async fn fake_finnhub(symbols: Vec<String>, batches: usize, per_batch: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut subscribed = 0;
+        while subscribed < symbols.len() {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let j: Json = serde_json::from_str(&t).unwrap();
+                assert_eq!(j["type"], "subscribe");
+                subscribed += 1;
+            }
+        }
+        let t0 = Timestamp::now().0 / 1_000_000;
+        for b in 0..batches {
+            let data: Vec<Json> = (0..per_batch)
+                .map(|k| {
+                    let i = b * per_batch + k;
+                    json!({"s": symbols[i % symbols.len()], "p": (i + 1) as f64, "v": 1, "t": t0 + i as i64})
+                })
+                .collect();
+            let frame = json!({"type": "trade", "data": data}).to_string();
+            ws.send(Message::text(frame)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Hold the connection until the client goes away.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    addr
+}
+
+/// Finnhub (fake) → `marketmux ingest` → Kafka → bridge → Redis → gateway → socket.
+pub async fn ingest_pipeline(brokers: &str) {
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 10;
+    let n = BATCHES * PER_BATCH;
+    let redis = redis_url();
+    let admin = admin(&redis).await;
+    let tag = run_tag();
+    let prefix = format!("mmtest:ingest:{tag}:");
+    let symbols: Vec<String> = (0..4).map(|i| format!("{tag}.F{i}")).collect();
+    let gw = gateway(brokers, &redis, &prefix).await;
+    let bridge = bridge(brokers, &redis, &prefix, &format!("mmtest-ingest-{tag}")).await;
+    let (_sub, published) = channel_watch(&redis, &prefix, &tag).await;
+    let view = socket(gw.http_addr(), &symbols).await;
+
+    let finnhub = fake_finnhub(symbols.clone(), BATCHES, PER_BATCH).await;
+    let url = format!("ws://{finnhub}");
+    let list = symbols.join(",");
+    let Role::Ingest(args) = role(&[
+        "ingest",
+        "--kafka-brokers",
+        brokers,
+        "--finnhub-url",
+        &url,
+        "--finnhub-token",
+        "test",
+        "--symbols",
+        &list,
+    ]) else {
+        unreachable!()
+    };
+    let ingest = marketmux::roles::ingest::start(args)
+        .await
+        .expect("ingest starts");
+
+    eventually(
+        "every trade published in Redis",
+        Duration::from_secs(60),
+        || published.lock().len() == n,
+    )
+    .await;
+    // Trade i has price i + 1: the last of each symbol is among the last batch.
+    let latest: HashMap<&String, f64> = symbols
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s, (n - symbols.len() + k + 1) as f64))
+        .collect();
+    eventually(
+        "the socket on the latest prices",
+        Duration::from_secs(30),
+        || {
+            let v = view.lock();
+            symbols.iter().all(|s| v.last.get(s) == Some(&latest[s]))
+        },
+    )
+    .await;
+    ingest.stop().await.unwrap();
+    bridge.stop().await.unwrap();
+    gw.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}

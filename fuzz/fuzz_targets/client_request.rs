@@ -1,0 +1,28 @@
+//! The WebSocket client message parser: any text is an Ok request or a coded
+//! error, never a panic; errors always carry a non-empty message.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use marketmux_core::{ClientRequest, ServerMessage};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match ClientRequest::parse(text) {
+        Ok(ClientRequest::Subscribe { symbols, id } | ClientRequest::Unsubscribe { symbols, id }) => {
+            assert!(!symbols.is_empty());
+            // The reply echoes the id verbatim: it must stay valid JSON.
+            let reply = ServerMessage::Subscribed { symbols: &symbols, id: id.as_deref() }.encode();
+            serde_json_check(&reply);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            assert!(!e.message.is_empty());
+            let reply = ServerMessage::Error { code: e.code, message: &e.message, id: e.id.as_deref() }.encode();
+            serde_json_check(&reply);
+        }
+    }
+});
+
+fn serde_json_check(s: &str) {
+    assert!(s.starts_with('{') && s.ends_with('}'), "{s}");
+}

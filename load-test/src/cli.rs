@@ -1,0 +1,273 @@
+//! Command-line flags, turned into a [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::client::Protocol;
+use crate::plan::generated_symbols;
+
+/// Opens many WebSocket clients against a MarketMux gateway (or NATS), drives
+/// the publishing side, and reports delivery, latency and server cost.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Cli {
+    /// Number of clients.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub clients: usize,
+    /// One symbol every client follows (the seed's form).
+    #[arg(long, conflicts_with_all = ["symbols", "symbol_list"])]
+    pub symbol: Option<String>,
+    /// Use N generated symbols (S0001, S0002, ...).
+    #[arg(long, conflicts_with = "symbol_list")]
+    pub symbols: Option<usize>,
+    /// Comma-separated symbols.
+    #[arg(long, value_delimiter = ',')]
+    pub symbol_list: Option<Vec<String>>,
+    /// Symbols each client subscribes to.
+    #[arg(long, default_value_t = 1)]
+    pub subs_per_client: usize,
+    /// Zipf exponent of symbol popularity (default: uniform, round-robin).
+    #[arg(long)]
+    pub zipf: Option<f64>,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// How long to publish (or, without --publish-rate, to hold the sockets): `30`, `30s`, `500ms`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Ticks per second to publish (0: publish nothing, just hold the sockets).
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_rate: f64,
+    /// Time between publish batches.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub publish_interval: Duration,
+    /// After publishing, how long to wait for the last deliveries.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Fraction of clients that stop reading once subscribed.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_fraction: f64,
+    /// Reconnect (and resubscribe) after the server closes a socket, with
+    /// jittered exponential backoff: a random wait in [d/2, d], d from 300 ms
+    /// doubling to 8 s, as a well-behaved client does after a drain (1012).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// WebSocket URL of the gateway (or of NATS's WebSocket listener with --protocol nats).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Which server speaks at --url.
+    #[arg(long, value_enum, default_value_t = Protocol::Marketmux)]
+    pub protocol: Protocol,
+    /// NATS client port (plain TCP) for publishing with --protocol nats.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub nats_addr: SocketAddr,
+    /// Print one JSON object on stdout (the text report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// The server's PID: report its CPU seconds and memory over the run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Source addresses to bind clients to, round-robin (more than ~28k sockets).
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+    /// Allow a non-loopback --url.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of the Zipf draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A name for this run, copied into the report.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub label: String,
+    pub url: reqwest::Url,
+    pub protocol: Protocol,
+    pub clients: usize,
+    pub symbols: Vec<String>,
+    pub subs_per_client: usize,
+    pub zipf: Option<f64>,
+    pub connect_rate: f64,
+    pub duration: Duration,
+    pub publish_rate: f64,
+    pub publish_interval: Duration,
+    pub drain: Duration,
+    pub slow_fraction: f64,
+    pub reconnect: bool,
+    pub nats_addr: SocketAddr,
+    pub server_pid: Option<u32>,
+    pub source_ips: Vec<IpAddr>,
+    pub allow_remote: bool,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+impl Cli {
+    /// Checks the flags and builds the scenario.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let url =
+            reqwest::Url::parse(&self.url).with_context(|| format!("bad --url {}", self.url))?;
+        if url.scheme() != "ws" {
+            anyhow::bail!("--url must start with ws:// (TLS is not supported): {url}");
+        }
+        let symbols = match (self.symbol, self.symbols, self.symbol_list) {
+            (Some(s), _, _) => vec![s],
+            (_, Some(n), _) if n > 0 => generated_symbols(n),
+            (_, _, Some(list)) if !list.is_empty() => list,
+            (None, None, None) => vec!["AAPL".to_string()],
+            _ => anyhow::bail!("no symbols: give --symbol, --symbols N (N > 0) or --symbol-list"),
+        };
+        if let Some(bad) = symbols.iter().find(|s| !valid_symbol(s)) {
+            anyhow::bail!("invalid symbol {bad:?}: use 1-32 of A-Z a-z 0-9 . : - _ /");
+        }
+        if self.protocol == Protocol::Nats {
+            if let Some(bad) = symbols.iter().find(|s| s.contains(['.', '*', '>'])) {
+                anyhow::bail!("symbol {bad:?} is not a single NATS subject token");
+            }
+        }
+        if self.clients == 0 {
+            anyhow::bail!("--clients must be at least 1");
+        }
+        if self.connect_rate.is_nan() || self.connect_rate <= 0.0 {
+            anyhow::bail!("--connect-rate must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.slow_fraction) {
+            anyhow::bail!("--slow-fraction must be within 0..1");
+        }
+        if !(self.publish_rate >= 0.0 && self.publish_rate.is_finite()) {
+            anyhow::bail!("--publish-rate must be a finite number >= 0");
+        }
+        if self.zipf.is_some_and(|s| !(s >= 0.0 && s.is_finite())) {
+            anyhow::bail!("--zipf must be a finite number >= 0");
+        }
+        if self.publish_interval.is_zero() {
+            anyhow::bail!("--publish-interval must be positive");
+        }
+        Ok(Config {
+            label: self.label,
+            url,
+            protocol: self.protocol,
+            clients: self.clients,
+            subs_per_client: self.subs_per_client.clamp(1, symbols.len()),
+            symbols,
+            zipf: self.zipf,
+            connect_rate: self.connect_rate,
+            duration: self.duration,
+            publish_rate: self.publish_rate,
+            publish_interval: self.publish_interval,
+            drain: self.drain,
+            slow_fraction: self.slow_fraction,
+            reconnect: self.reconnect,
+            nats_addr: self.nats_addr,
+            server_pid: self.server_pid,
+            source_ips: self.source_ips,
+            allow_remote: self.allow_remote,
+            seed: self.seed,
+            progress: !self.quiet,
+        })
+    }
+}
+
+fn valid_symbol(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '/'))
+}
+
+/// `30`, `30s`, `1.5s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 30s or 500ms)"))?;
+    Duration::try_from_secs_f64(v * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> anyhow::Result<Config> {
+        let mut v = vec!["load-test"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)?.into_config()
+    }
+
+    #[test]
+    fn seed_form() {
+        let c = cfg(&["-c", "5000", "--symbol", "AAPL"]).unwrap();
+        assert_eq!(
+            (c.clients, c.symbols.as_slice()),
+            (5000, &["AAPL".to_string()][..])
+        );
+        assert_eq!(c.url.as_str(), "ws://127.0.0.1:8080/ws");
+    }
+
+    #[test]
+    fn market_form() {
+        let c = cfg(&[
+            "-c",
+            "5000",
+            "--symbols",
+            "200",
+            "--subs-per-client",
+            "5",
+            "--publish-rate",
+            "500",
+            "--duration",
+            "30s",
+            "--slow-fraction",
+            "0.1",
+            "--source-ips",
+            "127.0.0.1,127.0.0.2",
+        ])
+        .unwrap();
+        assert_eq!((c.symbols.len(), c.subs_per_client), (200, 5));
+        assert_eq!(c.duration, Duration::from_secs(30));
+        assert_eq!(c.source_ips.len(), 2);
+        let c = cfg(&["--symbol-list", "A,B", "--subs-per-client", "9"]).unwrap();
+        assert_eq!((c.symbols.len(), c.subs_per_client), (2, 2));
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert!(cfg(&["--symbol", "A", "--symbols", "3"]).is_err());
+        assert!(cfg(&["--symbol", "bad symbol"]).is_err());
+        assert!(cfg(&["--url", "http://x/ws"]).is_err());
+        assert!(cfg(&["--slow-fraction", "2"]).is_err());
+        assert!(cfg(&["-c", "0"]).is_err());
+        assert!(cfg(&["--protocol", "nats", "--symbol", "A.B"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

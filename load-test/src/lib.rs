@@ -1,0 +1,30 @@
+//! `load-test`: many WebSocket clients against a MarketMux gateway (or NATS),
+//! the publishing side of the scenario, and one report.
+//!
+//! - [`cli`]: flags and the validated [`cli::Config`].
+//! - [`plan`]: which client follows which symbols (uniform or Zipf), who reads slowly.
+//! - [`ws`]: a minimal WebSocket client (upgrade, masked frames, in-place decoding).
+//! - [`client`]: one simulated client: setup, then counting ticks.
+//! - [`message`], [`rfc3339`]: reading a tick's symbol, timestamp and seq without allocating.
+//! - [`nats`]: the NATS text protocol (subscriber parsing, TCP publisher).
+//! - [`publisher`]: ticks at a fixed rate, via `POST /api/v1/ticks` or NATS `PUB`.
+//! - [`stats`]: shared counters, latency histograms, `seq` gap tracking.
+//! - [`proc`]: RLIMIT_NOFILE, and the server's CPU and memory from `/proc`.
+//! - [`runner`]: one scenario from connect to report; [`report`]: its result.
+
+pub mod cli;
+pub mod client;
+pub mod message;
+pub mod nats;
+pub mod plan;
+pub mod proc;
+pub mod publisher;
+pub mod report;
+pub mod rfc3339;
+pub mod runner;
+pub mod stats;
+pub mod ws;
+
+pub use cli::{Cli, Config};
+pub use report::Report;
+pub use runner::run;

@@ -1,0 +1,30 @@
+//! `load-test`: see `load-test --help` and benches/README.md.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use load_test::Cli;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let threads = cli.threads;
+    let cfg = cli.into_config()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = rt.block_on(load_test::run(cfg))?;
+    // Clients are done; do not wait for stragglers.
+    rt.shutdown_background();
+    if json {
+        eprint!("{report}");
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Reads the few fields the load test needs from a server message, in place:
+//! no JSON tree, no allocation per tick.
+
+/// The fields of a tick that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickFields<'a> {
+    pub symbol: &'a [u8],
+    /// Nanoseconds since the epoch.
+    pub timestamp_ns: i64,
+    pub seq: u64,
+}
+
+/// What a MarketMux server message is, as far as the load test cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMessage<'a> {
+    Tick(TickFields<'a>),
+    Subscribed,
+    /// `{"type":"error",...}`: the raw message, for the report.
+    Error(&'a [u8]),
+    /// A tick whose symbol, timestamp or seq could not be read.
+    Malformed,
+    Other,
+}
+
+/// Classifies a MarketMux server text message.
+pub fn classify(msg: &[u8]) -> ServerMessage<'_> {
+    if msg.starts_with(br#"{"type":"tick""#) || find(msg, br#""type":"tick""#).is_some() {
+        return tick_fields(msg).map_or(ServerMessage::Malformed, ServerMessage::Tick);
+    }
+    if find(msg, br#""type":"subscribed""#).is_some() {
+        ServerMessage::Subscribed
+    } else if find(msg, br#""type":"error""#).is_some() {
+        ServerMessage::Error(msg)
+    } else {
+        ServerMessage::Other
+    }
+}
+
+/// Reads `symbol`, `timestamp` and `seq` from a tick object (the same payload
+/// for MarketMux frames and NATS messages).
+pub fn tick_fields(msg: &[u8]) -> Option<TickFields<'_>> {
+    let symbol = string_field(msg, br#""symbol":""#)?;
+    let ts = string_field(msg, br#""timestamp":""#)?;
+    let seq = number_field(msg, br#""seq":"#)?;
+    Some(TickFields {
+        symbol,
+        timestamp_ns: crate::rfc3339::parse(ts)?,
+        seq,
+    })
+}
+
+fn string_field<'a>(msg: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let start = find(msg, key)? + key.len();
+    let len = msg[start..].iter().position(|&c| c == b'"')?;
+    Some(&msg[start..start + len])
+}
+
+fn number_field(msg: &[u8], key: &[u8]) -> Option<u64> {
+    let start = find(msg, key)? + key.len();
+    let digits = msg[start..].iter().take_while(|c| c.is_ascii_digit());
+    let mut v: u64 = 0;
+    let mut n = 0;
+    for &c in digits {
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        n += 1;
+    }
+    (n > 0).then_some(v)
+}
+
+/// Position of `needle` in `hay` (messages are ~100 bytes: a plain scan is enough).
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == first && &hay[i + 1..i + needle.len()] == rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: &[u8] = br#"{"type":"tick","symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z","volume":3,"seq":42}"#;
+
+    #[test]
+    fn reads_a_tick() {
+        let ServerMessage::Tick(t) = classify(TICK) else {
+            panic!("not a tick");
+        };
+        assert_eq!(t.symbol, b"AAPL");
+        assert_eq!(t.seq, 42);
+        assert_eq!(
+            t.timestamp_ns,
+            crate::rfc3339::parse(b"2026-05-12T15:04:05.123456Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn field_order_does_not_matter() {
+        let m = br#"{"seq":7,"timestamp":"1970-01-01T00:00:01Z","symbol":"X","type":"tick"}"#;
+        assert_eq!(
+            classify(m),
+            ServerMessage::Tick(TickFields {
+                symbol: b"X",
+                timestamp_ns: 1_000_000_000,
+                seq: 7
+            })
+        );
+    }
+
+    #[test]
+    fn other_messages() {
+        assert_eq!(
+            classify(br#"{"type":"subscribed","symbols":["AAPL"]}"#),
+            ServerMessage::Subscribed
+        );
+        let e = br#"{"type":"error","code":"invalid_symbol","message":"x"}"#;
+        assert_eq!(classify(e), ServerMessage::Error(e));
+        assert_eq!(classify(br#"{"type":"pong"}"#), ServerMessage::Other);
+        assert_eq!(
+            classify(br#"{"type":"tick","symbol":"A","timestamp":"bad","seq":1}"#),
+            ServerMessage::Malformed
+        );
+        assert_eq!(
+            classify(br#"{"type":"tick","symbol":"A","timestamp":"1970-01-01T00:00:01Z"}"#),
+            ServerMessage::Malformed
+        );
+    }
+
+    #[test]
+    fn find_edges() {
+        assert_eq!(find(b"abc", b"abcd"), None);
+        assert_eq!(find(b"abc", b"c"), Some(2));
+        assert_eq!(find(b"abc", b""), None);
+    }
+}

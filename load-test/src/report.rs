@@ -1,0 +1,206 @@
+//! The result of a run: one serialisable [`Report`] and its text form.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::client::Protocol;
+use crate::stats::Percentiles;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub label: String,
+    pub scenario: Scenario,
+    pub connections: Connections,
+    pub publish: Publish,
+    pub deliveries: Deliveries,
+    /// End-to-end latency (tick timestamp to client receive) of live deliveries.
+    pub latency: Percentiles,
+    pub server: Option<Server>,
+    /// This process's own CPU over the same window (it shares the cores with the server).
+    pub generator: Generator,
+    /// Sockets the server closed (or that broke) after setup.
+    pub closed_by_server: u64,
+    /// Sockets reopened after a server close (`--reconnect`).
+    pub reconnects: u64,
+    /// `{"type":"error"}` messages or NATS `-ERR`s received.
+    pub server_errors: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub protocol: Protocol,
+    pub url: String,
+    pub clients: usize,
+    pub slow_clients: usize,
+    pub symbols: usize,
+    pub subs_per_client: usize,
+    pub zipf: Option<f64>,
+    pub publish_rate: f64,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connections {
+    pub opened: u64,
+    pub failed: u64,
+    pub subscribed: u64,
+    /// TCP connect + WebSocket upgrade.
+    pub connect_p50_ms: f64,
+    pub connect_p99_ms: f64,
+    pub connect_phase_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Publish {
+    pub ticks: u64,
+    pub batches: u64,
+    pub errors: u64,
+    pub achieved_rate: f64,
+    /// How long the server took to accept each batch (HTTP 202, or the NATS write).
+    pub batch_accept: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deliveries {
+    /// Σ over symbols of ticks published × reading subscribers.
+    pub expected: u64,
+    pub received: u64,
+    /// Ticks skipped per `seq` jumps: conflated away by the server.
+    pub conflated: u64,
+    /// Neither received nor accounted for by a `seq` jump (lost, or still in flight at the end).
+    pub missing: u64,
+    pub out_of_order: u64,
+    /// Snapshots after subscribe (not counted as deliveries).
+    pub snapshots: u64,
+    pub malformed: u64,
+    /// Received deliveries per second over the measuring window.
+    pub per_sec: f64,
+    /// From the first publish to the end of the drain.
+    pub window_s: f64,
+    pub bytes_in: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generator {
+    pub cpu_s: f64,
+    pub cpu_cores: f64,
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub pid: u32,
+    /// utime + stime over the measuring window.
+    pub cpu_s: f64,
+    /// Server CPU over received deliveries, µs.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Average cores busy over the window.
+    pub cpu_cores: f64,
+    pub rss_before_kib: u64,
+    /// RSS once every client was connected and subscribed.
+    pub rss_connected_kib: u64,
+    /// Highest RSS sampled during the run (every 250 ms).
+    pub rss_peak_kib: u64,
+    /// VmHWM at the end (the process's lifetime peak).
+    pub vm_hwm_kib: u64,
+    /// (RSS connected − RSS before) / subscribed connections.
+    pub rss_per_connection_bytes: Option<f64>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.scenario;
+        let c = &self.connections;
+        let d = &self.deliveries;
+        let l = &self.latency;
+        if !self.label.is_empty() {
+            writeln!(f, "== {}", self.label)?;
+        }
+        writeln!(
+            f,
+            "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s for {:.1}s",
+            s.protocol, s.url, s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.duration_s
+        )?;
+        writeln!(
+            f,
+            "connections  {} opened, {} failed, {} subscribed in {:.1}s; connect p50 {:.2} ms, p99 {:.2} ms",
+            c.opened, c.failed, c.subscribed, c.connect_phase_s, c.connect_p50_ms, c.connect_p99_ms
+        )?;
+        writeln!(
+            f,
+            "published    {} ticks in {} batches ({:.0}/s), {} errors; batch accepted in p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.publish.ticks,
+            self.publish.batches,
+            self.publish.achieved_rate,
+            self.publish.errors,
+            self.publish.batch_accept.p50_ms,
+            self.publish.batch_accept.p99_ms,
+            self.publish.batch_accept.max_ms
+        )?;
+        writeln!(
+            f,
+            "deliveries   expected {}, received {} ({:.3}%), conflated {}, missing {}, out of order {}, snapshots {}",
+            d.expected,
+            d.received,
+            if d.expected > 0 { 100.0 * d.received as f64 / d.expected as f64 } else { 100.0 },
+            d.conflated,
+            d.missing,
+            d.out_of_order,
+            d.snapshots
+        )?;
+        writeln!(
+            f,
+            "throughput   {:.0} deliveries/s over {:.1}s",
+            d.per_sec, d.window_s
+        )?;
+        writeln!(
+            f,
+            "latency      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+        )?;
+        if let Some(sv) = &self.server {
+            write!(
+                f,
+                "server       pid {}: {:.2} CPU s ({:.2} cores), RSS {} → {} KiB (peak {}, HWM {})",
+                sv.pid,
+                sv.cpu_s,
+                sv.cpu_cores,
+                sv.rss_before_kib,
+                sv.rss_connected_kib,
+                sv.rss_peak_kib,
+                sv.vm_hwm_kib
+            )?;
+            if let Some(us) = sv.cpu_us_per_delivery {
+                write!(f, ", {us:.2} µs CPU/delivery")?;
+            }
+            if let Some(b) = sv.rss_per_connection_bytes {
+                write!(f, ", {b:.0} B RSS/connection")?;
+            }
+            writeln!(f)?;
+        }
+        let g = &self.generator;
+        write!(
+            f,
+            "generator    {:.2} CPU s ({:.2} cores)",
+            g.cpu_s, g.cpu_cores
+        )?;
+        if let Some(us) = g.cpu_us_per_delivery {
+            write!(f, ", {us:.2} µs CPU/delivery")?;
+        }
+        writeln!(f)?;
+        if self.closed_by_server > 0 || self.server_errors > 0 || d.malformed > 0 {
+            writeln!(
+                f,
+                "problems     {} closed by server ({} reconnected), {} server errors, {} malformed",
+                self.closed_by_server, self.reconnects, self.server_errors, d.malformed
+            )?;
+        }
+        if let Some(e) = &self.first_error {
+            writeln!(f, "first error  {e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! Runs one scenario: connect every client, publish, drain, measure, report.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Config;
+use crate::client::{self, Context, Protocol, Target};
+use crate::plan;
+use crate::proc::{self, ProcSample};
+use crate::publisher::{self, Job, PublisherThread, SinkSpec};
+use crate::report::{Connections, Deliveries, Generator, Publish, Report, Scenario, Server};
+use crate::rfc3339::now_ns;
+use crate::stats::Percentiles;
+
+/// Extra descriptors beyond one per client (publisher, runtime, stdio).
+const SPARE_FDS: u64 = 64;
+/// How often server memory is sampled.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `cfg` to completion. Fails only when the run cannot start (server
+/// down, bad target, too few descriptors); client failures are in the report.
+pub async fn run(cfg: Config) -> anyhow::Result<Report> {
+    proc::raise_nofile(cfg.clients as u64 + SPARE_FDS)?;
+    let target = resolve_target(&cfg).await?;
+    probe(target.addr, &cfg.url).await?;
+    warn_about_ports(&cfg);
+
+    let stop = CancellationToken::new();
+    let plans = plan::plan(
+        cfg.clients,
+        cfg.symbols.len(),
+        cfg.subs_per_client,
+        cfg.zipf,
+        cfg.slow_fraction,
+        cfg.seed,
+    );
+    let slow = plans.iter().filter(|p| p.slow).count();
+    let mut ctx = Context::new(target.clone(), cfg.symbols.clone(), stop.clone());
+    ctx.reconnect = cfg.reconnect;
+    let ctx = Arc::new(ctx);
+    let publisher = if cfg.publish_rate > 0.0 {
+        Some(
+            PublisherThread::spawn(match cfg.protocol {
+                Protocol::Marketmux => SinkSpec::Http(ingest_url(&cfg.url)?),
+                Protocol::Nats => SinkSpec::Nats(cfg.nats_addr),
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    let sampler = cfg.server_pid.map(|pid| Sampler::start(pid, stop.clone()));
+    let before = match cfg.server_pid {
+        Some(pid) => Some(proc::sample(pid)?),
+        None => None,
+    };
+
+    // Connect phase.
+    let bar = progress(
+        cfg.progress,
+        cfg.clients as u64,
+        "{spinner} connecting {pos}/{len} [{elapsed}] {msg}",
+    );
+    let connect_start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (i, p) in plans.into_iter().enumerate() {
+        let due = connect_start + Duration::from_secs_f64(i as f64 / cfg.connect_rate);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+        let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[i % cfg.source_ips.len()]);
+        tasks.spawn(client::run(ctx.clone(), p, source));
+        if i % 64 == 0 {
+            bar.set_position(ctx.counters.settled.load(Relaxed));
+            bar.set_message(format!("{} failed", ctx.counters.failed.load(Relaxed)));
+        }
+    }
+    let settle_deadline = Instant::now() + Duration::from_secs(40);
+    while ctx.counters.settled.load(Relaxed) < cfg.clients as u64
+        && Instant::now() < settle_deadline
+    {
+        bar.set_position(ctx.counters.settled.load(Relaxed));
+        bar.set_message(format!("{} failed", ctx.counters.failed.load(Relaxed)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bar.finish_and_clear();
+    let connect_phase = connect_start.elapsed();
+    if ctx.counters.subscribed.load(Relaxed) == 0 {
+        let why = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        stop.cancel();
+        anyhow::bail!("no client could subscribe at {}: {why}", cfg.url);
+    }
+    let connected = match cfg.server_pid {
+        Some(pid) => Some(proc::sample(pid)?),
+        None => None,
+    };
+
+    // Publish (or hold) phase.
+    let window_start = Instant::now();
+    let own_start = proc::sample(std::process::id()).ok();
+    ctx.publish_start_ns.store(now_ns(), Relaxed);
+    let published_count = Arc::new(AtomicU64::new(0));
+    let bar = progress(
+        cfg.progress,
+        cfg.duration.as_secs().max(1),
+        "{bar:30} {pos}/{len}s {msg}",
+    );
+    let ticker = {
+        let bar = bar.clone();
+        let ctx = ctx.clone();
+        let published = published_count.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = Instant::now();
+                let rx = ctx.counters.received.load(Relaxed);
+                let rate = (rx - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, rx);
+                bar.set_position(now.duration_since(window_start).as_secs());
+                bar.set_message(format!(
+                    "{} published, {} delivered, {rate:.0}/s",
+                    published.load(Relaxed),
+                    rx
+                ));
+            }
+        })
+    };
+    let published = match publisher {
+        Some(p) => {
+            p.run(Job {
+                symbols: cfg.symbols.clone(),
+                rate: cfg.publish_rate,
+                duration: cfg.duration,
+                interval: cfg.publish_interval,
+                progress: published_count.clone(),
+                stop: stop.clone(),
+            })
+            .await
+        }
+        None => {
+            tokio::time::sleep(cfg.duration).await;
+            publisher::Published::default()
+        }
+    };
+    let expected: u64 = published
+        .per_symbol
+        .iter()
+        .zip(&ctx.readers)
+        .map(|(n, r)| n * r.load(Relaxed))
+        .sum();
+    // Drain: until everything is accounted for, or the drain time is up.
+    let drain_deadline = Instant::now() + cfg.drain;
+    let mut last_progress = (Instant::now(), accounted(&ctx));
+    while accounted(&ctx) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let a = accounted(&ctx);
+        if a != last_progress.1 {
+            last_progress = (Instant::now(), a);
+        }
+    }
+    // The window ends at the last delivery, not at the drain deadline.
+    let window = if accounted(&ctx) >= expected || published.ticks == 0 {
+        window_start.elapsed()
+    } else {
+        last_progress.0.duration_since(window_start)
+    };
+    let own_end = proc::sample(std::process::id()).ok();
+    let after = match cfg.server_pid {
+        Some(pid) => Some(proc::sample(pid)?),
+        None => None,
+    };
+    bar.finish_and_clear();
+    stop.cancel();
+    let _ = ticker.await;
+    let peak = match sampler {
+        Some(s) => s.task.await.unwrap_or(0),
+        None => 0,
+    };
+    let join_all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), join_all)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+
+    let c = &ctx.counters;
+    let received = c.received.load(Relaxed);
+    let conflated = c.seq_gaps.load(Relaxed);
+    let connect = ctx
+        .connect_latency
+        .lock()
+        .map(|h| Percentiles::of(&h))
+        .unwrap_or_default();
+    let server = match (cfg.server_pid, before, connected, after) {
+        (Some(pid), Some(b), Some(m), Some(a)) => Some(server_figures(
+            pid,
+            b,
+            m,
+            a,
+            peak,
+            received,
+            window,
+            c.subscribed.load(Relaxed),
+        )),
+        _ => None,
+    };
+    let own_cpu = match (own_start, own_end) {
+        (Some(a), Some(b)) => b.cpu.saturating_sub(a.cpu).as_secs_f64(),
+        _ => 0.0,
+    };
+    let generator = Generator {
+        cpu_s: own_cpu,
+        cpu_cores: own_cpu / window.as_secs_f64().max(1e-9),
+        cpu_us_per_delivery: (received > 0).then(|| own_cpu * 1e6 / received as f64),
+    };
+    let first_error = published
+        .first_error
+        .clone()
+        .map(|e| format!("publisher: {e}"))
+        .or_else(|| ctx.first_error.lock().ok().and_then(|e| e.clone()));
+    Ok(Report {
+        label: cfg.label.clone(),
+        scenario: Scenario {
+            protocol: cfg.protocol,
+            url: cfg.url.to_string(),
+            clients: cfg.clients,
+            slow_clients: slow,
+            symbols: cfg.symbols.len(),
+            subs_per_client: cfg.subs_per_client,
+            zipf: cfg.zipf,
+            publish_rate: cfg.publish_rate,
+            duration_s: cfg.duration.as_secs_f64(),
+        },
+        connections: Connections {
+            opened: c.connected.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            subscribed: c.subscribed.load(Relaxed),
+            connect_p50_ms: connect.p50_ms,
+            connect_p99_ms: connect.p99_ms,
+            connect_phase_s: connect_phase.as_secs_f64(),
+        },
+        publish: Publish {
+            ticks: published.ticks,
+            batches: published.batches,
+            errors: published.errors,
+            achieved_rate: published.ticks as f64 / published.elapsed.as_secs_f64().max(1e-9),
+            batch_accept: published
+                .send_micros
+                .as_ref()
+                .map(Percentiles::of)
+                .unwrap_or_default(),
+        },
+        deliveries: Deliveries {
+            expected,
+            received,
+            conflated,
+            missing: expected.saturating_sub(received + conflated),
+            out_of_order: c.out_of_order.load(Relaxed),
+            snapshots: c.snapshots.load(Relaxed),
+            malformed: c.malformed.load(Relaxed),
+            per_sec: received as f64 / window.as_secs_f64().max(1e-9),
+            window_s: window.as_secs_f64(),
+            bytes_in: c.bytes_in.load(Relaxed),
+        },
+        latency: Percentiles::of(&ctx.latencies.merged()),
+        server,
+        generator,
+        closed_by_server: c.closed_by_server.load(Relaxed),
+        reconnects: c.reconnects.load(Relaxed),
+        server_errors: c.server_errors.load(Relaxed),
+        first_error,
+    })
+}
+
+/// Deliveries accounted for: received, or skipped by a `seq` jump.
+fn accounted(ctx: &Context) -> u64 {
+    ctx.counters.received.load(Relaxed) + ctx.counters.seq_gaps.load(Relaxed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn server_figures(
+    pid: u32,
+    before: ProcSample,
+    connected: ProcSample,
+    after: ProcSample,
+    peak: u64,
+    received: u64,
+    window: Duration,
+    subscribed: u64,
+) -> Server {
+    let cpu = after.cpu.saturating_sub(connected.cpu).as_secs_f64();
+    Server {
+        pid,
+        cpu_s: cpu,
+        cpu_us_per_delivery: (received > 0).then(|| cpu * 1e6 / received as f64),
+        cpu_cores: cpu / window.as_secs_f64().max(1e-9),
+        rss_before_kib: before.rss_kib,
+        rss_connected_kib: connected.rss_kib,
+        rss_peak_kib: peak.max(connected.rss_kib).max(after.rss_kib),
+        vm_hwm_kib: after.hwm_kib,
+        rss_per_connection_bytes: (subscribed > 0).then(|| {
+            (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / subscribed as f64
+        }),
+    }
+}
+
+/// Samples the server's RSS until `stop`; returns the peak in KiB.
+struct Sampler {
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Sampler {
+    fn start(pid: u32, stop: CancellationToken) -> Self {
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            while !stop.is_cancelled() {
+                if let Ok(s) = proc::sample(pid) {
+                    peak = peak.max(s.rss_kib);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            peak
+        });
+        Self { task }
+    }
+}
+
+fn progress(enabled: bool, len: u64, template: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Resolves the URL to a socket address; refuses non-loopback targets unless allowed.
+async fn resolve_target(cfg: &Config) -> anyhow::Result<Target> {
+    let host = cfg.url.host_str().context("--url has no host")?;
+    let port = cfg
+        .url
+        .port_or_known_default()
+        .context("--url has no port")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .with_context(|| format!("{host} has no address"))?;
+    if !cfg.allow_remote && !addrs.iter().all(|a| a.ip().is_loopback()) {
+        anyhow::bail!(
+            "{} is not a loopback address; pass --allow-remote to load a remote server",
+            cfg.url
+        );
+    }
+    if cfg.protocol == Protocol::Nats
+        && cfg.publish_rate > 0.0
+        && !cfg.allow_remote
+        && !cfg.nats_addr.ip().is_loopback()
+    {
+        anyhow::bail!(
+            "--nats-addr {} is not loopback; pass --allow-remote",
+            cfg.nats_addr
+        );
+    }
+    if let Some(bad) = cfg
+        .source_ips
+        .iter()
+        .find(|ip| ip.is_ipv4() != addr.is_ipv4())
+    {
+        anyhow::bail!("--source-ips {bad} is not of the same family as {addr}");
+    }
+    let path = match cfg.url.query() {
+        Some(q) => format!("{}?{q}", cfg.url.path()),
+        None => cfg.url.path().to_string(),
+    };
+    Ok(Target {
+        addr,
+        host: format!("{host}:{port}"),
+        path,
+        protocol: cfg.protocol,
+    })
+}
+
+/// Fails with a clear message when nothing listens at the target.
+async fn probe(addr: SocketAddr, url: &reqwest::Url) -> anyhow::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => anyhow::bail!(
+            "cannot connect to {url} ({addr}): {e}. Is the server running? \
+             (for example: marketmux dev --feed-rate 0 --listen {addr})"
+        ),
+        Err(_) => anyhow::bail!("connecting to {url} ({addr}) timed out"),
+    }
+}
+
+/// `ws://host:port/...` → `http://host:port/api/v1/ticks`.
+pub fn ingest_url(ws: &reqwest::Url) -> anyhow::Result<reqwest::Url> {
+    let mut u = ws.clone();
+    u.set_scheme("http")
+        .map_err(|_| anyhow::anyhow!("cannot derive the HTTP URL from {ws}"))?;
+    u.set_path("/api/v1/ticks");
+    u.set_query(None);
+    Ok(u)
+}
+
+/// Each source address gives about one ephemeral port range of sockets.
+fn warn_about_ports(cfg: &Config) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let v: Vec<u64> = s
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (v.len() == 2).then(|| v[1].saturating_sub(v[0]) + 1)
+        });
+    let sources = cfg.source_ips.len().max(1) as u64;
+    if let Some(range) = range {
+        if cfg.clients as u64 > range * sources {
+            eprintln!(
+                "warning: {} clients but only {range} ephemeral ports per source address ({} given); \
+                 add addresses with --source-ips 127.0.0.1,127.0.0.2,...",
+                cfg.clients, sources
+            );
+        }
+    }
+}
+
+/// For callers that only have an IP list as text (scripts and tests).
+pub fn parse_ips(s: &str) -> Result<Vec<IpAddr>, std::net::AddrParseError> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_the_ingest_url() {
+        let u = reqwest::Url::parse("ws://127.0.0.1:9000/ws?x=1").unwrap();
+        assert_eq!(
+            ingest_url(&u).unwrap().as_str(),
+            "http://127.0.0.1:9000/api/v1/ticks"
+        );
+    }
+
+    #[test]
+    fn ip_lists() {
+        assert_eq!(parse_ips("127.0.0.1,127.0.0.2").unwrap().len(), 2);
+        assert!(parse_ips("nope").is_err());
+    }
+}

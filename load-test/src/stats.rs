@@ -1,0 +1,228 @@
+//! What the clients count while they run: shared counters, latency
+//! histograms, and per-client sequence tracking.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Highest latency recorded, in microseconds (one hour); above it values saturate.
+const MAX_MICROS: u64 = 3_600_000_000;
+/// Latency histograms are sharded so thousands of clients rarely contend.
+const SHARDS: usize = 16;
+
+/// A new histogram of microseconds, 3 significant digits.
+pub fn micros_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+}
+
+/// Counters every client adds to. Deliveries count only live ticks to clients that read.
+#[derive(Default)]
+pub struct Counters {
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub subscribed: AtomicU64,
+    /// Clients done with their setup, successfully or not.
+    pub settled: AtomicU64,
+    pub received: AtomicU64,
+    /// Ticks skipped according to per-symbol `seq` jumps (conflated away).
+    pub seq_gaps: AtomicU64,
+    /// A `seq` at or below the last one seen for that symbol.
+    pub out_of_order: AtomicU64,
+    /// Ticks older than the start of publishing (the snapshot after subscribe).
+    pub snapshots: AtomicU64,
+    pub malformed: AtomicU64,
+    pub server_errors: AtomicU64,
+    /// Sockets the server closed or that broke after setup.
+    pub closed_by_server: AtomicU64,
+    /// Sockets reopened after the server closed them (`--reconnect`).
+    pub reconnects: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+/// Latency samples in microseconds, sharded.
+pub struct Latencies {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(micros_histogram()))
+                .collect(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Records `samples` (µs) into the shard of client `key`.
+    pub fn record(&self, key: usize, samples: &[u64]) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut h = match self.shards[key % SHARDS].lock() {
+            Ok(h) => h,
+            Err(p) => p.into_inner(),
+        };
+        for &s in samples {
+            h.saturating_record(s.max(1));
+        }
+    }
+
+    /// All shards merged.
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut all = micros_histogram();
+        for s in &self.shards {
+            let h = match s.lock() {
+                Ok(h) => h,
+                Err(p) => p.into_inner(),
+            };
+            let _ = all.add(&*h);
+        }
+        all
+    }
+}
+
+/// Adds `n` to `c` unless it is zero (skips a shared cache-line write).
+pub fn add(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// One client's last `seq` per subscribed symbol.
+#[derive(Debug, Clone)]
+pub struct SeqTracker {
+    last: Vec<u64>,
+}
+
+/// What one observed `seq` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqStep {
+    /// Ticks skipped between the previous `seq` and this one.
+    pub gap: u64,
+    /// This `seq` is not newer than the previous one.
+    pub out_of_order: bool,
+}
+
+impl SeqTracker {
+    /// Tracks `slots` symbols, each starting before `seq` 1.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            last: vec![0; slots],
+        }
+    }
+
+    /// Sets the starting point of `slot` (from a snapshot: the next live tick is `seq + 1`).
+    pub fn baseline(&mut self, slot: usize, seq: u64) {
+        self.last[slot] = seq;
+    }
+
+    /// Records a live tick of `slot`.
+    pub fn observe(&mut self, slot: usize, seq: u64) -> SeqStep {
+        let last = self.last[slot];
+        if seq <= last {
+            return SeqStep {
+                gap: 0,
+                out_of_order: true,
+            };
+        }
+        self.last[slot] = seq;
+        SeqStep {
+            gap: seq - last - 1,
+            out_of_order: false,
+        }
+    }
+}
+
+/// p50/p90/p99/p99.9/max of a microsecond histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            samples: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_gaps_and_order() {
+        let mut t = SeqTracker::new(2);
+        let ok = SeqStep {
+            gap: 0,
+            out_of_order: false,
+        };
+        assert_eq!(t.observe(0, 1), ok);
+        assert_eq!(t.observe(0, 2), ok);
+        assert_eq!(
+            t.observe(0, 5),
+            SeqStep {
+                gap: 2,
+                out_of_order: false
+            }
+        );
+        assert_eq!(
+            t.observe(0, 5),
+            SeqStep {
+                gap: 0,
+                out_of_order: true
+            }
+        );
+        // Slots are independent; a snapshot sets where live ticks resume.
+        t.baseline(1, 10);
+        assert_eq!(t.observe(1, 11), ok);
+        assert_eq!(t.observe(1, 13).gap, 1);
+    }
+
+    #[test]
+    fn first_tick_after_an_empty_topic_has_no_gap() {
+        let mut t = SeqTracker::new(1);
+        assert_eq!(t.observe(0, 1).gap, 0);
+        let mut t = SeqTracker::new(1);
+        assert_eq!(t.observe(0, 4).gap, 3, "three ticks missed from the start");
+    }
+
+    #[test]
+    fn latencies_merge_across_shards() {
+        let l = Latencies::default();
+        l.record(0, &[1000, 2000]);
+        l.record(1, &[3000]);
+        l.record(17, &[0]);
+        let h = l.merged();
+        assert_eq!(h.len(), 4);
+        let p = Percentiles::of(&h);
+        assert_eq!(p.samples, 4);
+        assert!((p.max_ms - 3.0).abs() < 0.01, "{p:?}");
+        assert!((p.p50_ms - 1.0).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn empty_percentiles_are_zero() {
+        assert_eq!(Percentiles::of(&micros_histogram()), Percentiles::default());
+    }
+}

@@ -1,0 +1,97 @@
+//! Runs a tiny scenario against the dev role started in-process.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use load_test::Cli;
+use marketmux::cli::{Cli as MarketmuxCli, Role};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tick_reaches_every_subscriber() {
+    let data = std::env::temp_dir().join(format!("load-test-it-{}", std::process::id()));
+    let data = data.to_string_lossy().into_owned();
+    let cli = MarketmuxCli::parse_from([
+        "marketmux",
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--feed-rate",
+        "0",
+        "--data-dir",
+        &data,
+    ]);
+    let Some(Role::Dev(args)) = cli.role else {
+        panic!("dev flags did not parse");
+    };
+    let node = marketmux::roles::dev::start(args).await.unwrap();
+    let url = format!("ws://{}/ws", node.http_addr());
+
+    let cfg = Cli::try_parse_from([
+        "load-test",
+        "-c",
+        "20",
+        "--symbols",
+        "4",
+        "--subs-per-client",
+        "2",
+        "--publish-rate",
+        "200",
+        "--duration",
+        "2s",
+        "--url",
+        &url,
+        "--quiet",
+        "--server-pid",
+        &std::process::id().to_string(),
+    ])
+    .unwrap()
+    .into_config()
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), load_test::run(cfg))
+        .await
+        .expect("the run stops by itself")
+        .unwrap();
+    println!("{report}");
+
+    assert_eq!(report.connections.opened, 20);
+    assert_eq!(report.connections.failed, 0);
+    assert_eq!(report.publish.ticks, 400);
+    // 4 symbols, 20 clients x 2 subs round-robin: 10 readers per symbol.
+    assert_eq!(report.deliveries.expected, 400 * 10);
+    assert_eq!(report.deliveries.received, report.deliveries.expected);
+    assert_eq!(report.deliveries.conflated, 0);
+    assert_eq!(report.deliveries.out_of_order, 0);
+    assert_eq!(report.deliveries.malformed, 0);
+    assert_eq!(report.latency.samples, 4000);
+    assert!(report.latency.p50_ms > 0.0);
+    let server = report.server.expect("server figures");
+    assert!(server.cpu_s > 0.0 && server.rss_peak_kib > 0);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_a_clear_error() {
+    // Bind then drop: nothing listens on this port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let cfg = Cli::try_parse_from(["load-test", "-c", "2", "--url", &url, "--quiet"])
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let err = load_test::run(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("Is the server running?"), "{err}");
+}
+
+#[tokio::test]
+async fn remote_targets_need_allow_remote() {
+    let cfg = Cli::try_parse_from(["load-test", "--url", "ws://192.0.2.1:80/ws", "--quiet"])
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let err = load_test::run(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("--allow-remote"), "{err}");
+}

@@ -1,0 +1,91 @@
+//! `mock-publisher`: random-walk ticks to a gateway's `POST /api/v1/ticks`,
+//! or straight to Redis with `--redis-url` ([`redis_sink`]).
+
+mod kafka_sink;
+mod redis_sink;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mock_publisher::{Feed, FeedConfig};
+
+/// Publishes synthetic ticks.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Gateway base URL to POST ticks to.
+    #[arg(
+        long,
+        env = "MARKETMUX_HTTP_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    http_url: String,
+    /// Publish straight to Redis instead of HTTP (latest price + pub/sub).
+    #[arg(long, env = "MARKETMUX_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Put in front of every Redis key and channel (as the gateways' --redis-prefix).
+    #[arg(long, env = "MARKETMUX_REDIS_PREFIX", default_value = "")]
+    redis_prefix: String,
+    /// Sharded pub/sub (SPUBLISH), as the gateways' --redis-sharded.
+    #[arg(long, env = "MARKETMUX_REDIS_SHARDED")]
+    redis_sharded: bool,
+    /// Publish to Kafka instead of HTTP: idempotent, acks=all, key = symbol.
+    #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Kafka topic of the ticks.
+    #[arg(long, env = "MARKETMUX_TOPIC", default_value = "market_ticks")]
+    topic: String,
+    /// Number of symbols.
+    #[arg(long, default_value_t = 40)]
+    symbols: usize,
+    /// Ticks per second per symbol.
+    #[arg(long, default_value_t = 4.0)]
+    rate: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let url = format!("{}/api/v1/ticks", args.http_url.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let feed = Feed::new(FeedConfig {
+        rate_per_symbol: args.rate,
+        symbols: args.symbols,
+    });
+    tokio::spawn(feed.run(move |batch| tx.try_send(batch).is_ok() || !tx.is_closed()));
+    if let Some(brokers) = args.kafka_brokers.filter(|b| !b.trim().is_empty()) {
+        return kafka_sink::run(&brokers, &args.topic, rx).await;
+    }
+    if let Some(url) = args.redis_url {
+        let config = marketmux_bus::RedisConfig {
+            url,
+            prefix: args.redis_prefix,
+            sharded: args.redis_sharded,
+            ..Default::default()
+        };
+        return redis_sink::run(config, rx).await;
+    }
+    while let Some(batch) = rx.recv().await {
+        let body: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|t| serde_json::json!({"symbol": t.symbol, "price": t.price, "timestamp": t.timestamp.to_rfc3339(), "volume": t.volume}))
+            .collect();
+        let resp = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        if !resp.status().is_success() {
+            anyhow::bail!(
+                "{url} answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
