@@ -60,7 +60,16 @@ impl ClientRequest {
             message: format!("request is not a JSON object: {e}"),
             id: None,
         })?;
-        let id = raw.id.map(|v| v.get().to_owned());
+        let id = match raw.id.map(echoable_id).transpose() {
+            Ok(id) => id,
+            Err(message) => {
+                return Err(RequestError {
+                    code: ErrorCode::InvalidRequest,
+                    message,
+                    id: None,
+                })
+            }
+        };
         let err = |code, message: String| RequestError {
             code,
             message,
@@ -148,6 +157,16 @@ fn symbols_of(
     Ok(out)
 }
 
+/// The `id` as it will be echoed, if every strict JSON parser reads it back:
+/// the grammar allows numbers such as `1e999` that overflow an f64, which
+/// serde_json (and so many clients) refuse, so those are rejected here.
+fn echoable_id(raw: &RawValue) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(_) => Ok(raw.get().to_owned()),
+        Err(e) => Err(format!("`id` cannot be echoed back: {e}")),
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -231,6 +250,21 @@ mod tests {
         for (text, code) in cases {
             assert_eq!(ClientRequest::parse(text).unwrap_err().code, code, "{text}");
         }
+        // Found by fuzz/fuzz_targets/client_request.rs: an id that overflows an
+        // f64 would make the reply unreadable to strict parsers.
+        for text in [
+            r#"{"action":"ping","id":717e777777779771}"#,
+            r#"{"action":"ping","id":{"n":-1e400}}"#,
+        ] {
+            let e = ClientRequest::parse(text).unwrap_err();
+            assert_eq!((e.code, e.id), (ErrorCode::InvalidRequest, None), "{text}");
+        }
+        assert_eq!(
+            ClientRequest::parse(r#"{"action":"ping","id":1e300}"#).unwrap(),
+            ClientRequest::Ping {
+                id: Some("1e300".into())
+            }
+        );
         assert_eq!(
             ClientRequest::parse(r#"{"action":"explode","id":3}"#)
                 .unwrap_err()
