@@ -67,7 +67,7 @@ pub async fn upgrade(
             return if ok {
                 Ok(())
             } else {
-                Err(WsError::Refused(status))
+                Err(WsError::Refused(with_hint(status)))
             };
         }
         if buf.bytes().len() > MAX_RESPONSE_HEAD {
@@ -205,6 +205,20 @@ impl InBuf {
     }
 }
 
+/// The refused status line, with what to do about the refusals a load test
+/// meets by design: the gateway's per-address limit and its total limit.
+fn with_hint(status: String) -> String {
+    let hint = if status.contains(" 429") {
+        "the server limits sockets per client address (default 2,000): spread the clients \
+         with --source-ips 127.0.0.1,127.0.0.2,... or start it with --max-connections-per-ip 0"
+    } else if status.contains(" 503") {
+        "the server is draining or at --max-connections"
+    } else {
+        return status;
+    };
+    format!("{status} ({hint})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +259,13 @@ mod tests {
         let mut f = vec![0x81, 127];
         f.extend_from_slice(&(u64::MAX).to_be_bytes());
         assert!(decode(&f).is_err());
+    }
+
+    #[test]
+    fn refusals_by_limit_say_what_to_do() {
+        let r = with_hint("HTTP/1.1 429 Too Many Requests".into());
+        assert!(r.starts_with("HTTP/1.1 429") && r.contains("--source-ips"), "{r}");
+        assert_eq!(with_hint("HTTP/1.1 403 Forbidden".into()), "HTTP/1.1 403 Forbidden");
     }
 
     #[test]
