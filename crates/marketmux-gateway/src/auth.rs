@@ -171,7 +171,8 @@ pub struct AuthConfig {
     pub jwt: Option<JwtVerifier>,
     /// When set, `POST /api/v1/ticks` needs `Authorization: Bearer <token>`.
     pub ingest_token: Option<String>,
-    /// When set, WebSocket upgrades with an `Origin` not in the list are refused (403).
+    /// WebSocket upgrades whose `Origin` is not in the list are refused (403);
+    /// unset, only same-origin pages (Origin host = `Host`) may connect.
     /// Requests without `Origin` (non-browser clients) are allowed.
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -221,17 +222,23 @@ pub fn find_token(headers: &HeaderMap, query: Option<&str>) -> Option<Presented>
 }
 
 impl AuthConfig {
-    /// Checks the Origin of an upgrade.
+    /// Checks the Origin of an upgrade (cross-site WebSocket hijacking). A
+    /// request without one is not from a browser and passes. With an
+    /// allow-list, the Origin must be on it (`*`: any); without one, only the
+    /// node's own pages may connect: the Origin's host must be the request's
+    /// `Host`.
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let (Some(allowed), Some(origin)) = (&self.allowed_origins, headers.get(header::ORIGIN))
-        else {
+        let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
         let origin = origin.to_str().unwrap_or("");
-        if allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-        {
+        let allowed = match &self.allowed_origins {
+            Some(list) => list
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+            None => is_same_origin(origin, headers.get(header::HOST)),
+        };
+        if allowed {
             Ok(())
         } else {
             Err(AuthError::Origin(origin.chars().take(100).collect()))
@@ -323,6 +330,17 @@ pub fn protect_user_routes(state: &Arc<GatewayState>, routes: axum::Router) -> a
         state.clone(),
         require_user,
     ))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn is_same_origin(origin: &str, host: Option<&header::HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]
@@ -424,5 +442,27 @@ mod tests {
         assert!(cfg.check_origin(&h).is_ok());
         h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
         assert!(matches!(cfg.check_origin(&h), Err(AuthError::Origin(_))));
+    }
+
+    #[test]
+    fn without_an_allow_list_only_the_nodes_own_pages_connect() {
+        let cfg = AuthConfig::default();
+        let mut h = HeaderMap::new();
+        assert!(cfg.check_origin(&h).is_ok(), "no Origin: not a browser");
+        h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        for same in ["http://127.0.0.1:8080", "https://127.0.0.1:8080"] {
+            h.insert(header::ORIGIN, same.parse().unwrap());
+            assert!(cfg.check_origin(&h).is_ok(), "{same}");
+        }
+        for other in ["https://evil.example", "http://127.0.0.1:9999", "null"] {
+            h.insert(header::ORIGIN, other.parse().unwrap());
+            assert!(
+                matches!(cfg.check_origin(&h), Err(AuthError::Origin(_))),
+                "{other}"
+            );
+        }
+        h.remove(header::HOST);
+        h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
+        assert!(cfg.check_origin(&h).is_err(), "no Host to compare with");
     }
 }

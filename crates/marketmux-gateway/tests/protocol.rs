@@ -193,7 +193,12 @@ async fn control_flood_is_told_then_closed() {
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(pongs, 10, "the burst (twice the rate) is served");
+    // The burst (twice the rate) is served; a token comes back every 200 ms,
+    // so a reader slowed by a busy machine may serve one or two more.
+    assert!(
+        (10..=12).contains(&pongs),
+        "the burst is served: {pongs} pongs"
+    );
     assert_eq!(limited, 1, "told once");
     assert_eq!(code, 1008);
 }
@@ -210,13 +215,26 @@ async fn silent_peer_is_dropped_and_handshake_times_out() {
 
     // Never sends the upgrade request: hyper gives up after the handshake timeout.
     let mut idle = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    let mut buf = [0u8; 64];
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
         .await
-        .expect("closed in time");
+        .expect("the server closes a connection that never sends its request");
+    let waited = started.elapsed();
+    match n {
+        // Closed, reset, or told "408 Request Timeout" first: all end the connection.
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            let head = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                head.starts_with("HTTP/1.1 408"),
+                "unexpected answer: {head}"
+            );
+        }
+    }
     assert!(
-        matches!(n, Ok(0) | Err(_)) || n.is_ok(),
-        "connection closed"
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after the 300 ms handshake timeout, not {waited:?}"
     );
 
     // Upgrades, then never answers pings: closed by the idle timeout.

@@ -104,6 +104,9 @@ pub struct GatewayArgs {
     /// Kafka brokers: ingest goes to Kafka when set (also KAFKA_BROKERS).
     #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// Kafka topic that ingest produces to, when `--kafka-brokers` is set.
+    #[arg(long, env = "MARKETMUX_TOPIC", default_value = "market_ticks")]
+    pub topic: String,
     /// The alerts role's gRPC API, for the REST alert endpoints.
     #[arg(long, env = "MARKETMUX_ALERTS_URL")]
     pub alerts_url: Option<String>,
@@ -167,8 +170,10 @@ pub struct AlertsArgs {
     /// PostgreSQL holding `users` and `alerts` (also DATABASE_URL).
     #[arg(long, env = "MARKETMUX_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Address of the gRPC alert API (`--alerts-url` of the gateways).
-    #[arg(long, env = "MARKETMUX_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
+    /// Address of the gRPC alert API (`--alerts-url` of the gateways). The API
+    /// has no authentication of its own (the gateways check users): keep it on
+    /// loopback or a private network.
+    #[arg(long, env = "MARKETMUX_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
     /// Kafka consumer group; evaluators of one group share the partitions.
     #[arg(
@@ -264,6 +269,15 @@ pub struct LimitArgs {
         default_value_t = 2_000
     )]
     pub max_connections_per_ip: usize,
+    /// Largest client frame or message, in bytes; a larger one closes the socket (1009).
+    #[arg(long, env = "MARKETMUX_MAX_FRAME_BYTES", default_value_t = 4096)]
+    pub max_frame_bytes: usize,
+    /// Seconds a new connection has to complete its HTTP upgrade request.
+    #[arg(long, env = "MARKETMUX_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub handshake_timeout_secs: f64,
+    /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
+    #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_ingest_body_bytes: usize,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -285,7 +299,7 @@ pub struct SecurityArgs {
     /// Token `POST /api/v1/ticks` then requires as `Authorization: Bearer …`.
     #[arg(long, env = "MARKETMUX_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
-    /// Origins allowed to open sockets, comma-separated (unset: any).
+    /// Origins allowed to open sockets, comma-separated, `*` for any (unset: the node's own pages only).
     #[arg(long, env = "MARKETMUX_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -341,6 +355,9 @@ impl LimitArgs {
             drain_period: secs(self.drain_secs),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             max_connections_per_ip: self.max_connections_per_ip,
+            max_frame_bytes: self.max_frame_bytes.max(125),
+            handshake_timeout: secs(self.handshake_timeout_secs.max(0.1)),
+            max_ingest_body_bytes: self.max_ingest_body_bytes.max(1024),
             ..GatewayConfig::default()
         }
     }

@@ -24,6 +24,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A writer keeps at most this much buffer between batches.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+/// Largest frame list (in slots) a writer keeps between batches.
+const KEEP_SPARE_FRAMES: usize = 64;
 
 /// Serves one upgraded socket until it closes. `prefix` holds bytes read past
 /// the upgrade request; `user` is the authenticated user, if any.
@@ -170,12 +172,18 @@ impl Session {
                     );
                 }
                 Message::Ping(payload) => {
+                    // Pings cost a reply like any request: same rate limit.
+                    match self.admit() {
+                        Admission::Admitted => {}
+                        Admission::Dropped => continue,
+                        Admission::Closed => return,
+                    }
                     self.queue
                         .push_control(frame::encode(OpCode::Pong, &payload));
                 }
                 Message::Pong => {}
                 Message::Close(code) => {
-                    let reply = if code == 1005 { 1000 } else { code };
+                    let reply = frame::close_reply(code);
                     self.queue.close_after_pending(CloseReason::new(reply, ""));
                     return;
                 }
@@ -325,7 +333,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         for f in batch.frames.drain(..).chain(batch.conflated.drain(..)) {
             buf.extend_from_slice(&f);
         }
-        if batch.frames.capacity() <= 1024 {
+        // Keep a small spare list only: after a burst, an idle socket must not
+        // hold a large one (the idle-memory bound is a few KiB per socket).
+        if batch.frames.capacity() <= KEEP_SPARE_FRAMES {
             spare = batch.frames;
         }
         let written = tokio::select! {

@@ -175,6 +175,17 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     encode(OpCode::Close, &payload)
 }
 
+/// The code to answer a client's close with: its own code when RFC 6455 lets
+/// an endpoint send it, 1000 when it sent none, 1002 when it sent one that
+/// must never be on the wire (below 1000, 1004–1006, 1015, unassigned).
+pub fn close_reply(code: u16) -> u16 {
+    match code {
+        1005 => 1000,
+        1000..=1003 | 1007..=1014 | 3000..=4999 => code,
+        _ => 1002,
+    }
+}
+
 /// Reads the close code of a close frame's payload (1005 when absent).
 pub fn close_code(payload: &[u8]) -> u16 {
     if payload.len() >= 2 {
@@ -253,6 +264,12 @@ mod tests {
         let c = close_frame(1008, &"é".repeat(100));
         assert!(c.len() <= 127);
         assert_eq!(close_code(&c[2..]), 1008);
+        for (got, reply) in [(1005, 1000), (1000, 1000), (1001, 1001), (4000, 4000)] {
+            assert_eq!(close_reply(got), reply, "{got}");
+        }
+        for bad in [0, 999, 1004, 1006, 1015, 2000, 5000] {
+            assert_eq!(close_reply(bad), 1002, "{bad}");
+        }
         assert!(std::str::from_utf8(&c[4..]).is_ok());
     }
 }

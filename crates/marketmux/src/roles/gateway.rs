@@ -130,7 +130,8 @@ fn ingest_publisher(args: &GatewayArgs, bus: &Arc<RedisBus>) -> anyhow::Result<I
         .filter(|b| !b.trim().is_empty());
     if let Some(brokers) = kafka {
         // Ingest goes to Kafka (202 only after the brokers' ack); the bridge moves it to Redis.
-        let config = marketmux_kafka::KafkaConfig::new(brokers.clone());
+        let config =
+            marketmux_kafka::KafkaConfig::new(brokers.clone()).with_topic(args.topic.clone());
         let publisher = marketmux_kafka::KafkaPublisher::new(&config, "gateway")
             .with_context(|| format!("gateway: Kafka producer for {brokers}"))?;
         tracing::info!(%brokers, topic = %config.topic, "POST /api/v1/ticks goes to Kafka");
