@@ -20,7 +20,7 @@ use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// How long a price-store lookup for a snapshot may take.
+/// Longest a subscribe waits for the price store's snapshots, all its symbols together.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A writer keeps at most this much buffer between batches.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
@@ -287,15 +287,24 @@ impl Session {
             symbols: &symbols,
             id,
         });
+        let mut unknown = Vec::new();
         for s in fresh {
             self.subscriptions.insert(s);
-            let sub = self.state.hub.subscribe(s, &self.queue);
-            if !sub.snapshot_sent {
-                let looked_up =
-                    tokio::time::timeout(SNAPSHOT_TIMEOUT, self.state.prices.latest(&s)).await;
-                if let Ok(Ok(Some(tick))) = looked_up {
-                    self.state.hub.offer_snapshot(&tick, &self.queue);
-                }
+            if !self.state.hub.subscribe(s, &self.queue).snapshot_sent {
+                unknown.push(s);
+            }
+        }
+        if unknown.is_empty() {
+            return;
+        }
+        // Symbols this node has no tick of yet: ask the price store, all at
+        // once under one bound, so a store that is down costs this socket's
+        // reader SNAPSHOT_TIMEOUT once, not once per symbol.
+        let prices = &self.state.prices;
+        let lookups = futures_util::future::join_all(unknown.iter().map(|s| prices.latest(s)));
+        if let Ok(found) = tokio::time::timeout(SNAPSHOT_TIMEOUT, lookups).await {
+            for tick in found.into_iter().filter_map(|r| r.ok().flatten()) {
+                self.state.hub.offer_snapshot(&tick, &self.queue);
             }
         }
     }
