@@ -65,6 +65,10 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Every error, whoever wrote it (a handler, an extractor, the router), is JSON.
+    let router = router
+        .fallback(crate::error::no_such_endpoint)
+        .layer(axum::middleware::map_response(crate::error::errors_as_json));
     let stop = CancellationToken::new();
     let accept = tokio::spawn(accept_loop(listener, router, state.clone(), stop.clone()));
     tokio::spawn(heartbeat(state.clone(), stop.clone()));

@@ -28,6 +28,30 @@ async fn health_ready_price_and_ingest() {
     let r = c.get(node.url("/price/BAD%20SYM")).send().await.unwrap();
     assert_eq!(r.status(), 400);
 
+    // Errors axum itself writes are JSON too, with a code.
+    let big = vec![b' '; GatewayConfig::default().max_ingest_body_bytes + 1];
+    for (req, status, code) in [
+        (c.get(node.url("/no/such/path")), 404, "not_found"),
+        (c.delete(node.url("/health")), 405, "method_not_allowed"),
+        (c.get(node.url("/price/%FF")), 400, "bad_request"),
+        (
+            c.post(node.url("/api/v1/ticks")).body(big),
+            413,
+            "body_too_large",
+        ),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status);
+        let body: Value = r.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+
     let r = c
         .post(node.url("/api/v1/ticks"))
         .body(
