@@ -13,10 +13,23 @@ use parking_lot::Mutex;
 
 #[derive(Default)]
 struct Inner {
+    /// Sockets admitted and not yet ended, in total and per client address:
+    /// counted at admission, before the socket joins `clients`, so that a
+    /// burst of upgrades cannot overshoot the limits.
+    reserved: usize,
     per_ip: HashMap<IpAddr, usize>,
     clients: HashMap<ClientId, Arc<ClientQueue>>,
     users: HashMap<i64, Vec<ClientId>>,
     user_of: HashMap<ClientId, i64>,
+}
+
+/// Which connection limit refused a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// `max_connections` of the node.
+    Total,
+    /// `max_connections_per_ip` of the client's address.
+    PerIp,
 }
 
 /// The open sockets of this node.
@@ -34,18 +47,21 @@ impl ConnectionRegistry {
         self.opened.fetch_add(1, Relaxed);
     }
 
-    /// Counts one more socket from `ip`, unless it already has `limit` (0: no limit).
-    pub fn reserve_ip(&self, ip: IpAddr, limit: usize) -> bool {
+    /// Admits one more socket from `ip` unless the node already holds `total`
+    /// or that address `per_ip` (0: no limit); release it with
+    /// [`ConnectionRegistry::release_ip`] when the socket ends.
+    pub fn reserve_ip(&self, ip: IpAddr, per_ip: usize, total: usize) -> Result<(), LimitHit> {
         let mut inner = self.inner.lock();
-        let n = inner.per_ip.entry(ip).or_insert(0);
-        if limit > 0 && *n >= limit {
-            if *n == 0 {
-                inner.per_ip.remove(&ip);
-            }
-            return false;
+        if total > 0 && inner.reserved >= total {
+            return Err(LimitHit::Total);
         }
-        *n += 1;
-        true
+        let n = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if per_ip > 0 && n >= per_ip {
+            return Err(LimitHit::PerIp);
+        }
+        inner.per_ip.insert(ip, n + 1);
+        inner.reserved += 1;
+        Ok(())
     }
 
     /// Releases a reservation made by [`ConnectionRegistry::reserve_ip`].
@@ -56,6 +72,7 @@ impl ConnectionRegistry {
             if *n == 0 {
                 inner.per_ip.remove(&ip);
             }
+            inner.reserved -= 1;
         }
     }
 
@@ -166,5 +183,32 @@ impl ConnectionRegistry {
                 q.close(reason.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_hold_both_limits_until_released() {
+        let r = ConnectionRegistry::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        assert_eq!(r.reserve_ip(a, 2, 3), Ok(()));
+        assert_eq!(r.reserve_ip(a, 2, 3), Ok(()));
+        assert_eq!(r.reserve_ip(a, 2, 3), Err(LimitHit::PerIp));
+        assert_eq!(r.reserve_ip(b, 2, 3), Ok(()));
+        assert_eq!(
+            r.reserve_ip(b, 2, 3),
+            Err(LimitHit::Total),
+            "3 admitted, none open yet"
+        );
+        r.release_ip(a);
+        assert_eq!(r.reserve_ip(b, 2, 3), Ok(()));
+        for ip in [a, b, b] {
+            r.release_ip(ip);
+        }
+        assert_eq!(r.ips(), 0);
+        assert_eq!(r.reserve_ip(a, 0, 0), Ok(()), "0: no limit");
     }
 }

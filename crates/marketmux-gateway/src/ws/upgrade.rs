@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::handshake::{accept_key, HandshakeError};
+use super::registry::LimitHit;
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::GatewayState;
@@ -33,9 +34,6 @@ pub async fn ws_handler(
         return refuse(ApiError::unavailable(
             "server is shutting down; reconnect to another node",
         ));
-    }
-    if state.registry.len() >= state.config.max_connections {
-        return refuse(ApiError::unavailable("connection limit reached"));
     }
     let accept = match accept_key(req.method(), req.headers()) {
         Ok(a) => a,
@@ -63,18 +61,24 @@ pub async fn ws_handler(
         Err(e) => return refuse(e.into_api_error()),
     };
     let ip = peer.ip();
-    if !state
-        .registry
-        .reserve_ip(ip, state.config.max_connections_per_ip)
-    {
-        return refuse(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            format!(
-                "at most {} connections per client address",
-                state.config.max_connections_per_ip
-            ),
-        ));
+    let (per_ip, total) = (
+        state.config.max_connections_per_ip,
+        state.config.max_connections,
+    );
+    match state.registry.reserve_ip(ip, per_ip, total) {
+        Ok(()) => {}
+        Err(LimitHit::Total) => {
+            return refuse(ApiError::unavailable(format!(
+                "connection limit of this node reached ({total}); try another node"
+            )))
+        }
+        Err(LimitHit::PerIp) => {
+            return refuse(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!("at most {per_ip} connections per client address"),
+            ))
+        }
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
