@@ -111,10 +111,12 @@ async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
         .expect("bridge starts")
 }
 
-/// Last price seen per symbol on one socket, and how many ticks it got.
+/// Last price seen per symbol on one socket, every distinct price it got,
+/// and how many ticks (replays after a bridge failover count twice).
 #[derive(Default)]
 struct SocketView {
     last: HashMap<String, f64>,
+    prices: HashSet<u64>,
     ticks: usize,
 }
 
@@ -150,11 +152,11 @@ async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> 
                 let j: Json = serde_json::from_str(&t).unwrap_or(Json::Null);
                 if j["type"] == "tick" {
                     let mut v = v.lock();
+                    let price = j["price"].as_f64().unwrap_or_default();
                     v.ticks += 1;
-                    v.last.insert(
-                        j["symbol"].as_str().unwrap_or_default().to_owned(),
-                        j["price"].as_f64().unwrap_or_default(),
-                    );
+                    v.prices.insert(price as u64);
+                    v.last
+                        .insert(j["symbol"].as_str().unwrap_or_default().to_owned(), price);
                 }
             }
         }
@@ -362,6 +364,19 @@ pub async fn pipeline(brokers: &str, n: usize, exactly_once_in_kafka: bool) {
             },
         )
         .await;
+    }
+    // None lost on the way to the sockets either: the queues never reach their
+    // conflation bound here, so every socket saw every one of the n prices.
+    let all: HashSet<u64> = (1..=n as u64).collect();
+    for (i, view) in views.iter().enumerate() {
+        eventually(
+            &format!("socket {i} received all {n} ticks"),
+            Duration::from_secs(30),
+            || view.lock().prices == all,
+        )
+        .await;
+        let v = view.lock();
+        assert!(v.ticks >= n, "socket {i}: {} ticks for {n} prices", v.ticks);
     }
 
     bridge_b.stop().await.unwrap();
