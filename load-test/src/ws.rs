@@ -264,8 +264,14 @@ mod tests {
     #[test]
     fn refusals_by_limit_say_what_to_do() {
         let r = with_hint("HTTP/1.1 429 Too Many Requests".into());
-        assert!(r.starts_with("HTTP/1.1 429") && r.contains("--source-ips"), "{r}");
-        assert_eq!(with_hint("HTTP/1.1 403 Forbidden".into()), "HTTP/1.1 403 Forbidden");
+        assert!(
+            r.starts_with("HTTP/1.1 429") && r.contains("--source-ips"),
+            "{r}"
+        );
+        assert_eq!(
+            with_hint("HTTP/1.1 403 Forbidden".into()),
+            "HTTP/1.1 403 Forbidden"
+        );
     }
 
     #[test]

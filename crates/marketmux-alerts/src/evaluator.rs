@@ -7,6 +7,11 @@
 //! evaluators on one database, replays and restarts never fire twice. When the
 //! store fails, the fire is kept pending (not dropped) and retried by
 //! [`Evaluator::retry_pending`] until the store answers.
+//!
+//! A reload reads the store without holding the index, so the index keeps
+//! changing meanwhile (creates, deletes, fires). Those changes are journaled
+//! while a reload is in flight and replayed onto its snapshot before the swap,
+//! so an alert tracked during a reload is never lost from the index.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -37,6 +42,57 @@ struct PendingFire {
     at: DateTime<Utc>,
 }
 
+/// An index change made while a reload was reading the store.
+enum Change {
+    /// [`Evaluator::track`]: (re)insert this alert.
+    Track(Alert),
+    /// [`Evaluator::forget`], or taken by a tick: drop this id.
+    Remove(i64),
+}
+
+/// The index and what reloads need to keep it consistent. One mutex, so a
+/// change is either in the index before a reload's swap (and journaled) or
+/// made on the swapped-in index.
+#[derive(Default)]
+struct Live {
+    index: AlertIndex,
+    /// Reloads between their `load_active` call and their end.
+    reloading: usize,
+    /// Changes made while `reloading > 0`; `journal[0]` has sequence number `base`.
+    journal: Vec<Change>,
+    base: u64,
+    /// Sequence number at which the snapshot now in `index` was read; an
+    /// older, slower reload does not replace it.
+    snapshot_seq: u64,
+}
+
+impl Live {
+    /// Sequence number of the next change.
+    fn next_seq(&self) -> u64 {
+        self.base + self.journal.len() as u64
+    }
+
+    fn record(&mut self, change: impl FnOnce() -> Change) {
+        if self.reloading > 0 {
+            self.journal.push(change());
+        }
+    }
+}
+
+/// Ends a reload's journaling however the reload ends (done, failed, dropped).
+struct ReloadGuard<'a>(&'a Mutex<Live>);
+
+impl Drop for ReloadGuard<'_> {
+    fn drop(&mut self) {
+        let mut live = self.0.lock();
+        live.reloading -= 1;
+        if live.reloading == 0 {
+            live.base = live.next_seq();
+            live.journal.clear();
+        }
+    }
+}
+
 /// Counters, read by tests and metrics.
 #[derive(Debug, Default)]
 pub struct EvaluatorStats {
@@ -53,7 +109,7 @@ pub struct EvaluatorStats {
 /// The in-memory index of active alerts plus the fires waiting for the store.
 pub struct Evaluator {
     store: Arc<dyn AlertStore>,
-    index: Mutex<AlertIndex>,
+    live: Mutex<Live>,
     pending: Mutex<BTreeMap<i64, PendingFire>>,
     sink: AlertSink,
     /// Counters.
@@ -65,7 +121,7 @@ impl Evaluator {
     pub fn new(store: Arc<dyn AlertStore>, sink: AlertSink) -> Arc<Self> {
         Arc::new(Self {
             store,
-            index: Mutex::new(AlertIndex::new()),
+            live: Mutex::new(Live::default()),
             pending: Mutex::new(BTreeMap::new()),
             sink,
             stats: EvaluatorStats::default(),
@@ -74,7 +130,17 @@ impl Evaluator {
 
     /// Rebuilds the index from the store's active alerts (skipping those with
     /// a pending fire). Returns the number indexed.
+    ///
+    /// Alerts tracked, forgotten or fired while the store is being read are
+    /// replayed onto the snapshot before it replaces the index, so none is
+    /// lost or resurrected by the swap.
     pub async fn reload(&self) -> Result<usize, StoreError> {
+        let start = {
+            let mut live = self.live.lock();
+            live.reloading += 1;
+            live.next_seq()
+        };
+        let _journaling = ReloadGuard(&self.live);
         let active = self.store.load_active().await?;
         let mut fresh = AlertIndex::new();
         {
@@ -85,30 +151,52 @@ impl Evaluator {
                 }
             }
         }
+        let mut live = self.live.lock();
+        if start < live.snapshot_seq {
+            // A reload that read the store later already swapped its snapshot in.
+            return Ok(live.index.len());
+        }
+        // `base <= start`: the journal is only cleared when no reload is in flight.
+        let from = usize::try_from(start - live.base).unwrap_or(usize::MAX);
+        for change in live.journal.iter().skip(from) {
+            match change {
+                Change::Track(a) => fresh.insert(a.clone()),
+                Change::Remove(id) => {
+                    fresh.remove(*id);
+                }
+            }
+        }
         let n = fresh.len();
-        *self.index.lock() = fresh;
+        live.index = fresh;
+        live.snapshot_seq = start;
         Ok(n)
     }
 
     /// Starts watching a newly created alert.
     pub fn track(&self, alert: Alert) {
-        self.index.lock().insert(alert);
+        let mut live = self.live.lock();
+        live.record(|| Change::Track(alert.clone()));
+        live.index.insert(alert);
     }
 
     /// Stops watching a deleted alert.
     pub fn forget(&self, id: i64) {
-        self.index.lock().remove(id);
+        {
+            let mut live = self.live.lock();
+            live.record(|| Change::Remove(id));
+            live.index.remove(id);
+        }
         self.pending.lock().remove(&id);
     }
 
     /// Alerts indexed.
     pub fn len(&self) -> usize {
-        self.index.lock().len()
+        self.live.lock().index.len()
     }
 
     /// Whether no alert is indexed.
     pub fn is_empty(&self) -> bool {
-        self.index.lock().is_empty()
+        self.live.lock().index.is_empty()
     }
 
     /// Fires waiting for the store.
@@ -119,7 +207,16 @@ impl Evaluator {
     /// Evaluates one tick; returns how many alerts it fired.
     pub async fn on_tick(&self, tick: &Tick) -> usize {
         self.stats.ticks.fetch_add(1, Relaxed);
-        let crossed = self.index.lock().take_crossed(&tick.symbol, tick.price);
+        let crossed = {
+            let mut live = self.live.lock();
+            let crossed = live.index.take_crossed(&tick.symbol, tick.price);
+            if live.reloading > 0 {
+                // Keep an in-flight reload from putting them back: O(fired).
+                live.journal
+                    .extend(crossed.iter().map(|a| Change::Remove(a.id)));
+            }
+            crossed
+        };
         if crossed.is_empty() {
             return 0;
         }
@@ -248,5 +345,229 @@ impl Evaluator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use marketmux_core::{Symbol, Timestamp};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::model::{Condition, NewAlert};
+
+    /// A held `load_active`: tells the test it has read the alerts, then
+    /// waits for the test to let it return.
+    struct Gate {
+        read: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    }
+
+    /// An in-memory store whose next `load_active` can be held open.
+    #[derive(Default)]
+    struct MemStore {
+        alerts: Mutex<Vec<Alert>>,
+        gate: Mutex<Option<Gate>>,
+    }
+
+    impl MemStore {
+        /// Holds the next `load_active` after it read; returns (read, release).
+        fn hold_next_load(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (read_tx, read_rx) = oneshot::channel();
+            let (release_tx, release_rx) = oneshot::channel();
+            *self.gate.lock() = Some(Gate {
+                read: read_tx,
+                release: release_rx,
+            });
+            (read_rx, release_tx)
+        }
+    }
+
+    #[async_trait]
+    impl AlertStore for MemStore {
+        async fn create(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+            let mut alerts = self.alerts.lock();
+            let alert = Alert {
+                id: alerts.len() as i64 + 1,
+                user_id: new.user_id,
+                symbol: new.symbol,
+                condition: new.condition,
+                target_price: new.target_price,
+                active: true,
+                created_at: Utc::now(),
+                triggered_at: None,
+                triggered_price: None,
+            };
+            alerts.push(alert.clone());
+            Ok(alert)
+        }
+
+        async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError> {
+            Ok(self
+                .alerts
+                .lock()
+                .iter()
+                .filter(|a| a.user_id == user_id && (a.active || !active_only))
+                .cloned()
+                .collect())
+        }
+
+        async fn delete(&self, id: i64, _user_id: Option<i64>) -> Result<bool, StoreError> {
+            let mut alerts = self.alerts.lock();
+            let before = alerts.len();
+            alerts.retain(|a| a.id != id);
+            Ok(alerts.len() < before)
+        }
+
+        async fn load_active(&self) -> Result<Vec<Alert>, StoreError> {
+            let snapshot: Vec<Alert> = self
+                .alerts
+                .lock()
+                .iter()
+                .filter(|a| a.active)
+                .cloned()
+                .collect();
+            let gate = self.gate.lock().take();
+            if let Some(g) = gate {
+                let _ = g.read.send(());
+                let _ = g.release.await;
+            }
+            Ok(snapshot)
+        }
+
+        async fn fire(&self, id: i64, price: f64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+            let mut alerts = self.alerts.lock();
+            match alerts.iter_mut().find(|a| a.id == id && a.active) {
+                Some(a) => {
+                    a.active = false;
+                    a.triggered_at = Some(at);
+                    a.triggered_price = Some(price);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn new_alert(sym: &str, condition: Condition, target_price: f64) -> NewAlert {
+        NewAlert {
+            user_id: 7,
+            symbol: Symbol::new(sym).unwrap(),
+            condition,
+            target_price,
+        }
+    }
+
+    fn tick(sym: &str, price: f64) -> Tick {
+        Tick {
+            symbol: Symbol::new(sym).unwrap(),
+            price,
+            timestamp: Timestamp::now(),
+            volume: None,
+        }
+    }
+
+    /// An evaluator over a fresh `MemStore`, and the ids its sink received.
+    fn setup() -> (Arc<MemStore>, Arc<Evaluator>, Arc<Mutex<Vec<i64>>>) {
+        let store = Arc::new(MemStore::default());
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let seen = fired.clone();
+        let sink: AlertSink = Arc::new(move |f: &FiredAlert| seen.lock().push(f.alert.id));
+        let ev = Evaluator::new(store.clone(), sink);
+        (store, ev, fired)
+    }
+
+    #[tokio::test]
+    async fn alert_tracked_during_a_reload_survives_the_swap_and_fires() {
+        let (store, ev, fired) = setup();
+        store
+            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        assert_eq!(ev.reload().await.unwrap(), 1);
+
+        let (read, release) = store.hold_next_load();
+        let reloading = tokio::spawn({
+            let ev = ev.clone();
+            async move { ev.reload().await }
+        });
+        read.await.unwrap();
+        // Created and tracked after the snapshot was read, before the swap.
+        let created = store
+            .create(&new_alert("MSFT", Condition::Below, 50.0))
+            .await
+            .unwrap();
+        ev.track(created.clone());
+        release.send(()).unwrap();
+        assert_eq!(reloading.await.unwrap().unwrap(), 2);
+        assert_eq!(ev.len(), 2, "the alert tracked mid-reload is still indexed");
+
+        assert_eq!(ev.on_tick(&tick("MSFT", 49.5)).await, 1);
+        assert_eq!(*fired.lock(), vec![created.id]);
+        assert_eq!(ev.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forget_and_fire_during_a_reload_are_not_undone_by_the_swap() {
+        let (store, ev, fired) = setup();
+        let gone = store
+            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        let hit = store
+            .create(&new_alert("AAPL", Condition::Below, 90.0))
+            .await
+            .unwrap();
+        assert_eq!(ev.reload().await.unwrap(), 2);
+
+        let (read, release) = store.hold_next_load();
+        let reloading = tokio::spawn({
+            let ev = ev.clone();
+            async move { ev.reload().await }
+        });
+        read.await.unwrap();
+        // Both were active in the snapshot; neither may come back.
+        assert!(store.delete(gone.id, None).await.unwrap());
+        ev.forget(gone.id);
+        assert_eq!(ev.on_tick(&tick("AAPL", 89.0)).await, 1);
+        release.send(()).unwrap();
+        assert_eq!(reloading.await.unwrap().unwrap(), 0);
+        assert!(ev.is_empty());
+
+        assert_eq!(ev.on_tick(&tick("AAPL", 200.0)).await, 0);
+        assert_eq!(ev.on_tick(&tick("AAPL", 1.0)).await, 0);
+        assert_eq!(*fired.lock(), vec![hit.id]);
+        assert_eq!(ev.stats.lost_races.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reload_does_not_replace_a_newer_snapshot() {
+        let (store, ev, _fired) = setup();
+        let (read, release) = store.hold_next_load();
+        let slow = tokio::spawn({
+            let ev = ev.clone();
+            async move { ev.reload().await }
+        });
+        read.await.unwrap();
+        let local = store
+            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        ev.track(local);
+        // Created through another instance: only a reload sees it.
+        let remote = store
+            .create(&new_alert("MSFT", Condition::Above, 10.0))
+            .await
+            .unwrap();
+        assert_eq!(ev.reload().await.unwrap(), 2);
+        release.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev.on_tick(&tick("MSFT", 11.0)).await, 1, "{remote:?} kept");
     }
 }

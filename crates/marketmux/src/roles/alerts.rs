@@ -9,9 +9,14 @@
 //! - Firing is exactly once through the store's conditional update. Offsets
 //!   are committed only while no fire is pending, so a crash during a
 //!   database outage replays the crossing ticks instead of losing the fire.
-//! - Fired alerts are logged (`Alert fired`); pushing them to gateways'
-//!   sockets through Redis needs a gateway-side subscriber (not in this build).
+//! - Fired alerts are logged (`Alert fired`) and, with `--redis-url`,
+//!   published on Redis for the gateways' sockets. Publishing runs behind a
+//!   bounded queue in its own task: a failed publish is retried with capped
+//!   exponential backoff until it succeeds or the role stops, while ticks keep
+//!   being evaluated.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +25,10 @@ use marketmux_alerts::grpc;
 use marketmux_alerts::{
     AlertService, AlertSink, Evaluator, FiredAlert, LocalAlertService, PgAlertStore,
 };
+use marketmux_bus::redis::alerts::AlertRelay;
+use marketmux_bus::BusError;
 use marketmux_kafka::{KafkaConfig, StartFrom, TickConsumer};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AlertsArgs, StartFromArg};
@@ -39,7 +47,8 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
             .await
             .context("alerts: connecting to PostgreSQL and running migrations")?,
     );
-    let sink = fired_alert_sink(&args).await?;
+    let shutdown = CancellationToken::new();
+    let sink = fired_alert_sink(&args, shutdown.clone()).await?;
     let evaluator = Evaluator::new(store.clone(), sink);
     let loaded = evaluator
         .reload()
@@ -63,7 +72,6 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, %brokers, group = %args.group, active = loaded, "Alerts role ready (gRPC)");
 
-    let shutdown = CancellationToken::new();
     let reload_every =
         Duration::try_from_secs_f64(args.reload_secs.max(0.5)).unwrap_or(Duration::from_secs(5));
     let eval_task = tokio::spawn(consume(consumer, evaluator, reload_every, shutdown.clone()));
@@ -134,10 +142,25 @@ async fn consume(
     }
 }
 
+/// Fired alerts waiting to be published. Past this (Redis down for long) new
+/// pushes are dropped; those alerts stay fired in the store and listed by
+/// `GET /alerts`.
+const PUSH_QUEUE: usize = 10_000;
+
+/// Publish retries wait from this long, doubling each time...
+const PUSH_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// ...up to this long.
+const PUSH_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Where fired alerts go: published on Redis for every gateway's sockets when
 /// `--redis-url` (or REDIS_ADDR) is set, else only logged. Publishing runs in
-/// its own task so the evaluator never waits on Redis.
-async fn fired_alert_sink(args: &AlertsArgs) -> anyhow::Result<AlertSink> {
+/// its own task behind a bounded queue, so the evaluator never waits on Redis;
+/// the task retries a failed publish until it succeeds or `shutdown`.
+async fn fired_alert_sink(
+    args: &AlertsArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<AlertSink> {
     let url = args
         .redis_url
         .clone()
@@ -154,18 +177,253 @@ async fn fired_alert_sink(args: &AlertsArgs) -> anyhow::Result<AlertSink> {
         prefix: args.redis_prefix.clone(),
         ..marketmux_bus::RedisConfig::default()
     };
-    let relay = marketmux_bus::redis::alerts::AlertRelay::connect(&config)
+    let relay = AlertRelay::connect(&config)
         .await
         .with_context(|| format!("alerts: Redis at {}", config.redacted_url()))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, String)>();
-    tokio::spawn(async move {
-        while let Some((user, alert)) = rx.recv().await {
-            if let Err(e) = relay.publish(user, &alert).await {
-                tracing::warn!(error = %e, user, "Publishing a fired alert to the gateways failed");
+    let (tx, rx) = mpsc::channel::<Push>(PUSH_QUEUE);
+    tokio::spawn(relay_fired(
+        relay,
+        rx,
+        Backoff {
+            first: PUSH_RETRY_FIRST,
+            max: PUSH_RETRY_MAX,
+        },
+        shutdown,
+    ));
+    Ok(queue_sink(tx))
+}
+
+/// One fired alert to publish: (user id, alert JSON object).
+type Push = (i64, String);
+
+/// Publishes one fired alert: the Redis relay, or a test double.
+trait PushAlert: Send + Sync + 'static {
+    /// Publishes `alert_json` for `user_id`'s sockets.
+    fn push(
+        &self,
+        user_id: i64,
+        alert_json: &str,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+impl PushAlert for AlertRelay {
+    async fn push(&self, user_id: i64, alert_json: &str) -> Result<(), BusError> {
+        self.publish(user_id, alert_json).await.map(|_listeners| ())
+    }
+}
+
+/// Capped exponential backoff between publish attempts.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    /// Wait after the first failure.
+    first: Duration,
+    /// The wait doubles up to this.
+    max: Duration,
+}
+
+/// A sink that queues each fired alert for [`relay_fired`] without blocking.
+/// When the queue is full the push is dropped; that is logged once when it
+/// starts and once when the queue has room again (with the count dropped).
+fn queue_sink(tx: mpsc::Sender<Push>) -> AlertSink {
+    let full = AtomicBool::new(false);
+    let dropped = AtomicU64::new(0);
+    Arc::new(move |fired: &FiredAlert| {
+        match tx.try_send((fired.alert.user_id, fired.to_json())) {
+            Ok(()) => {
+                if full.load(Relaxed) && full.swap(false, Relaxed) {
+                    tracing::info!(
+                        dropped = dropped.swap(0, Relaxed),
+                        "Fired-alert push queue has room again"
+                    );
+                }
             }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped.fetch_add(1, Relaxed);
+                if !full.swap(true, Relaxed) {
+                    tracing::warn!(
+                        capacity = PUSH_QUEUE,
+                        alert_id = fired.alert.id,
+                        "Fired-alert push queue is full: dropping pushes until it drains \
+                         (the alerts stay fired in the store)"
+                    );
+                }
+            }
+            // The relay task ended: the role is stopping.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
-    });
-    Ok(Arc::new(move |fired: &FiredAlert| {
-        let _ = tx.send((fired.alert.user_id, fired.to_json()));
-    }))
+    })
+}
+
+/// Publishes queued fired alerts in order. A failed publish is retried after
+/// `backoff` (doubling, capped) until it succeeds or `shutdown`; Redis going
+/// down and coming back are each logged once, not per retry.
+async fn relay_fired<P: PushAlert>(
+    pusher: P,
+    mut rx: mpsc::Receiver<Push>,
+    backoff: Backoff,
+    shutdown: CancellationToken,
+) {
+    let mut down = false;
+    loop {
+        let (user, alert) = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let mut wait = backoff.first;
+        let delivered = loop {
+            let res = tokio::select! {
+                r = pusher.push(user, &alert) => r,
+                _ = shutdown.cancelled() => break false,
+            };
+            match res {
+                Ok(()) => break true,
+                Err(e) => {
+                    if !down {
+                        down = true;
+                        tracing::warn!(
+                            error = %e,
+                            user,
+                            "Publishing fired alerts to the gateways failed; retrying with backoff"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => break false,
+                    }
+                    wait = (wait * 2).min(backoff.max);
+                }
+            }
+        };
+        if !delivered {
+            // Shut down mid-retry: this alert and the queued ones stay unpushed.
+            let unpushed = 1 + rx.len();
+            tracing::warn!(
+                unpushed,
+                "Stopping with fired alerts not pushed to the gateways (they stay fired in the store)"
+            );
+            return;
+        }
+        if down {
+            down = false;
+            tracing::info!(queued = rx.len(), "Publishing fired alerts works again");
+        }
+    }
+    let unpushed = rx.len();
+    if unpushed > 0 {
+        tracing::warn!(
+            unpushed,
+            "Stopping with fired alerts not pushed to the gateways (they stay fired in the store)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use marketmux_alerts::{Alert, Condition};
+    use marketmux_core::Symbol;
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// Fails its first `fail_first` calls, then records what it published.
+    #[derive(Clone, Default)]
+    struct FlakyPusher {
+        fail_first: usize,
+        calls: Arc<AtomicUsize>,
+        published: Arc<Mutex<Vec<Push>>>,
+    }
+
+    impl PushAlert for FlakyPusher {
+        async fn push(&self, user_id: i64, alert_json: &str) -> Result<(), BusError> {
+            if self.calls.fetch_add(1, Relaxed) < self.fail_first {
+                return Err(BusError::Unavailable("redis down (test)".into()));
+            }
+            self.published.lock().push((user_id, alert_json.to_owned()));
+            Ok(())
+        }
+    }
+
+    const FAST: Backoff = Backoff {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(4),
+    };
+
+    fn fired(id: i64) -> FiredAlert {
+        FiredAlert {
+            alert: Alert {
+                id,
+                user_id: 7,
+                symbol: Symbol::new("AAPL").unwrap(),
+                condition: Condition::Above,
+                target_price: 1.0,
+                active: false,
+                created_at: Default::default(),
+                triggered_at: None,
+                triggered_price: Some(1.5),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_publishes_are_retried_until_delivered_in_order() {
+        let pusher = FlakyPusher {
+            fail_first: 5,
+            ..FlakyPusher::default()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
+        let sink = queue_sink(tx);
+        for id in 1..=3 {
+            sink(&fired(id));
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pusher.published.lock().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("all pushes delivered once the publisher recovers");
+        let got: Vec<String> = pusher
+            .published
+            .lock()
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect();
+        let want: Vec<String> = (1..=3).map(|id| fired(id).to_json()).collect();
+        assert_eq!(got, want);
+        assert_eq!(pusher.calls.load(Relaxed), 5 + 3);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_retrying_and_a_full_queue_never_blocks_the_sink() {
+        let pusher = FlakyPusher {
+            fail_first: usize::MAX,
+            ..FlakyPusher::default()
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
+        let sink = queue_sink(tx);
+        // One in flight, two queued, the rest dropped without blocking.
+        for id in 1..=50 {
+            sink(&fired(id));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(pusher.calls.load(Relaxed) > 1, "the head alert is retried");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the relay stops at shutdown")
+            .unwrap();
+        assert!(pusher.published.lock().is_empty());
+        sink(&fired(51)); // closed queue: ignored
+    }
 }
