@@ -8,6 +8,7 @@
 //! - [`config`]: [`GatewayConfig`], every limit with its default.
 //! - [`error`]: [`ApiError`], JSON error bodies.
 //! - [`metrics`]: `/metrics` in Prometheus text format.
+//! - [`limits`]: counters of refused upgrades and of limits hit, by reason.
 //! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand.
 //! - [`web`]: the live page at `/`.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod rest;
 pub mod server;

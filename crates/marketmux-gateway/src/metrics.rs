@@ -160,12 +160,7 @@ pub fn render(state: &GatewayState) -> String {
         opened,
     );
     s.closed_by.render(&mut out);
-    counter(
-        &mut out,
-        "marketmux_upgrades_refused_total",
-        "Upgrades refused (limits, draining, bad handshake).",
-        s.upgrades_refused.load(Relaxed),
-    );
+    s.limits.render(&mut out);
     gauge(
         &mut out,
         "marketmux_subscriptions",

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -13,6 +14,7 @@ use marketmux_core::Symbol;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::limits::LimitHit;
 use crate::state::GatewayState;
 
 /// `GET /health`: the process is alive.
@@ -56,15 +58,22 @@ pub async fn price(
 pub async fn ingest(
     State(state): State<Arc<GatewayState>>,
     headers: http::HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     state.config.auth.check_ingest(&headers)?;
-    let ticks = parse_ticks(&body).map_err(|e| match e {
-        IngestError::TooMany(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_ticks",
-            e.to_string(),
+    let too_large = |code, message: String| {
+        state.stats.limits.hit(LimitHit::IngestTooLarge);
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    };
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(
+            "body_too_large",
+            format!("body over {} bytes", state.config.max_ingest_body_bytes),
         ),
+        status => ApiError::new(status, "invalid_body", e.body_text()),
+    })?;
+    let ticks = parse_ticks(&body).map_err(|e| match e {
+        IngestError::TooMany(_) => too_large("too_many_ticks", e.to_string()),
         IngestError::Json(_) => ApiError::bad_request("invalid_json", e.to_string()),
         _ => ApiError::bad_request("invalid_tick", e.to_string()),
     })?;
@@ -107,7 +116,9 @@ pub async fn debug_vars(
         "frames_written": s.frames_written.load(Relaxed),
         "write_batches": s.write_batches.load(Relaxed),
         "messages_in": s.messages_in.load(Relaxed),
-        "upgrades_refused": s.upgrades_refused.load(Relaxed),
+        "upgrades_refused": s.limits.refused_total(),
+        "upgrades_refused_by_reason": s.limits.snapshot().0.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "limit_hits": s.limits.snapshot().1.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "closed_by_reason": s
             .closed_by
             .by_reason()

@@ -23,8 +23,8 @@ pub struct GatewayStats {
     pub frames_written: AtomicU64,
     /// Client messages read.
     pub messages_in: AtomicU64,
-    /// Upgrades refused (limits, draining, bad handshake).
-    pub upgrades_refused: AtomicU64,
+    /// Upgrades refused and limits hit, by reason.
+    pub limits: crate::limits::LimitCounters,
     /// Closed sockets by reason.
     pub closed_by: crate::metrics::CloseCounters,
     /// Hub-to-socket latency of each write batch.

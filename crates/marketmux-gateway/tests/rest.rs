@@ -51,6 +51,13 @@ async fn health_ready_price_and_ingest() {
             "{body}"
         );
     }
+    // The refused body is counted by its limit.
+    let metrics = c.get(node.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("marketmux_limit_hits_total{limit=\"ingest_too_large\"} 1\n"),
+        "{metrics}"
+    );
 
     let r = c
         .post(node.url("/api/v1/ticks"))

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::frame::{self, OpCode};
 use super::reader::{FrameReader, Message, ReadError};
 use crate::auth::Identity;
+use crate::limits::LimitHit;
 use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
@@ -137,6 +138,9 @@ impl Session {
                     return;
                 }
                 Ok(Err(ReadError::Protocol(e))) => {
+                    if e.code == 1009 {
+                        self.state.stats.limits.hit(LimitHit::FrameTooLarge);
+                    }
                     self.queue
                         .close_after_pending(CloseReason::new(e.code, e.reason));
                     return;
@@ -198,6 +202,7 @@ impl Session {
             return Admission::Admitted;
         }
         self.strikes += 1;
+        self.state.stats.limits.hit(LimitHit::RateLimited);
         if self.strikes == 1 {
             let msg = format!(
                 "more than {} messages per second; further messages are dropped until the rate falls",
@@ -280,6 +285,7 @@ impl Session {
                 fresh.len(),
                 self.subscriptions.len()
             );
+            self.state.stats.limits.hit(LimitHit::TooManySubscriptions);
             return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
         // The ack goes first; each snapshot follows it, then live ticks.

@@ -18,6 +18,7 @@ use super::handshake::{accept_key, HandshakeError};
 use super::registry::LimitHit;
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::limits::Refusal;
 use crate::state::GatewayState;
 
 /// Answers the upgrade with 101 and serves the socket in a new task.
@@ -26,39 +27,44 @@ pub async fn ws_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
-    let refuse = |e: ApiError| {
-        state.stats.upgrades_refused.fetch_add(1, Relaxed);
+    let refuse = |why: Refusal, e: ApiError| {
+        state.stats.limits.refused(why);
         e.into_response()
     };
     if state.draining.load(Relaxed) {
-        return refuse(ApiError::unavailable(
-            "server is shutting down; reconnect to another node",
-        ));
+        return refuse(
+            Refusal::Draining,
+            ApiError::unavailable("server is shutting down; reconnect to another node"),
+        );
     }
     let accept = match accept_key(req.method(), req.headers()) {
         Ok(a) => a,
         Err(e @ HandshakeError::Version) => {
-            let mut r = refuse(ApiError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "bad_handshake",
-                e.to_string(),
-            ));
+            let mut r = refuse(
+                Refusal::BadHandshake,
+                ApiError::new(StatusCode::UPGRADE_REQUIRED, "bad_handshake", e.to_string()),
+            );
             r.headers_mut().insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
             return r;
         }
-        Err(e) => return refuse(ApiError::bad_request("bad_handshake", e.to_string())),
+        Err(e) => {
+            return refuse(
+                Refusal::BadHandshake,
+                ApiError::bad_request("bad_handshake", e.to_string()),
+            )
+        }
     };
     let auth = &state.config.auth;
     if let Err(e) = auth.check_origin(req.headers()) {
-        return refuse(e.into_api_error());
+        return refuse(Refusal::Origin, e.into_api_error());
     }
     let (identity, subprotocol) = match auth.authenticate(req.headers(), req.uri().query()) {
         Ok(Some((id, proto))) => (Some(id), proto),
         Ok(None) => (None, None),
-        Err(e) => return refuse(e.into_api_error()),
+        Err(e) => return refuse(Refusal::Auth, e.into_api_error()),
     };
     let ip = peer.ip();
     let (per_ip, total) = (
@@ -68,16 +74,22 @@ pub async fn ws_handler(
     match state.registry.reserve_ip(ip, per_ip, total) {
         Ok(()) => {}
         Err(LimitHit::Total) => {
-            return refuse(ApiError::unavailable(format!(
-                "connection limit of this node reached ({total}); try another node"
-            )))
+            return refuse(
+                Refusal::MaxConnections,
+                ApiError::unavailable(format!(
+                    "connection limit of this node reached ({total}); try another node"
+                )),
+            )
         }
         Err(LimitHit::PerIp) => {
-            return refuse(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                format!("at most {per_ip} connections per client address"),
-            ))
+            return refuse(
+                Refusal::PerIp,
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    format!("at most {per_ip} connections per client address"),
+                ),
+            )
         }
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
