@@ -110,12 +110,14 @@ impl LimitCounters {
         self.refused.by_label().map(|(_, n)| n).sum()
     }
 
-    /// Every counter as `(series label value, count)`, refusals first (for `/debug/vars`).
-    pub fn snapshot(&self) -> (Vec<(&'static str, u64)>, Vec<(&'static str, u64)>) {
-        (
-            self.refused.by_label().collect(),
-            self.hits.by_label().collect(),
-        )
+    /// Refused upgrades as `(reason, count)` (for `/debug/vars`).
+    pub fn refused_by_reason(&self) -> Vec<(&'static str, u64)> {
+        self.refused.by_label().collect()
+    }
+
+    /// Limit hits as `(limit, count)` (for `/debug/vars`).
+    pub fn hits_by_limit(&self) -> Vec<(&'static str, u64)> {
+        self.hits.by_label().collect()
     }
 
     /// Appends both series in Prometheus text format.

@@ -117,8 +117,8 @@ pub async fn debug_vars(
         "write_batches": s.write_batches.load(Relaxed),
         "messages_in": s.messages_in.load(Relaxed),
         "upgrades_refused": s.limits.refused_total(),
-        "upgrades_refused_by_reason": s.limits.snapshot().0.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "limit_hits": s.limits.snapshot().1.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "upgrades_refused_by_reason": s.limits.refused_by_reason().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "limit_hits": s.limits.hits_by_limit().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "closed_by_reason": s
             .closed_by
             .by_reason()
