@@ -108,7 +108,8 @@ async fn cpu_profile_as_pprof_and_flamegraph() {
     let busy = tokio::task::spawn_blocking(|| {
         let t = std::time::Instant::now();
         let mut x = 0u64;
-        while t.elapsed().as_millis() < 3000 {
+        // Longer than both profiles together, with room for a slow start.
+        while t.elapsed().as_millis() < 5000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         x
@@ -125,6 +126,7 @@ async fn cpu_profile_as_pprof_and_flamegraph() {
         pprof::protos::Profile::decode(first.bytes().await.unwrap()).expect("valid pprof protobuf");
     assert!(!profile.sample_type.is_empty());
     assert!(!profile.string_table.is_empty());
+    assert!(!profile.sample.is_empty(), "the busy thread was sampled");
 
     let svg = c
         .get(node.url("/debug/pprof/profile?seconds=1&format=flamegraph"))
@@ -135,6 +137,11 @@ async fn cpu_profile_as_pprof_and_flamegraph() {
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     let svg = svg.text().await.unwrap();
     assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(300)]);
+    assert!(
+        !svg.contains("No samples"),
+        "a real flamegraph, not the idle placeholder: {}",
+        &svg[..svg.len().min(300)]
+    );
     busy.await.unwrap();
 
     for bad in ["seconds=0", "seconds=61", "format=gif"] {

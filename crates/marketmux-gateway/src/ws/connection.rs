@@ -43,6 +43,11 @@ pub async fn serve<R, W>(
     let id = state.next_client_id();
     let queue = state.hub.new_client(id, state.config.queue);
     state.registry.insert(queue.clone());
+    // Admitted just as a drain began, after its snapshot of the registry (the
+    // registry's lock orders the two): closed like the others.
+    if state.draining.load(Relaxed) {
+        queue.close(CloseReason::new(1012, "service restart"));
+    }
     if let Some(identity) = &identity {
         state.registry.bind_user(id, identity.user_id);
     }
