@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use marketmux_core::Tick;
-use rand::Rng;
 
 use crate::walk::RandomWalk;
 
@@ -38,24 +37,26 @@ impl Feed {
         Self { walks, config }
     }
 
-    /// Runs until `sink` returns false. Every 10 ms each symbol moves with
-    /// probability `rate / 100`, so ticks arrive spread out, not in bursts.
+    /// Runs until `sink` returns false. Every 10 ms each symbol moves
+    /// `rate / 100` times on average (see [`moves_per_step`]), so at low rates
+    /// ticks arrive spread out, not in bursts, and high rates are not capped.
     pub async fn run(mut self, mut sink: impl FnMut(Vec<Tick>) -> bool) {
         if self.config.rate_per_symbol <= 0.0 || self.walks.is_empty() {
             return;
         }
         let step = Duration::from_millis(10);
-        let p = (self.config.rate_per_symbol * step.as_secs_f64()).min(1.0);
+        let per_step = self.config.rate_per_symbol * step.as_secs_f64();
         let mut every = tokio::time::interval(step);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         loop {
             every.tick().await;
-            let batch: Vec<Tick> = self
-                .walks
-                .iter_mut()
-                .filter_map(|w| rng.random_bool(p).then(|| w.step(&mut rng)))
-                .collect();
+            let mut batch = Vec::new();
+            for w in &mut self.walks {
+                for _ in 0..moves_per_step(per_step, &mut rng) {
+                    batch.push(w.step(&mut rng));
+                }
+            }
             if !batch.is_empty() && !sink(batch) {
                 return;
             }
@@ -64,3 +65,34 @@ impl Feed {
 }
 
 use rand::SeedableRng as _;
+
+/// How often a symbol moves in one step, for `per_step` moves per step on
+/// average: the whole part every time, one more with the fraction's probability.
+pub fn moves_per_step(per_step: f64, rng: &mut impl rand::Rng) -> usize {
+    if !per_step.is_finite() || per_step <= 0.0 {
+        return 0;
+    }
+    let whole = per_step.floor();
+    whole as usize + usize::from(rng.random_bool(per_step - whole))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_per_step_averages_the_rate_with_no_cap() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for per_step in [0.04, 0.5, 1.0, 5.0, 12.25] {
+            let steps = 20_000;
+            let total: usize = (0..steps).map(|_| moves_per_step(per_step, &mut rng)).sum();
+            let mean = total as f64 / steps as f64;
+            assert!(
+                (mean - per_step).abs() < 0.02 * per_step.max(1.0),
+                "{per_step}: {mean}"
+            );
+        }
+        assert_eq!(moves_per_step(0.0, &mut rng), 0);
+        assert_eq!(moves_per_step(f64::NAN, &mut rng), 0);
+    }
+}

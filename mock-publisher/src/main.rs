@@ -55,7 +55,28 @@ async fn main() -> anyhow::Result<()> {
         rate_per_symbol: args.rate,
         symbols: args.symbols,
     });
-    tokio::spawn(feed.run(move |batch| tx.try_send(batch).is_ok() || !tx.is_closed()));
+    // The sink falling behind drops generated ticks: said once when it starts
+    // and once when it ends, with the count, never silently.
+    let mut dropped = 0usize;
+    tokio::spawn(feed.run(move |batch| match tx.try_send(batch) {
+        Ok(()) => {
+            if dropped > 0 {
+                tracing::info!(dropped, "Sink caught up; generated ticks flow again");
+                dropped = 0;
+            }
+            true
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Full(batch)) => {
+            if dropped == 0 {
+                tracing::warn!(
+                    "Sink is behind the feed rate; dropping generated ticks until it catches up"
+                );
+            }
+            dropped += batch.len();
+            true
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+    }));
     if let Some(brokers) = args.kafka_brokers.filter(|b| !b.trim().is_empty()) {
         return kafka_sink::run(&brokers, &args.topic, rx).await;
     }
