@@ -267,3 +267,34 @@ async fn an_unreachable_redis_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// `settled` returns only once the channels of every follow before it are
+/// live in Redis: what `latest` waits for, so a first subscriber's snapshot
+/// cannot miss a tick published between the read and the SUBSCRIBE.
+#[tokio::test]
+async fn settled_waits_until_new_channels_are_subscribed() {
+    let config = config("settle");
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, false).unwrap();
+    let (bus, _rx, needed) = bus(config.clone()).await;
+    let symbols: Vec<Symbol> = (0..200).map(|i| sym(&format!("SETTLE{i}"))).collect();
+    for s in &symbols {
+        needed.lock().insert(*s);
+        bus.follow(*s);
+    }
+    bus.subscriber().settled().await;
+    let channels: Vec<String> = symbols.iter().map(|s| keys.channel(s)).collect();
+    let v: Value = admin.pubsub_numsub(channels).await.unwrap();
+    let counts: Vec<Value> = v.convert().unwrap();
+    let live = counts
+        .chunks(2)
+        .filter(|pair| pair[1].clone().convert::<i64>().ok() == Some(1))
+        .count();
+    assert_eq!(
+        live,
+        symbols.len(),
+        "every followed channel live once settled"
+    );
+    assert_eq!(bus.latest(&symbols[0]).await.unwrap(), None);
+    cleanup(&admin, &keys, &symbols).await;
+}

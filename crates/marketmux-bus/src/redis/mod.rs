@@ -259,7 +259,11 @@ impl TickPublisher for RedisBus {
 
 #[async_trait]
 impl PriceStore for RedisBus {
+    /// Reads `price:SYMBOL` once the node's pending (un)subscribes are
+    /// answered, so a snapshot taken for a first local subscriber is never
+    /// older than what its channel delivers next.
     async fn latest(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
+        self.subscriber.settled().await;
         self.store.latest(symbol).await
     }
 }

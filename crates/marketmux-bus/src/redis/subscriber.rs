@@ -12,7 +12,7 @@
 //! - Messages are decoded once and handed to the node's [`TickHandler`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ const CHANNELS_PER_COMMAND: usize = 1024;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// At most one warning per this period for undecodable or lost messages.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Longest [`RedisSubscriber::settled`] waits (Redis slow or away).
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// Counters of the subscriber connection.
 #[derive(Debug, Default)]
@@ -64,6 +66,10 @@ enum Change {
 #[derive(Clone)]
 pub struct RedisSubscriber {
     changes: mpsc::UnboundedSender<Change>,
+    /// Changes sent to the actor so far.
+    sent: Arc<AtomicU64>,
+    /// Changes the actor has applied and sent its commands for (awaited).
+    done: watch::Receiver<u64>,
     synced: Arc<AtomicBool>,
     stats: Arc<SubscriberStats>,
 }
@@ -80,6 +86,7 @@ impl RedisSubscriber {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = watch::channel(0);
         let synced = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(SubscriberStats::default());
         tokio::spawn(deliver(
@@ -102,10 +109,14 @@ impl RedisSubscriber {
             synced: synced.clone(),
             resync_at: None,
             stats: stats.clone(),
+            processed: 0,
+            done: done_tx,
         };
         tokio::spawn(actor.run(rx, stop));
         Self {
             changes: tx,
+            sent: Arc::new(AtomicU64::new(0)),
+            done,
             synced,
             stats,
         }
@@ -113,12 +124,25 @@ impl RedisSubscriber {
 
     /// The node got its first local subscriber of `symbol`.
     pub fn follow(&self, symbol: Symbol) {
+        self.sent.fetch_add(1, SeqCst);
         let _ = self.changes.send(Change::Follow(symbol));
     }
 
     /// The node lost its last local subscriber of `symbol`.
     pub fn unfollow(&self, symbol: Symbol) {
+        self.sent.fetch_add(1, SeqCst);
         let _ = self.changes.send(Change::Unfollow(symbol));
+    }
+
+    /// Waits (at most [`SETTLE_MAX`]) until every follow and unfollow made
+    /// before this call has been sent to Redis and answered. A snapshot read
+    /// after a first subscriber's follow then cannot miss a tick published
+    /// between the read and the SUBSCRIBE: from here on, the channel delivers.
+    pub async fn settled(&self) {
+        let target = self.sent.load(SeqCst);
+        let mut done = self.done.clone();
+        // An ended actor (shutdown) closes the channel: nothing to wait for.
+        let _ = tokio::time::timeout(SETTLE_MAX, done.wait_for(|d| *d >= target)).await;
     }
 
     /// False while a (re)subscription failed or is pending after a reconnect.
@@ -229,6 +253,9 @@ struct Actor {
     /// When to retry a full resync, after a failure.
     resync_at: Option<Instant>,
     stats: Arc<SubscriberStats>,
+    /// Changes received so far; published on `done` once their commands ran.
+    processed: u64,
+    done: watch::Sender<u64>,
 }
 
 impl Actor {
@@ -269,11 +296,14 @@ impl Actor {
                     let Some(c) = c else { return };
                     let mut batch = Batch::default();
                     self.apply(c, &mut batch);
+                    self.processed += 1;
                     while let Ok(c) = changes.try_recv() {
                         self.apply(c, &mut batch);
+                        self.processed += 1;
                     }
                     self.expire(&mut batch);
                     self.send(batch).await;
+                    self.done.send_replace(self.processed);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
                     let mut batch = Batch::default();
