@@ -44,7 +44,11 @@ impl IntoResponse for ApiError {
 
 /// The node's answer to a path it does not serve.
 pub async fn no_such_endpoint(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no endpoint at {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_endpoint",
+        format!("no endpoint at {}", uri.path()),
+    )
 }
 
 /// Gives every error response the JSON shape, including those axum writes as

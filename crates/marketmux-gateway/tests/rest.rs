@@ -31,7 +31,7 @@ async fn health_ready_price_and_ingest() {
     // Errors axum itself writes are JSON too, with a code.
     let big = vec![b' '; GatewayConfig::default().max_ingest_body_bytes + 1];
     for (req, status, code) in [
-        (c.get(node.url("/no/such/path")), 404, "not_found"),
+        (c.get(node.url("/no/such/path")), 404, "no_such_endpoint"),
         (c.delete(node.url("/health")), 405, "method_not_allowed"),
         (c.get(node.url("/price/%FF")), 400, "bad_request"),
         (

@@ -675,3 +675,56 @@ async fn readme_screenshot() {
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("live-page.png"), c.screenshot().await.unwrap()).unwrap();
 }
+
+/// With authentication on, a link with `?token=` signs the page in: prices
+/// arrive over a socket that offered the token as a subprotocol, the token
+/// leaves the address bar and is kept for the next visit; with no token the
+/// node refuses the socket and the page shows it is not live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_link_signs_the_page_in() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("auth");
+    let secret = "browser-test-secret";
+    let gw = Gateway::start(
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        &data,
+        &["--jwt-secret", secret],
+    )
+    .await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "7", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+
+    c.goto(&gw.url(&format!("/?token={token}"))).await.unwrap();
+    wait_board_live(c).await;
+    let url = c.current_url().await.unwrap();
+    assert!(
+        !url.as_str().contains("token="),
+        "token left in the address bar: {url}"
+    );
+
+    // The next visit uses the stored token.
+    c.goto(&gw.url("/")).await.unwrap();
+    wait_board_live(c).await;
+    assert_eq!(conn_state(c).await, "live");
+
+    // Without any token the node refuses the socket: the page never goes live.
+    js(c, "localStorage.clear(); return null").await;
+    c.goto(&gw.url("/")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(
+        conn_state(c).await,
+        "live",
+        "a socket without a token was let in"
+    );
+}

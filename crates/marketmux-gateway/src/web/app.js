@@ -342,12 +342,34 @@
     flush();
   }
 
+  /**
+   * The JWT for a node with authentication on: `?token=` once (kept in
+   * localStorage and taken out of the address bar), else the stored one.
+   */
+  const token = (() => {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("token");
+    try {
+      if (given) {
+        localStorage.setItem("marketmux.token", given);
+        params.delete("token");
+        const rest = params.toString();
+        history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+        return given;
+      }
+      return localStorage.getItem("marketmux.token") || "";
+    } catch (e) {
+      return given || "";
+    }
+  })();
+
   function connect() {
     clearTimeout(retryTimer);
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
     let sock;
     try {
-      sock = new WebSocket(url);
+      // Browsers cannot set headers on a WebSocket: the token rides as a subprotocol.
+      sock = token ? new WebSocket(url, ["marketmux.v1", "bearer." + token]) : new WebSocket(url);
     } catch (e) {
       retry(null);
       return;
@@ -483,12 +505,17 @@
     $("alerts-status").textContent = msg;
   }
 
-  /** fetch + JSON; `missing` when the route itself is absent (404/405 without an error body). */
+  /** Error codes the node answers for a route or method it does not serve. */
+  const ROUTE_ABSENT = new Set(["no_such_endpoint", "method_not_allowed"]);
+
+  /** fetch + JSON; `missing` when the route itself is absent (404/405: no such endpoint or method). */
   async function api(method, path, body) {
     try {
+      const headers = body ? { "content-type": "application/json" } : {};
+      if (token) headers.authorization = "Bearer " + token;
       const res = await fetch(path, {
         method,
-        headers: body ? { "content-type": "application/json" } : {},
+        headers,
         body: body ? JSON.stringify(body) : undefined,
       });
       const raw = await res.text();
@@ -501,7 +528,8 @@
       const hasError = !!(data && data.error);
       return {
         ok: res.ok, status: res.status, data,
-        missing: (res.status === 404 || res.status === 405 || res.status === 501) && !hasError,
+        missing: (res.status === 404 || res.status === 405 || res.status === 501) &&
+          (!hasError || ROUTE_ABSENT.has(data.error.code)),
         message: hasError ? data.error.message || data.error.code : `HTTP ${res.status}`,
       };
     } catch (e) {
