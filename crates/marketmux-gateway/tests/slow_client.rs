@@ -25,9 +25,12 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_does_not_hold_back_the_others() {
+    // Wide enough that a fast reader stalled ~2 s by a busy machine (debug
+    // build, 2 cores) is neither conflated nor closed; the slow client's
+    // ~22 MB still goes far past both bounds.
     let limits = QueueLimits {
-        max_bytes: 256 * 1024,
-        max_lag: Duration::from_secs(1),
+        max_bytes: 1024 * 1024,
+        max_lag: Duration::from_secs(3),
         max_control_bytes: 32 * 1024,
     };
     let node = Arc::new(
