@@ -17,7 +17,7 @@ use marketmux_core::Tick;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::TickConsumer;
-use crate::sequence::SequenceTracker;
+use crate::sequence::{SequenceCheck, SequenceTracker};
 
 /// First wait after a failed sink call or read; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -92,8 +92,17 @@ impl Bridge {
                 }
             };
             let (dups, missing) = (sequences.duplicates, sequences.missing);
+            // Records this bridge already forwarded (a broker that kept a
+            // retried produce twice, a partition read again here) are not
+            // published to clients a second time (records without producer
+            // metadata are Unchecked and always go through). A replay
+            // across a failover (another bridge forwarded it) is not caught
+            // here: that needs state in Redis (see docs/kafka.md).
+            let mut ticks: Vec<Tick> = Vec::with_capacity(batch.ticks.len());
             for t in &batch.ticks {
-                sequences.observe(t.tick.symbol, &t.meta);
+                if sequences.observe(t.tick.symbol, &t.meta) != SequenceCheck::Duplicate {
+                    ticks.push(t.tick);
+                }
             }
             stats
                 .duplicates
@@ -102,7 +111,6 @@ impl Bridge {
                 .missing
                 .fetch_add(sequences.missing - missing, Ordering::Relaxed);
 
-            let ticks: Vec<Tick> = batch.ticks.iter().map(|c| c.tick).collect();
             if !forward(&*sink, ticks, &stats, &shutdown).await {
                 // Stopping with the batch unhandled: not committed, read again later.
                 break;

@@ -20,6 +20,8 @@ pub enum SequenceCheck {
     Duplicate,
     /// Skips this many numbers: records lost upstream or filtered.
     Gap(u64),
+    /// No producer metadata (producer 0 or sequence 0): cannot be checked.
+    Unchecked,
 }
 
 /// Remembers the last sequence per (producer, symbol) and counts anomalies.
@@ -35,6 +37,9 @@ pub struct SequenceTracker {
 impl SequenceTracker {
     /// Checks and remembers one record.
     pub fn observe(&mut self, symbol: Symbol, meta: &TickMeta) -> SequenceCheck {
+        if meta.producer_id == 0 || meta.sequence == 0 {
+            return SequenceCheck::Unchecked;
+        }
         if self.last.len() >= MAX_TRACKED {
             self.last.clear();
         }
@@ -54,6 +59,7 @@ impl SequenceTracker {
             SequenceCheck::InOrder => {
                 self.last.insert(key, meta.sequence);
             }
+            SequenceCheck::Unchecked => {}
         }
         check
     }

@@ -394,3 +394,68 @@ async fn the_bridge_resumes_after_the_broker_comes_back() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Records the bridge already forwarded (same producer and sequence, e.g. a
+/// broker that kept a retried produce twice) are not published again;
+/// records without producer metadata cannot be told apart and all go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_does_not_forward_a_record_it_already_forwarded() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cluster = cluster(1);
+    let brokers = cluster.bootstrap_servers();
+    let cfg = config(&brokers);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let symbol = Symbol::new("AAPL").unwrap();
+    // (producer id, sequence, price): 2 and 3 come twice; two records carry no metadata.
+    let records = [
+        (9, 1, 1.0),
+        (9, 2, 2.0),
+        (9, 3, 3.0),
+        (9, 2, 2.0),
+        (9, 3, 3.0),
+        (9, 4, 4.0),
+        (0, 0, 5.0),
+        (0, 0, 6.0),
+    ];
+    for (producer_id, sequence, price) in records {
+        let tick = Tick::new(symbol, price, Timestamp::now(), None).unwrap();
+        let meta = marketmux_kafka::TickMeta {
+            source: "test".into(),
+            producer_id,
+            sequence,
+            accepted: Timestamp::now(),
+        };
+        let payload = marketmux_kafka::codec::encode(&tick, &meta);
+        producer
+            .send(
+                FutureRecord::to(TOPIC).key("AAPL").payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("produced");
+    }
+
+    let sink = Arc::new(Recorder::default());
+    let consumer = TickConsumer::new(&cfg, "bridge-dedupe", StartFrom::Earliest).unwrap();
+    let bridge = Bridge::new(consumer, sink.clone());
+    let stats = bridge.stats();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(bridge.run(stop.clone()));
+    wait_for("every record read", Duration::from_secs(30), || {
+        sink.distinct().len() == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prices: Vec<u64> = sink.ticks.lock().iter().map(|t| t.price as u64).collect();
+    assert_eq!(
+        prices,
+        vec![1, 2, 3, 4, 5, 6],
+        "each identified record once, in order"
+    );
+    assert_eq!(stats.duplicates.load(Ordering::Relaxed), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
