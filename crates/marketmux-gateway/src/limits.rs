@@ -2,8 +2,7 @@
 //! requests refused by a per-socket or ingest limit. Each has a small fixed
 //! set of label values (never one per client or symbol).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::metrics::LabelledCounters;
 
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,48 +34,18 @@ pub enum LimitHit {
     IngestTooLarge,
 }
 
-/// One counter per value of a fixed label set.
-#[derive(Debug)]
-struct Labelled<const N: usize> {
-    labels: [&'static str; N],
-    counts: [AtomicU64; N],
-}
-
-impl<const N: usize> Labelled<N> {
-    fn new(labels: [&'static str; N]) -> Self {
-        Self {
-            labels,
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-
-    fn by_label(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.labels
-            .iter()
-            .zip(&self.counts)
-            .map(|(l, c)| (*l, c.load(Relaxed)))
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (value, n) in self.by_label() {
-            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
-        }
-    }
-}
-
 /// The counters behind `marketmux_upgrades_refused_total{reason}` and
 /// `marketmux_limit_hits_total{limit}`.
 #[derive(Debug)]
 pub struct LimitCounters {
-    refused: Labelled<6>,
-    hits: Labelled<4>,
+    refused: LabelledCounters<6>,
+    hits: LabelledCounters<4>,
 }
 
 impl Default for LimitCounters {
     fn default() -> Self {
         Self {
-            refused: Labelled::new([
+            refused: LabelledCounters::new([
                 "draining",
                 "max_connections",
                 "per_ip",
@@ -84,7 +53,7 @@ impl Default for LimitCounters {
                 "origin",
                 "bad_handshake",
             ]),
-            hits: Labelled::new([
+            hits: LabelledCounters::new([
                 "rate_limited",
                 "too_many_subscriptions",
                 "frame_too_large",
@@ -97,12 +66,12 @@ impl Default for LimitCounters {
 impl LimitCounters {
     /// Counts one refused upgrade.
     pub fn refused(&self, why: Refusal) {
-        self.refused.counts[why as usize].fetch_add(1, Relaxed);
+        self.refused.add(why as usize);
     }
 
     /// Counts one request refused by a limit.
     pub fn hit(&self, limit: LimitHit) {
-        self.hits.counts[limit as usize].fetch_add(1, Relaxed);
+        self.hits.add(limit as usize);
     }
 
     /// Refused upgrades, all reasons together.
@@ -111,13 +80,13 @@ impl LimitCounters {
     }
 
     /// Refused upgrades as `(reason, count)` (for `/debug/vars`).
-    pub fn refused_by_reason(&self) -> Vec<(&'static str, u64)> {
-        self.refused.by_label().collect()
+    pub fn refused_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.refused.by_label()
     }
 
     /// Limit hits as `(limit, count)` (for `/debug/vars`).
-    pub fn hits_by_limit(&self) -> Vec<(&'static str, u64)> {
-        self.hits.by_label().collect()
+    pub fn hits_by_limit(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.hits.by_label()
     }
 
     /// Appends both series in Prometheus text format.

@@ -64,56 +64,100 @@ impl LatencyHistogram {
     }
 }
 
+/// One counter per value of a small fixed label set, read only when scraped.
+#[derive(Debug)]
+pub(crate) struct LabelledCounters<const N: usize> {
+    labels: [&'static str; N],
+    counts: [AtomicU64; N],
+}
+
+impl<const N: usize> LabelledCounters<N> {
+    /// Counters at zero for `labels`; [`add`](Self::add) takes an index into them.
+    pub(crate) fn new(labels: [&'static str; N]) -> Self {
+        Self {
+            labels,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one event for `labels[i]`.
+    pub(crate) fn add(&self, i: usize) {
+        self.counts[i].fetch_add(1, Relaxed);
+    }
+
+    /// Each label with its count, in the fixed order.
+    pub(crate) fn by_label(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.labels
+            .iter()
+            .zip(&self.counts)
+            .map(|(l, c)| (*l, c.load(Relaxed)))
+    }
+
+    /// Appends the series `name{label="…"}` in Prometheus text format.
+    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, n) in self.by_label() {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+        }
+    }
+}
+
 /// Why sockets closed, counted by a small fixed set of reasons.
-#[derive(Debug, Default)]
-pub struct CloseCounters {
-    normal: AtomicU64,
-    idle: AtomicU64,
-    protocol: AtomicU64,
-    slow_consumer: AtomicU64,
-    policy: AtomicU64,
-    drain: AtomicU64,
-    lost: AtomicU64,
+#[derive(Debug)]
+pub struct CloseCounters(LabelledCounters<7>);
+
+/// The reasons of [`CloseCounters`], in the order of their labels.
+enum Closed {
+    Normal,
+    Idle,
+    Protocol,
+    SlowConsumer,
+    Policy,
+    Drain,
+    Lost,
+}
+
+impl Default for CloseCounters {
+    fn default() -> Self {
+        Self(LabelledCounters::new([
+            "normal",
+            "idle",
+            "protocol",
+            "slow_consumer",
+            "policy",
+            "drain",
+            "connection_lost",
+        ]))
+    }
 }
 
 impl CloseCounters {
     /// Counts one closed socket by the reason it was closed with.
     pub fn record(&self, reason: Option<&CloseReason>) {
-        let counter = match reason.map(|r| (r.code, r.reason.as_str())) {
-            None | Some((1000, _)) => &self.normal,
-            Some((1001, _)) => &self.idle,
-            Some((1002 | 1007 | 1009, _)) => &self.protocol,
-            Some((1008, r)) if r.starts_with("slow consumer") => &self.slow_consumer,
-            Some((1008, _)) => &self.policy,
-            Some((1012, _)) => &self.drain,
-            Some(_) => &self.lost,
+        let closed = match reason.map(|r| (r.code, r.reason.as_str())) {
+            None | Some((1000, _)) => Closed::Normal,
+            Some((1001, _)) => Closed::Idle,
+            Some((1002 | 1007 | 1009, _)) => Closed::Protocol,
+            Some((1008, r)) if r.starts_with("slow consumer") => Closed::SlowConsumer,
+            Some((1008, _)) => Closed::Policy,
+            Some((1012, _)) => Closed::Drain,
+            Some(_) => Closed::Lost,
         };
-        counter.fetch_add(1, Relaxed);
+        self.0.add(closed as usize);
     }
 
     /// Each reason with its count, in a fixed order (for `/metrics` and `/debug/vars`).
-    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
-        [
-            ("normal", &self.normal),
-            ("idle", &self.idle),
-            ("protocol", &self.protocol),
-            ("slow_consumer", &self.slow_consumer),
-            ("policy", &self.policy),
-            ("drain", &self.drain),
-            ("connection_lost", &self.lost),
-        ]
-        .map(|(reason, c)| (reason, c.load(Relaxed)))
+    pub fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.by_label()
     }
 
     fn render(&self, out: &mut String) {
-        let name = "marketmux_connections_closed_total";
-        let _ = writeln!(
+        self.0.render(
             out,
-            "# HELP {name} Sockets closed, by reason.\n# TYPE {name} counter"
+            "marketmux_connections_closed_total",
+            "Sockets closed, by reason.",
+            "reason",
         );
-        for (reason, n) in self.by_reason() {
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
-        }
     }
 }
 

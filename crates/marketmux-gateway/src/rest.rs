@@ -1,5 +1,6 @@
 //! REST endpoints: health, readiness, latest price, tick ingest, live counts.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -117,13 +118,8 @@ pub async fn debug_vars(
         "write_batches": s.write_batches.load(Relaxed),
         "messages_in": s.messages_in.load(Relaxed),
         "upgrades_refused": s.limits.refused_total(),
-        "upgrades_refused_by_reason": s.limits.refused_by_reason().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "limit_hits": s.limits.hits_by_limit().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "closed_by_reason": s
-            .closed_by
-            .by_reason()
-            .into_iter()
-            .map(|(reason, n)| (reason.to_string(), json!(n)))
-            .collect::<serde_json::Map<_, _>>(),
+        "upgrades_refused_by_reason": s.limits.refused_by_reason().collect::<BTreeMap<_, _>>(),
+        "limit_hits": s.limits.hits_by_limit().collect::<BTreeMap<_, _>>(),
+        "closed_by_reason": s.closed_by.by_reason().collect::<BTreeMap<_, _>>(),
     })))
 }

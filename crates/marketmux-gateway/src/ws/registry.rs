@@ -11,6 +11,8 @@ use bytes::Bytes;
 use marketmux_hub::{ClientId, ClientQueue, CloseReason};
 use parking_lot::Mutex;
 
+use crate::limits::Refusal;
+
 #[derive(Default)]
 struct Inner {
     /// Sockets admitted and not yet ended, in total and per client address:
@@ -21,15 +23,6 @@ struct Inner {
     clients: HashMap<ClientId, Arc<ClientQueue>>,
     users: HashMap<i64, Vec<ClientId>>,
     user_of: HashMap<ClientId, i64>,
-}
-
-/// Which connection limit refused a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitHit {
-    /// `max_connections` of the node.
-    Total,
-    /// `max_connections_per_ip` of the client's address.
-    PerIp,
 }
 
 /// The open sockets of this node.
@@ -48,16 +41,17 @@ impl ConnectionRegistry {
     }
 
     /// Admits one more socket from `ip` unless the node already holds `total`
-    /// or that address `per_ip` (0: no limit); release it with
+    /// or that address `per_ip` (0: no limit), refusing with
+    /// [`Refusal::MaxConnections`] or [`Refusal::PerIp`]; release it with
     /// [`ConnectionRegistry::release_ip`] when the socket ends.
-    pub fn reserve_ip(&self, ip: IpAddr, per_ip: usize, total: usize) -> Result<(), LimitHit> {
+    pub fn reserve_ip(&self, ip: IpAddr, per_ip: usize, total: usize) -> Result<(), Refusal> {
         let mut inner = self.inner.lock();
         if total > 0 && inner.reserved >= total {
-            return Err(LimitHit::Total);
+            return Err(Refusal::MaxConnections);
         }
         let n = inner.per_ip.get(&ip).copied().unwrap_or(0);
         if per_ip > 0 && n >= per_ip {
-            return Err(LimitHit::PerIp);
+            return Err(Refusal::PerIp);
         }
         inner.per_ip.insert(ip, n + 1);
         inner.reserved += 1;
@@ -196,11 +190,11 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         assert_eq!(r.reserve_ip(a, 2, 3), Ok(()));
         assert_eq!(r.reserve_ip(a, 2, 3), Ok(()));
-        assert_eq!(r.reserve_ip(a, 2, 3), Err(LimitHit::PerIp));
+        assert_eq!(r.reserve_ip(a, 2, 3), Err(Refusal::PerIp));
         assert_eq!(r.reserve_ip(b, 2, 3), Ok(()));
         assert_eq!(
             r.reserve_ip(b, 2, 3),
-            Err(LimitHit::Total),
+            Err(Refusal::MaxConnections),
             "3 admitted, none open yet"
         );
         r.release_ip(a);

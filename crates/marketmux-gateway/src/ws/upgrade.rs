@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::handshake::{accept_key, HandshakeError};
-use super::registry::LimitHit;
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::limits::Refusal;
@@ -71,26 +70,18 @@ pub async fn ws_handler(
         state.config.max_connections_per_ip,
         state.config.max_connections,
     );
-    match state.registry.reserve_ip(ip, per_ip, total) {
-        Ok(()) => {}
-        Err(LimitHit::Total) => {
-            return refuse(
-                Refusal::MaxConnections,
-                ApiError::unavailable(format!(
-                    "connection limit of this node reached ({total}); try another node"
-                )),
-            )
-        }
-        Err(LimitHit::PerIp) => {
-            return refuse(
-                Refusal::PerIp,
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
-                    format!("at most {per_ip} connections per client address"),
-                ),
-            )
-        }
+    if let Err(why) = state.registry.reserve_ip(ip, per_ip, total) {
+        let e = match why {
+            Refusal::PerIp => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!("at most {per_ip} connections per client address"),
+            ),
+            _ => ApiError::unavailable(format!(
+                "connection limit of this node reached ({total}); try another node"
+            )),
+        };
+        return refuse(why, e);
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
