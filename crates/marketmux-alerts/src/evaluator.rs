@@ -210,10 +210,9 @@ impl Evaluator {
         let crossed = {
             let mut live = self.live.lock();
             let crossed = live.index.take_crossed(&tick.symbol, tick.price);
-            if live.reloading > 0 {
-                // Keep an in-flight reload from putting them back: O(fired).
-                live.journal
-                    .extend(crossed.iter().map(|a| Change::Remove(a.id)));
+            // Keep an in-flight reload from putting them back: O(fired).
+            for a in &crossed {
+                live.record(|| Change::Remove(a.id));
             }
             crossed
         };

@@ -16,7 +16,7 @@
 //!   being evaluated.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,21 +225,20 @@ struct Backoff {
 /// When the queue is full the push is dropped; that is logged once when it
 /// starts and once when the queue has room again (with the count dropped).
 fn queue_sink(tx: mpsc::Sender<Push>) -> AlertSink {
-    let full = AtomicBool::new(false);
+    // Pushes dropped since the queue was last found with room (0: not full).
     let dropped = AtomicU64::new(0);
     Arc::new(move |fired: &FiredAlert| {
         match tx.try_send((fired.alert.user_id, fired.to_json())) {
             Ok(()) => {
-                if full.load(Relaxed) && full.swap(false, Relaxed) {
-                    tracing::info!(
-                        dropped = dropped.swap(0, Relaxed),
-                        "Fired-alert push queue has room again"
-                    );
+                if dropped.load(Relaxed) > 0 {
+                    let dropped = dropped.swap(0, Relaxed);
+                    if dropped > 0 {
+                        tracing::info!(dropped, "Fired-alert push queue has room again");
+                    }
                 }
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(1, Relaxed);
-                if !full.swap(true, Relaxed) {
+                if dropped.fetch_add(1, Relaxed) == 0 {
                     tracing::warn!(
                         capacity = PUSH_QUEUE,
                         alert_id = fired.alert.id,
@@ -264,13 +263,13 @@ async fn relay_fired<P: PushAlert>(
     shutdown: CancellationToken,
 ) {
     let mut down = false;
-    loop {
+    let unpushed = loop {
         let (user, alert) = tokio::select! {
             m = rx.recv() => match m {
                 Some(m) => m,
-                None => return,
+                None => break 0,
             },
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break rx.len(),
         };
         let mut wait = backoff.first;
         let delivered = loop {
@@ -299,19 +298,13 @@ async fn relay_fired<P: PushAlert>(
         };
         if !delivered {
             // Shut down mid-retry: this alert and the queued ones stay unpushed.
-            let unpushed = 1 + rx.len();
-            tracing::warn!(
-                unpushed,
-                "Stopping with fired alerts not pushed to the gateways (they stay fired in the store)"
-            );
-            return;
+            break 1 + rx.len();
         }
         if down {
             down = false;
             tracing::info!(queued = rx.len(), "Publishing fired alerts works again");
         }
-    }
-    let unpushed = rx.len();
+    };
     if unpushed > 0 {
         tracing::warn!(
             unpushed,
