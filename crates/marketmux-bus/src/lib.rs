@@ -47,6 +47,14 @@ pub trait TickPublisher: Send + Sync {
 pub trait PriceStore: Send + Sync {
     /// The newest tick of `symbol`, if any is known.
     async fn latest(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError>;
+
+    /// The newest tick of `symbol` for a socket that just started following
+    /// it: never older than what the bus delivers to it next. The same as
+    /// [`PriceStore::latest`] unless following a symbol takes effect later
+    /// than the read (Redis: a SUBSCRIBE still on its way).
+    async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
+        self.latest(symbol).await
+    }
 }
 
 /// Whether a component can serve now (backs `/ready`).

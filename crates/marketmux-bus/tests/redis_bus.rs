@@ -269,7 +269,7 @@ async fn an_unreachable_redis_is_a_clear_error() {
 }
 
 /// `settled` returns only once the channels of every follow before it are
-/// live in Redis: what `latest` waits for, so a first subscriber's snapshot
+/// live in Redis: what `snapshot` waits for, so a first subscriber's snapshot
 /// cannot miss a tick published between the read and the SUBSCRIBE.
 #[tokio::test]
 async fn settled_waits_until_new_channels_are_subscribed() {
@@ -295,6 +295,6 @@ async fn settled_waits_until_new_channels_are_subscribed() {
         symbols.len(),
         "every followed channel live once settled"
     );
-    assert_eq!(bus.latest(&symbols[0]).await.unwrap(), None);
+    assert_eq!(bus.snapshot(&symbols[0]).await.unwrap(), None);
     cleanup(&admin, &keys, &symbols).await;
 }

@@ -259,10 +259,14 @@ impl TickPublisher for RedisBus {
 
 #[async_trait]
 impl PriceStore for RedisBus {
+    async fn latest(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
+        self.store.latest(symbol).await
+    }
+
     /// Reads `price:SYMBOL` once the node's pending (un)subscribes are
     /// answered, so a snapshot taken for a first local subscriber is never
     /// older than what its channel delivers next.
-    async fn latest(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
+    async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
         self.subscriber.settled().await;
         self.store.latest(symbol).await
     }

@@ -312,7 +312,7 @@ impl Session {
         // once under one bound, so a store that is down costs this socket's
         // reader SNAPSHOT_TIMEOUT once, not once per symbol.
         let prices = &self.state.prices;
-        let lookups = futures_util::future::join_all(unknown.iter().map(|s| prices.latest(s)));
+        let lookups = futures_util::future::join_all(unknown.iter().map(|s| prices.snapshot(s)));
         if let Ok(found) = tokio::time::timeout(SNAPSHOT_TIMEOUT, lookups).await {
             for tick in found.into_iter().filter_map(|r| r.ok().flatten()) {
                 self.state.hub.offer_snapshot(&tick, &self.queue);
