@@ -6,12 +6,14 @@
 //!   a newer one.
 //! - [`TickHandler`]: the callback through which a bus delivers ticks to a node
 //!   (the gateway wires it to the hub).
+//! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests.
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
 
 pub mod in_process;
 pub mod latest;
+pub mod metrics;
 pub mod redis;
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //! - [`config`]: [`GatewayConfig`], every limit with its default.
 //! - [`error`]: [`ApiError`], JSON error bodies.
 //! - [`metrics`]: `/metrics` in Prometheus text format.
+//! - [`prometheus`]: reads Prometheus text back (tests, tools).
+//! - [`exporter`]: `/metrics` on its own address, for roles without a gateway.
 //! - [`limits`]: counters of refused upgrades and of limits hit, by reason.
 //! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand.
 //! - [`web`]: the live page at `/`.
@@ -16,8 +18,10 @@ pub mod auth;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod exporter;
 pub mod limits;
 pub mod metrics;
+pub mod prometheus;
 pub mod rest;
 pub mod server;
 pub mod state;

@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::state::GatewayState;
 
-/// Upper bounds (seconds) of the queue-latency histogram buckets.
+/// Upper bounds (seconds) of the delivery-latency histogram buckets.
 const LATENCY_BOUNDS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0,
@@ -175,11 +175,29 @@ pub fn install_global_recorder() -> bool {
     }
 }
 
-fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+/// The `Content-Type` of Prometheus text exposition.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Appends the series of the process-wide recorder, if one is installed.
+pub fn append_global(out: &mut String) {
+    if let Some(h) = GLOBAL.get() {
+        out.push_str(&h.render());
+    }
+}
+
+/// Appends one unlabelled series (`kind` is `counter` or `gauge`).
+pub fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
+}
+
+/// Appends unlabelled counters: `(name, help, value)` each.
+pub fn counters(out: &mut String, series: &[(&str, &str, u64)]) {
+    for (name, help, value) in series {
+        metric(out, "counter", name, help, value);
+    }
 }
 
 /// Renders every series of this node.
@@ -277,10 +295,10 @@ pub fn render(state: &GatewayState) -> String {
         "Bytes waiting in socket queues.",
         state.registry.queued_bytes() as u64,
     );
-    s.queue_latency.render(
+    s.delivery_latency.render(
         &mut out,
-        "marketmux_queue_latency_seconds",
-        "Time from a tick entering an idle socket queue to its write completing (hub to socket).",
+        "marketmux_delivery_latency_seconds",
+        "Time from the bus handing a tick to this node to the socket write that carried it completing (oldest frame of each write).",
     );
     let ready = state.check_ready().is_ok();
     gauge(
@@ -302,21 +320,13 @@ pub fn render(state: &GatewayState) -> String {
             r.check().is_ok() as u8
         );
     }
-    if let Some(h) = GLOBAL.get() {
-        out.push_str(&h.render());
-    }
+    append_global(&mut out);
     out
 }
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(&state),
-    )
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], render(&state))
 }
 
 #[cfg(test)]

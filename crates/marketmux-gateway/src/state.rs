@@ -27,8 +27,8 @@ pub struct GatewayStats {
     pub limits: crate::limits::LimitCounters,
     /// Closed sockets by reason.
     pub closed_by: crate::metrics::CloseCounters,
-    /// Hub-to-socket latency of each write batch.
-    pub queue_latency: crate::metrics::LatencyHistogram,
+    /// Bus-to-socket latency of the oldest frame of each write.
+    pub delivery_latency: crate::metrics::LatencyHistogram,
 }
 
 /// Shared state of one gateway node.

@@ -8,53 +8,9 @@ use common::{recv, send, TestNode};
 use marketmux_gateway::GatewayConfig;
 use pprof::protos::Message as _;
 
-/// Parses Prometheus text exposition: every sample line must be
-/// `name{labels} value`, every family announced by HELP and TYPE first.
+/// Every sample of a scrape; the test fails if it is not valid exposition.
 fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    let mut typed = std::collections::HashSet::new();
-    let mut samples = HashMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            let name = parts.next().expect("TYPE names a family");
-            let kind = parts.next().expect("TYPE has a kind");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "{line}"
-            );
-            typed.insert(name.to_string());
-            continue;
-        }
-        if line.starts_with('#') {
-            assert!(line.starts_with("# HELP "), "unknown comment: {line}");
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "{line}"
-        );
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(
-                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
-                "{line}"
-            );
-        }
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
-            .unwrap_or(name);
-        assert!(typed.contains(family), "sample before its TYPE: {line}");
-        samples.insert(series.to_string(), value);
-    }
-    samples
+    marketmux_gateway::prometheus::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 #[tokio::test]
@@ -90,10 +46,10 @@ async fn metrics_parse_and_move_when_ticks_flow() {
         10.0
     );
     assert!(after["marketmux_bytes_written_total"] > before["marketmux_bytes_written_total"]);
-    assert!(after["marketmux_queue_latency_seconds_count"] >= 1.0);
+    assert!(after["marketmux_delivery_latency_seconds_count"] >= 1.0);
     assert_eq!(
-        after["marketmux_queue_latency_seconds_bucket{le=\"+Inf\"}"],
-        after["marketmux_queue_latency_seconds_count"]
+        after["marketmux_delivery_latency_seconds_bucket{le=\"+Inf\"}"],
+        after["marketmux_delivery_latency_seconds_count"]
     );
     assert_eq!(after["marketmux_component_up{component=\"bus\"}"], 1.0);
     // No label per client or per symbol.

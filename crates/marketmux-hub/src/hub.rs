@@ -16,6 +16,7 @@ use indexmap::IndexMap;
 use marketmux_core::{Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
 use crate::stats::HubStats;
@@ -215,9 +216,11 @@ impl SymbolHub {
 
     /// Fans `tick` out to its subscribers: encoded once, the same bytes to all.
     /// Returns how many clients it was queued for (0 if nobody follows it here).
+    /// Call it as the bus hands the tick over: the call time is the tick's
+    /// arrival, from which the delivery latency is measured.
     pub fn publish(&self, tick: &Tick) -> usize {
         let mut wake = Vec::new();
-        let n = self.fan_out(tick, &mut wake);
+        let n = self.fan_out(tick, Instant::now(), &mut wake);
         for q in wake {
             q.wake();
         }
@@ -228,8 +231,12 @@ impl SymbolHub {
     /// so a client following several of them gets one write for the batch
     /// rather than one per tick. Returns the number of deliveries.
     pub fn publish_batch(&self, ticks: &[Tick]) -> usize {
+        let received = Instant::now();
         let mut wake = Vec::new();
-        let n = ticks.iter().map(|t| self.fan_out(t, &mut wake)).sum();
+        let n = ticks
+            .iter()
+            .map(|t| self.fan_out(t, received, &mut wake))
+            .sum();
         for q in wake {
             q.wake();
         }
@@ -238,8 +245,8 @@ impl SymbolHub {
 
     /// Queues `tick` for every subscriber; queues that need their writer woken
     /// are added to `wake` (each at most once per batch: after its first push
-    /// a queue is no longer empty).
-    fn fan_out(&self, tick: &Tick, wake: &mut Vec<Arc<ClientQueue>>) -> usize {
+    /// a queue is no longer empty). `received` is when the bus handed it over.
+    fn fan_out(&self, tick: &Tick, received: Instant, wake: &mut Vec<Arc<ClientQueue>>) -> usize {
         self.stats.ticks_in.fetch_add(1, Relaxed);
         let Some(topic) = self.shard(&tick.symbol).read().get(&tick.symbol).cloned() else {
             return 0;
@@ -251,7 +258,7 @@ impl SymbolHub {
         inner.seq += 1;
         let frame = (self.encoder)(tick, inner.seq);
         for client in inner.subscribers.values() {
-            if client.push_tick_deferred(tick.symbol, &frame).1 {
+            if client.push_tick_deferred(tick.symbol, &frame, received).1 {
                 wake.push(client.clone());
             }
         }

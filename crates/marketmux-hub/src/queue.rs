@@ -100,7 +100,8 @@ pub enum PushOutcome {
 pub struct Batch {
     pub frames: VecDeque<Bytes>,
     pub conflated: Vec<Bytes>,
-    /// When the oldest frame of the batch was queued (for queue latency).
+    /// When the oldest frame of the batch reached this node: the bus handing
+    /// its tick over, or a control frame being queued (for delivery latency).
     pub queued_at: Option<Instant>,
 }
 
@@ -128,7 +129,7 @@ struct Inner {
     /// Newest unsent tick per symbol while lagging.
     slots: IndexMap<Symbol, Bytes>,
     lagging_since: Option<Instant>,
-    /// When the queue last went from empty to non-empty.
+    /// Arrival of the oldest frame queued since the queue was last empty.
     ready_since: Option<Instant>,
     /// Set by [`ClientQueue::close_after_pending`]: no more pushes, the writer
     /// drains what is queued, then sees the close.
@@ -176,7 +177,7 @@ impl ClientQueue {
 
     /// Queues a tick frame of `symbol`, conflating if the client is lagging.
     pub fn push_tick(&self, symbol: Symbol, frame: &Bytes) -> PushOutcome {
-        let (outcome, wake) = self.push_tick_deferred(symbol, frame);
+        let (outcome, wake) = self.push_tick_deferred(symbol, frame, Instant::now());
         if wake {
             self.wake();
         }
@@ -186,15 +187,21 @@ impl ClientQueue {
     /// Like [`ClientQueue::push_tick`], but leaves waking the writer to the
     /// caller: returns true when the queue went from empty to non-empty and
     /// [`ClientQueue::wake`] is due. The hub uses it to wake each writer once
-    /// per batch of ticks instead of once per tick.
-    pub fn push_tick_deferred(&self, symbol: Symbol, frame: &Bytes) -> (PushOutcome, bool) {
+    /// per batch of ticks instead of once per tick. `received` is when the
+    /// tick reached this node (the start of its delivery latency).
+    pub fn push_tick_deferred(
+        &self,
+        symbol: Symbol,
+        frame: &Bytes,
+        received: Instant,
+    ) -> (PushOutcome, bool) {
         let mut inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
             return (PushOutcome::Closed, false);
         }
         let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
         if was_empty {
-            inner.ready_since = Some(Instant::now());
+            inner.ready_since = Some(received);
         }
         let outcome =
             if inner.slots.is_empty() && inner.tick_bytes + frame.len() <= self.limits.max_bytes {

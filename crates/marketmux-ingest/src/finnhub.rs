@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick};
 use tokio::sync::mpsc;
@@ -135,6 +136,7 @@ impl FinnhubClient {
     pub async fn run(self, sink: Arc<dyn TickPublisher>, shutdown: CancellationToken) {
         // wss:// needs a process-wide crypto provider; an error means one is already set.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        metrics::register(Component::Feed, &["disconnect", "upstream_error"]);
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let publisher = tokio::spawn(publish_loop(rx, sink, self.stats.clone(), shutdown.clone()));
         let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
@@ -144,6 +146,7 @@ impl FinnhubClient {
                 break;
             }
             let delay = backoff.next_delay();
+            metrics::error(Component::Feed, "disconnect");
             tracing::warn!(url = %self.config.url, reason = %end, delay_ms = delay.as_millis() as u64, "Finnhub connection ended; reconnecting");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -226,6 +229,7 @@ impl FinnhubClient {
                     }
                 }
                 Ok(ServerMessage::Error { msg }) => {
+                    metrics::error(Component::Feed, "upstream_error");
                     tracing::warn!(message = %msg, "Finnhub reported an error");
                 }
                 Ok(ServerMessage::Other) => {}

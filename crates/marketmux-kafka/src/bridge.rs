@@ -16,7 +16,7 @@ use marketmux_bus::TickPublisher;
 use marketmux_core::Tick;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::TickConsumer;
+use crate::consumer::{ConsumerStats, TickConsumer};
 use crate::sequence::{SequenceCheck, SequenceTracker};
 
 /// First wait after a failed sink call or read; doubles up to [`MAX_RETRY`].
@@ -59,6 +59,11 @@ impl Bridge {
     /// Counters, readable while the bridge runs.
     pub fn stats(&self) -> Arc<BridgeStats> {
         self.stats.clone()
+    }
+
+    /// The Kafka consumer's counters (records decoded, refused commits, …).
+    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
+        self.consumer.stats().clone()
     }
 
     /// Runs until `shutdown` is cancelled; then commits what was handled and

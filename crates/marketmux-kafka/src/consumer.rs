@@ -19,6 +19,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use marketmux_bus::metrics::{self, Component};
+
 use crate::codec::{self, ConsumedTick};
 use crate::config::{KafkaConfig, StartFrom};
 use crate::error::KafkaError;
@@ -26,6 +28,15 @@ use crate::error::KafkaError;
 /// Most records handed out in one batch. Bounds the memory a batch holds and
 /// how much is read again if the batch is not committed.
 pub const DEFAULT_MAX_BATCH: usize = 2_000;
+
+/// The consumer operations whose failures `/metrics` counts.
+const CONSUMER_OPS: &[&str] = &[
+    "consumer_client",
+    "rebalance",
+    "commit",
+    "consume",
+    "decode",
+];
 
 /// Counters of one consumer, cheap to read from another task.
 #[derive(Debug, Default)]
@@ -49,6 +60,7 @@ pub struct GroupContext {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        metrics::error(Component::Kafka, "consumer_client");
         tracing::warn!(group = %self.group, %error, reason, "Kafka consumer error");
     }
 }
@@ -66,6 +78,7 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(group = %self.group, ?partitions, "Partitions revoked");
             }
             Rebalance::Error(e) => {
+                metrics::error(Component::Kafka, "rebalance");
                 tracing::warn!(group = %self.group, error = %e, "Rebalance failed")
             }
         }
@@ -74,6 +87,7 @@ impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            metrics::error(Component::Kafka, "commit");
             tracing::warn!(group = %self.group, error = %e, "Offset commit refused; the batch will be read again");
         }
     }
@@ -119,6 +133,7 @@ impl TickConsumer {
         start_from: StartFrom,
     ) -> Result<Self, KafkaError> {
         let stats = Arc::new(ConsumerStats::default());
+        metrics::register(Component::Kafka, CONSUMER_OPS);
         let context = GroupContext {
             group: group.to_owned(),
             stats: stats.clone(),
@@ -183,7 +198,10 @@ impl TickConsumer {
         loop {
             match next {
                 Some(Ok(message)) => self.add(&mut batch, &message),
-                Some(Err(e)) if batch.records() == 0 => return Err(KafkaError::Consume(e)),
+                Some(Err(e)) if batch.records() == 0 => {
+                    metrics::error(Component::Kafka, "consume");
+                    return Err(KafkaError::Consume(e));
+                }
                 // Hand over what we have; the error comes back on the next call if it persists.
                 Some(Err(_)) | None => break,
             }
@@ -214,6 +232,7 @@ impl TickConsumer {
             }
             Err(reason) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                metrics::error(Component::Kafka, "decode");
                 batch.undecodable += 1;
                 let e = KafkaError::Decode {
                     topic: self.topic.clone(),
@@ -243,9 +262,10 @@ impl TickConsumer {
             return Ok(());
         }
         let tpl = self.offsets(batch)?;
-        self.consumer
-            .commit(&tpl, CommitMode::Async)
-            .map_err(KafkaError::Commit)
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| {
+            metrics::error(Component::Kafka, "commit");
+            KafkaError::Commit(e)
+        })
     }
 
     /// Commits `batch` and waits for the broker's answer. Blocks the thread

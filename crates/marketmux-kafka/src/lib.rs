@@ -24,7 +24,7 @@ pub mod sequence;
 pub use bridge::{Bridge, BridgeStats};
 pub use codec::{ConsumedTick, TickMeta};
 pub use config::{KafkaConfig, StartFrom, DEFAULT_TOPIC};
-pub use consumer::{TickBatch, TickConsumer};
+pub use consumer::{ConsumerStats, TickBatch, TickConsumer};
 pub use error::KafkaError;
 pub use publisher::KafkaPublisher;
 pub use sequence::SequenceTracker;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::{BusError, Readiness, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -33,6 +34,7 @@ impl ClientContext for ProducerHealth {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.down.store(true, Ordering::Relaxed);
         }
+        metrics::error(Component::Kafka, "producer_client");
         tracing::warn!(%error, reason, "Kafka producer error");
     }
 }
@@ -61,6 +63,7 @@ impl KafkaPublisher {
     /// ("gateway", "finnhub", "mock-publisher"). Connects lazily.
     pub fn new(config: &KafkaConfig, source: impl Into<String>) -> Result<Self, KafkaError> {
         let health = ProducerHealth::default();
+        metrics::register(Component::Kafka, &["producer_client", "produce"]);
         let producer = config
             .producer_config()
             .create_with_context(health.clone())
@@ -103,6 +106,7 @@ impl KafkaPublisher {
     }
 
     fn unavailable(&self, what: impl std::fmt::Display) -> BusError {
+        metrics::error(Component::Kafka, "produce");
         self.health.down.store(true, Ordering::Relaxed);
         BusError::Unavailable(format!("Kafka topic {}: {what}", self.topic))
     }

@@ -140,11 +140,22 @@ impl KafkaArgs {
     }
 }
 
+/// Where a role without a gateway serves `/metrics` and `/health`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (Prometheus text) and `/health` here, e.g. 0.0.0.0:9100
+    /// (unset: no metrics endpoint).
+    #[arg(long, env = "MARKETMUX_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 /// Flags of the `bridge` role.
 #[derive(Args, Debug)]
 pub struct BridgeArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Redis for latest prices and pub/sub (also REDIS_ADDR).
     #[arg(long, env = "MARKETMUX_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -167,6 +178,8 @@ pub struct BridgeArgs {
 pub struct AlertsArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// PostgreSQL holding `users` and `alerts` (also DATABASE_URL).
     #[arg(long, env = "MARKETMUX_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -212,6 +225,8 @@ pub enum StartFromArg {
 pub struct IngestArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Finnhub API token (also FINNHUB_API_KEY).
     #[arg(long, env = "MARKETMUX_FINNHUB_TOKEN", hide_env_values = true)]
     pub finnhub_token: Option<String>,
@@ -365,7 +380,27 @@ impl LimitArgs {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory as _;
+
     use super::*;
+
+    #[test]
+    fn env_example_lists_every_setting() {
+        let example = include_str!("../../../.env.example");
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    if !example.contains(&format!("# {env}=")) {
+                        missing.push(format!("{} --{}: {env}", cmd.get_name(), arg.get_id()));
+                    }
+                }
+            }
+        }
+        missing.dedup();
+        assert!(missing.is_empty(), ".env.example lacks {missing:#?}");
+    }
 
     #[test]
     fn no_role_means_dev_on_localhost() {

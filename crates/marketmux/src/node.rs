@@ -7,8 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 /// A running role: where it listens and how to stop it.
 pub struct Node {
-    /// The HTTP/WebSocket address, if the role listens.
+    /// The HTTP/WebSocket address (gRPC for `alerts`), if the role listens.
     pub addr: Option<SocketAddr>,
+    /// Where a role without a gateway serves `/metrics` (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Cancel to start the graceful shutdown.
     pub shutdown: CancellationToken,
     /// Ends when the role has stopped.
@@ -19,6 +21,12 @@ impl Node {
     /// The listen address; panics only in tests that started a non-listening role.
     pub fn http_addr(&self) -> SocketAddr {
         self.addr.expect("this role does not listen")
+    }
+
+    /// The `--metrics-listen` address; panics only in tests that set none.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("this role has no --metrics-listen")
     }
 
     /// Stops the node and waits for it.

@@ -302,6 +302,25 @@ async fn a_gateway_without_redis_refuses_to_start_with_a_clear_error() {
     assert!(err.contains("cannot connect to Redis"), "{err}");
 }
 
+const REDIS_UP: &str = "marketmux_component_up{component=\"redis\"}";
+const PUBLISH_ERRORS: &str = "marketmux_errors_total{component=\"redis\",op=\"publish\"}";
+
+/// `GET /metrics`, parsed (the test fails on invalid exposition).
+async fn scrape(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+) -> std::collections::HashMap<String, f64> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
 /// A `redis-server` of this test's own, killed when dropped.
 struct OwnRedis {
     child: Option<Child>,
@@ -363,6 +382,8 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
+    // Component errors are counted through the process-wide recorder.
+    assert!(marketmux_gateway::metrics::install_global_recorder());
     let port = free_port();
     let mut redis = OwnRedis::start(port);
     redis.wait_up().await;
@@ -384,6 +405,8 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     );
     assert_eq!(expect(&mut ws, "tick", Some("AAPL")).await["price"], 1.0);
     assert_eq!(get(&http, b_addr, "/ready").await.0, 200);
+    let before = scrape(&http, a_addr).await;
+    assert_eq!(before[REDIS_UP], 1.0);
 
     // Redis goes away: B is not ready, but alive, and the socket stays open.
     redis.kill();
@@ -398,6 +421,15 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     assert_eq!(
         post(&http, a_addr, &tick("AAPL", 2.0, Timestamp::now())).await,
         503
+    );
+    // /metrics tells the operator why: Redis down, and the refused publish counted.
+    let during = scrape(&http, a_addr).await;
+    assert_eq!(during[REDIS_UP], 0.0);
+    assert!(
+        during[PUBLISH_ERRORS] > before[PUBLISH_ERRORS],
+        "{} -> {}",
+        before[PUBLISH_ERRORS],
+        during[PUBLISH_ERRORS]
     );
 
     // Same port, empty data (no scripts, no subscriptions): the nodes reconnect,

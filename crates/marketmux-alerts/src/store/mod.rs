@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use marketmux_bus::metrics::{self, Component};
 
 use crate::model::{Alert, NewAlert};
 
@@ -34,8 +35,29 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// The failure kinds `/metrics` counts for the alert store
+/// (`marketmux_errors_total{component="database"}`).
+const STORE_FAILURES: &[&str] = &["unavailable", "query"];
+
+/// Shows the store's error series at 0 (called when a store is opened).
+fn register_metrics() {
+    metrics::register(Component::Database, STORE_FAILURES);
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        let error = Self::classify(e);
+        let op = match &error {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Internal(_) => "query",
+        };
+        metrics::error(Component::Database, op);
+        error
+    }
+}
+
+impl StoreError {
+    fn classify(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &e {
             E::Io(_)
@@ -86,5 +108,49 @@ pub async fn open_store(
     match database_url {
         Some(url) => Ok(Arc::new(PgAlertStore::connect(url).await?)),
         None => Ok(Arc::new(SqliteAlertStore::open(data_dir).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn database_failures_are_classified_and_counted() {
+        let recorder = DebuggingRecorder::new();
+        let errors = ::metrics::with_local_recorder(&recorder, || {
+            register_metrics();
+            [
+                StoreError::from(sqlx::Error::PoolTimedOut),
+                StoreError::from(sqlx::Error::RowNotFound),
+            ]
+        });
+        assert!(matches!(errors[0], StoreError::Unavailable(_)));
+        assert!(matches!(errors[1], StoreError::Internal(_)));
+        let mut counted: Vec<(String, u64)> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(k, _, _, v)| {
+                let op = k
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "op")?
+                    .value()
+                    .to_owned();
+                match v {
+                    DebugValue::Counter(n) => Some((op, n)),
+                    _ => None,
+                }
+            })
+            .collect();
+        counted.sort();
+        assert_eq!(
+            counted,
+            [("query".to_owned(), 1), ("unavailable".to_owned(), 1)]
+        );
     }
 }

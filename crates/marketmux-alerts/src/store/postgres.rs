@@ -24,6 +24,7 @@ pub struct PgAlertStore {
 impl PgAlertStore {
     /// Connects to `url` and runs the migrations in `migrations/postgres`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        super::register_metrics();
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

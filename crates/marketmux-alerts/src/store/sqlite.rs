@@ -27,6 +27,7 @@ impl SqliteAlertStore {
     /// Opens (creating if needed) `data_dir/alerts.sqlite3` and runs the
     /// migrations in `migrations/sqlite`.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        super::register_metrics();
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Internal(format!(
                 "cannot create data directory {}: {e}",

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{self, Component};
 use crate::redis::{unavailable, RedisConfig};
 use crate::BusError;
 
@@ -48,7 +49,10 @@ impl AlertRelay {
         self.client
             .publish::<u64, _, _>(&self.channel, payload)
             .await
-            .map_err(unavailable)
+            .map_err(|e| {
+                metrics::error(Component::Redis, "publish");
+                unavailable(e)
+            })
     }
 }
 
@@ -97,15 +101,22 @@ pub async fn listen_alerts(
                         let parsed = msg.value.as_bytes().and_then(|b| serde_json::from_slice::<Envelope<'_>>(b).ok());
                         match parsed {
                             Some(e) => handler(e.user_id, e.alert.get()),
-                            None => tracing::warn!(channel = %msg.channel, "Dropping an undecodable alert message"),
+                            None => {
+                                metrics::error(Component::Redis, "decode");
+                                tracing::warn!(channel = %msg.channel, "Dropping an undecodable alert message")
+                            }
                         }
                     }
-                    Err(RecvError::Lagged(n)) => tracing::warn!(lost = n, "Alert listener fell behind"),
+                    Err(RecvError::Lagged(n)) => {
+                        metrics::errors(Component::Redis, "lagged", n);
+                        tracing::warn!(lost = n, "Alert listener fell behind")
+                    }
                     Err(RecvError::Closed) => return,
                 },
                 r = reconnects.recv() => match r {
                     Ok(_) => {
                         if let Err(e) = resubscriber.subscribe(channel.clone()).await {
+                            metrics::error(Component::Redis, "subscribe");
                             tracing::warn!(error = %e, "Resubscribing to fired alerts failed");
                         }
                     }

@@ -36,7 +36,18 @@ pub use publisher::RedisPublisher;
 pub use store::RedisPriceStore;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
+use crate::metrics::{self, Component};
 use crate::{BusError, PriceStore, Readiness, TickHandler, TickPublisher};
+
+/// The operations whose Redis failures `/metrics` counts.
+pub const REDIS_OPS: &[&str] = &[
+    "publish",
+    "read",
+    "subscribe",
+    "unsubscribe",
+    "decode",
+    "lagged",
+];
 
 /// How to reach Redis and name things in it.
 #[derive(Debug, Clone)]
@@ -180,6 +191,7 @@ impl RedisBus {
         still_needed: StillNeeded,
     ) -> Result<Arc<Self>, BusError> {
         let keys = KeySpace::new(&config.prefix, config.sharded)?;
+        metrics::register(Component::Redis, REDIS_OPS);
         let client = config.connect_client().await?;
         let subscriber_client = config.connect_subscriber().await?;
         let publisher = RedisPublisher::new(client.clone(), keys.clone());

@@ -9,6 +9,7 @@ use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use marketmux_core::Tick;
 
+use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
 use crate::redis::{codec, script, unavailable, RedisConfig};
 use crate::{BusError, TickPublisher};
@@ -98,6 +99,17 @@ fn is_noscript(e: &Error) -> bool {
 #[async_trait]
 impl TickPublisher for RedisPublisher {
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
+        let published = self.publish_in_order(ticks).await;
+        if published.is_err() {
+            metrics::error(Component::Redis, "publish");
+        }
+        published
+    }
+}
+
+impl RedisPublisher {
+    /// Stores and publishes `ticks` in one pipelined round of script calls.
+    async fn publish_in_order(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
         if ticks.is_empty() {
             return Ok(());
         }

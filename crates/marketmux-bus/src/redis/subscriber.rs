@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
+use crate::metrics::{self, Component};
 use crate::redis::codec;
 use crate::redis::keys::KeySpace;
 use crate::TickHandler;
@@ -203,6 +204,7 @@ async fn deliver(
                 }
                 other => {
                     stats.undecodable.fetch_add(1, Relaxed);
+                    metrics::error(Component::Redis, "decode");
                     if let Some(n) = bad.hit(1) {
                         let error = match other {
                             Some(Err(e)) => e.to_string(),
@@ -214,6 +216,7 @@ async fn deliver(
             },
             Err(RecvError::Lagged(n)) => {
                 stats.lost.fetch_add(n, Relaxed);
+                metrics::errors(Component::Redis, "lagged", n);
                 if let Some(n) = lost.hit(n) {
                     tracing::warn!(
                         lost = n,
@@ -371,7 +374,8 @@ impl Actor {
         }
     }
 
-    fn failed(&mut self, what: &str, e: &Error) {
+    fn failed(&mut self, what: &'static str, e: &Error) {
+        metrics::error(Component::Redis, what);
         if self.synced.swap(false, Relaxed) {
             tracing::warn!(error = %e, "Redis {what} failed; retrying");
         }

@@ -376,7 +376,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         state.stats.frames_written.fetch_add(frames, Relaxed);
         state.stats.write_batches.fetch_add(1, Relaxed);
         if let Some(t) = queued_at {
-            state.stats.queue_latency.record(t.elapsed());
+            state.stats.delivery_latency.record(t.elapsed());
         }
         if buf.capacity() > KEEP_WRITE_BUFFER {
             buf = Vec::new();

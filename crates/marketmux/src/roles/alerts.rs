@@ -27,7 +27,9 @@ use marketmux_alerts::{
 };
 use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_bus::BusError;
-use marketmux_kafka::{KafkaConfig, StartFrom, TickConsumer};
+use marketmux_gateway::exporter::RoleSeries;
+use marketmux_gateway::metrics::{counters, metric};
+use marketmux_kafka::{ConsumerStats, KafkaConfig, StartFrom, TickConsumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +76,8 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
 
     let reload_every =
         Duration::try_from_secs_f64(args.reload_secs.max(0.5)).unwrap_or(Duration::from_secs(5));
+    let series = alerts_series(evaluator.clone(), consumer.stats().clone());
+    let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
     let eval_task = tokio::spawn(consume(consumer, evaluator, reload_every, shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -84,8 +88,51 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
     });
     Ok(Node {
         addr: Some(addr),
+        metrics_addr,
         shutdown,
         task,
+    })
+}
+
+/// The evaluator's counters on `/metrics`.
+fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> RoleSeries {
+    Arc::new(move |out: &mut String| {
+        let s = &evaluator.stats;
+        let series = [
+            (
+                "marketmux_alerts_ticks_total",
+                "Ticks evaluated.",
+                s.ticks.load(Relaxed),
+            ),
+            (
+                "marketmux_alerts_fired_total",
+                "Alerts this instance fired.",
+                s.fired.load(Relaxed),
+            ),
+            (
+                "marketmux_alerts_lost_races_total",
+                "Crossings another instance (or a delete) got to first.",
+                s.lost_races.load(Relaxed),
+            ),
+            (
+                "marketmux_alerts_store_errors_total",
+                "Fire attempts that failed on a store error (kept pending).",
+                s.store_errors.load(Relaxed),
+            ),
+            (
+                "marketmux_alerts_failed_commits_total",
+                "Offset commits the broker refused.",
+                consumer.failed_commits.load(Relaxed),
+            ),
+        ];
+        counters(out, &series);
+        metric(
+            out,
+            "gauge",
+            "marketmux_alerts_pending_fires",
+            "Fires waiting for the store.",
+            evaluator.pending_len(),
+        );
     })
 }
 

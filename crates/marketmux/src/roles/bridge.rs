@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use marketmux_bus::redis::{KeySpace, RedisConfig, RedisPublisher};
 use marketmux_bus::TickPublisher;
-use marketmux_kafka::{Bridge, BridgeStats, KafkaConfig, StartFrom, TickConsumer};
+use marketmux_gateway::exporter::RoleSeries;
+use marketmux_gateway::metrics::counters;
+use marketmux_kafka::{Bridge, BridgeStats, ConsumerStats, KafkaConfig, StartFrom, TickConsumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BridgeArgs, StartFromArg};
@@ -61,6 +63,8 @@ pub async fn start_with_sink(
     tracing::info!(%brokers, topic = %args.kafka.topic, group = %args.group, "Bridge started");
     let bridge = Bridge::new(consumer, sink);
     let shutdown = CancellationToken::new();
+    let series = bridge_series(bridge.stats(), bridge.consumer_stats());
+    let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
     report_stats(bridge.stats(), shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -69,8 +73,63 @@ pub async fn start_with_sink(
     });
     Ok(Node {
         addr: None,
+        metrics_addr,
         shutdown,
         task,
+    })
+}
+
+/// The bridge's counters on `/metrics`.
+fn bridge_series(bridge: Arc<BridgeStats>, consumer: Arc<ConsumerStats>) -> RoleSeries {
+    Arc::new(move |out: &mut String| {
+        let series = [
+            (
+                "marketmux_bridge_records_total",
+                "Kafka records decoded into ticks.",
+                consumer.ticks.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_undecodable_total",
+                "Kafka records skipped as not ticks (still committed).",
+                consumer.undecodable.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_ticks_forwarded_total",
+                "Ticks Redis accepted (redeliveries included).",
+                bridge.ticks.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_batches_total",
+                "Batches forwarded and committed.",
+                bridge.batches.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_sink_failures_total",
+                "Redis calls that failed and were retried.",
+                bridge.sink_failures.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_duplicates_total",
+                "Records this bridge had already forwarded (skipped).",
+                bridge.duplicates.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_sequence_gaps_total",
+                "Producer sequence numbers never seen (records lost upstream).",
+                bridge.missing.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_failed_commits_total",
+                "Offset commits the broker refused (batch read again).",
+                consumer.failed_commits.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_assignments_total",
+                "Partition assignments received.",
+                consumer.assignments.load(Relaxed),
+            ),
+        ];
+        counters(out, &series);
     })
 }
 

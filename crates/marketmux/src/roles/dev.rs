@@ -68,6 +68,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     ));
     Ok(Node {
         addr: Some(addr),
+        metrics_addr: None,
         shutdown,
         task,
     })

@@ -79,6 +79,7 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     });
     Ok(Node {
         addr: Some(addr),
+        metrics_addr: None,
         shutdown,
         task,
     })

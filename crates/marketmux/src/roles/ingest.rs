@@ -9,6 +9,12 @@ use marketmux_ingest::{FinnhubClient, FinnhubConfig, DEFAULT_FINNHUB_URL};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use marketmux_gateway::exporter::RoleSeries;
+use marketmux_gateway::metrics::counters;
+use marketmux_ingest::FinnhubStats;
+
 use crate::cli::IngestArgs;
 use crate::node::Node;
 
@@ -46,6 +52,8 @@ pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
     ));
     tracing::info!(url = %args.finnhub_url, %brokers, topic = %args.kafka.topic, symbols = symbols.len(), "Ingest started");
     let shutdown = CancellationToken::new();
+    let series = ingest_series(client.stats(), publisher.clone());
+    let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         client.run(publisher.clone(), stop).await;
@@ -57,7 +65,51 @@ pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
     });
     Ok(Node {
         addr: None,
+        metrics_addr,
         shutdown,
         task,
+    })
+}
+
+/// The Finnhub client's and the producer's counters on `/metrics`.
+fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublisher>) -> RoleSeries {
+    Arc::new(move |out: &mut String| {
+        let series = [
+            (
+                "marketmux_ingest_connections_total",
+                "Finnhub connections established (reconnections included).",
+                feed.connections.load(Relaxed),
+            ),
+            (
+                "marketmux_ingest_trades_total",
+                "Finnhub trades converted to ticks.",
+                feed.trades.load(Relaxed),
+            ),
+            (
+                "marketmux_ingest_invalid_trades_total",
+                "Finnhub trades refused (bad symbol, price or volume).",
+                feed.invalid_trades.load(Relaxed),
+            ),
+            (
+                "marketmux_ingest_published_total",
+                "Ticks Kafka acknowledged.",
+                feed.published.load(Relaxed),
+            ),
+            (
+                "marketmux_ingest_publish_failures_total",
+                "Produce calls that failed and were retried.",
+                feed.publish_failures.load(Relaxed),
+            ),
+        ];
+        counters(out, &series);
+        let up = marketmux_bus::Readiness::check(&*producer).is_ok();
+        out.push_str(
+            "# HELP marketmux_component_up 1 when the component answers.\n\
+             # TYPE marketmux_component_up gauge\n",
+        );
+        out.push_str(&format!(
+            "marketmux_component_up{{component=\"kafka\"}} {}\n",
+            up as u8
+        ));
     })
 }

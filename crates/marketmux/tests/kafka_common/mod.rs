@@ -103,12 +103,25 @@ async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
         group,
         "--start-from",
         "earliest",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]) else {
         unreachable!()
     };
     marketmux::roles::bridge::start(args)
         .await
         .expect("bridge starts")
+}
+
+/// `GET /metrics` of a role's `--metrics-listen`, parsed (fails on invalid exposition).
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics endpoint answers")
+        .text()
+        .await
+        .expect("metrics body");
+    marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// Last price seen per symbol on one socket, every distinct price it got,
@@ -448,6 +461,8 @@ pub async fn ingest_pipeline(brokers: &str) {
         "test",
         "--symbols",
         &list,
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]) else {
         unreachable!()
     };
@@ -476,6 +491,16 @@ pub async fn ingest_pipeline(brokers: &str) {
         },
     )
     .await;
+    // Each role's /metrics counts what went through it.
+    assert!(marketmux_gateway::metrics::install_global_recorder());
+    let fed = scrape(ingest.metrics_addr()).await;
+    assert_eq!(fed["marketmux_ingest_trades_total"], n as f64);
+    assert_eq!(fed["marketmux_ingest_published_total"], n as f64);
+    assert_eq!(fed["marketmux_component_up{component=\"kafka\"}"], 1.0);
+    let forwarded = scrape(bridge.metrics_addr()).await;
+    assert!(forwarded["marketmux_bridge_ticks_forwarded_total"] >= n as f64);
+    assert!(forwarded["marketmux_bridge_records_total"] >= n as f64);
+    assert_eq!(forwarded["marketmux_bridge_undecodable_total"], 0.0);
     ingest.stop().await.unwrap();
     bridge.stop().await.unwrap();
     gw.stop().await.unwrap();
