@@ -62,6 +62,8 @@ async fn alerts_role(brokers: &str, db: &str) -> Node {
         "earliest",
         "--reload-secs",
         "0.5",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let Some(Role::Alerts(args)) = cli.role else {
         panic!("not the alerts role")
@@ -137,6 +139,22 @@ async fn run(brokers: String, db: String) {
             }
         }
     }
+    // Each alert fired by exactly one instance, as their /metrics agree.
+    let fired = fired_count(&a).await + fired_count(&b).await;
+    assert_eq!(fired, ids.len() as f64);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// `marketmux_alerts_fired_total` of one instance, from its `/metrics`.
+async fn fired_count(node: &Node) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", node.metrics_addr()))
+        .await
+        .expect("metrics endpoint answers")
+        .text()
+        .await
+        .expect("metrics body");
+    let samples =
+        marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    samples["marketmux_alerts_fired_total"]
 }
