@@ -230,6 +230,9 @@ impl SymbolHub {
     /// Fans out a batch of ticks in order, then wakes each affected writer once,
     /// so a client following several of them gets one write for the batch
     /// rather than one per tick. Returns the number of deliveries.
+    ///
+    /// Clients whose writer is idle get the batch in one direct socket write
+    /// from this thread ([`crate::DirectSocket`]), the others' writers are woken.
     pub fn publish_batch(&self, ticks: &[Tick]) -> usize {
         let received = Instant::now();
         let mut wake = Vec::new();
@@ -237,8 +240,10 @@ impl SymbolHub {
             .iter()
             .map(|t| self.fan_out(t, received, &mut wake))
             .sum();
+        // Writes from this thread: spreading them over tasks costs more in
+        // wake-ups and cross-core traffic than it saves (benches/README.md).
         for q in wake {
-            q.wake();
+            q.flush_or_wake();
         }
         n
     }

@@ -5,15 +5,20 @@
 //! - [`queue`]: [`ClientQueue`], one client's bounded outgoing queue. When full it
 //!   conflates (keeps only the newest tick per symbol) and closes a client that
 //!   stays behind past its bound. It never blocks the publisher.
+//! - [`direct`]: [`DirectSocket`], how a batch reaches an idle client's socket
+//!   from the fan-out itself, without waking its writer task.
 //! - [`stats`]: counters the metrics endpoint reads.
 //!
-//! Nothing here touches a socket, Redis or Kafka: the gateway drains queues into
-//! sockets, and bus adapters feed [`SymbolHub::publish`].
+//! Nothing here opens a socket, Redis or Kafka: the gateway drains queues into
+//! sockets (and lends them as [`DirectSocket`]s), and bus adapters feed
+//! [`SymbolHub::publish`].
 
+pub mod direct;
 pub mod hub;
 pub mod queue;
 pub mod stats;
 
+pub use direct::DirectSocket;
 pub use hub::{HubConfig, Interest, SymbolHub, TickEncoder};
 pub use queue::{Batch, ClientId, ClientQueue, CloseReason, PushOutcome, QueueLimits};
 pub use stats::HubStats;

@@ -14,6 +14,7 @@
 //! once a client is lagging every tick goes to the slots until the writer drains.
 
 use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::direct::DirectSocket;
 use crate::stats::HubStats;
+
+/// Most frames one direct write carries (the rest go to the writer task).
+const DIRECT_MAX_FRAMES: usize = 32;
 
 /// Identifies a client within one node.
 pub type ClientId = u64;
@@ -135,6 +140,11 @@ struct Inner {
     /// drains what is queued, then sees the close.
     closing: Option<CloseReason>,
     closed: Option<CloseReason>,
+    /// The writer task found the queue empty and waits: nothing is being
+    /// written, so [`ClientQueue::flush_or_wake`] may write directly.
+    writer_idle: bool,
+    /// The socket, for direct writes; dropped when the queue closes.
+    direct: Option<Arc<dyn DirectSocket>>,
 }
 
 /// One client's outgoing queue. The hub pushes, the client's writer drains.
@@ -287,12 +297,83 @@ impl ClientQueue {
         inner.tick_bytes = 0;
         inner.control_bytes = 0;
         inner.lagging_since = None;
+        inner.writer_idle = frames.is_empty() && conflated.is_empty();
         let queued_at = inner.ready_since.take();
         Ok(Batch {
             frames,
             conflated,
             queued_at,
         })
+    }
+
+    /// Lets [`ClientQueue::flush_or_wake`] write to `socket` while the writer
+    /// is idle.
+    pub fn attach_direct(&self, socket: Arc<dyn DirectSocket>) {
+        let mut inner = self.inner.lock();
+        if inner.closed.is_none() {
+            inner.direct = Some(socket);
+        }
+    }
+
+    /// Sends what is queued: written directly to the socket when the writer
+    /// is idle and the socket takes it all at once, else left to the writer,
+    /// which is woken. Used by the hub after queueing a batch.
+    pub fn flush_or_wake(&self) {
+        let mut inner = self.inner.lock();
+        let direct = match &inner.direct {
+            Some(d) if inner.writer_idle && inner.closing.is_none() && inner.slots.is_empty() => {
+                d.clone()
+            }
+            _ => {
+                drop(inner);
+                self.ready.notify_one();
+                return;
+            }
+        };
+        if inner.frames.is_empty() {
+            return;
+        }
+        let mut slices = [IoSlice::new(&[]); DIRECT_MAX_FRAMES];
+        let n = inner.frames.len().min(DIRECT_MAX_FRAMES);
+        let mut total = 0;
+        for (slot, f) in slices.iter_mut().zip(inner.frames.iter()) {
+            *slot = IoSlice::new(f);
+            total += f.len();
+        }
+        match direct.try_write(&slices[..n]) {
+            Ok(written) if written == total => {
+                inner.frames.drain(..n);
+                if inner.frames.is_empty() {
+                    inner.tick_bytes = 0;
+                    inner.control_bytes = 0;
+                    let oldest = inner.ready_since.take();
+                    drop(inner);
+                    direct.wrote(n, total, oldest);
+                    return;
+                }
+                // More than one write's worth: the writer sends the rest.
+                direct.wrote(n, total, None);
+            }
+            Ok(written) => {
+                let mut left = written;
+                while let Some(front) = inner.frames.front_mut() {
+                    if left < front.len() {
+                        *front = front.slice(left..);
+                        break;
+                    }
+                    left -= front.len();
+                    inner.frames.pop_front();
+                }
+                direct.wrote(0, written, None);
+            }
+            // The socket is full (or failing): the writer waits for it, or
+            // meets the error and closes.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => {}
+        }
+        inner.writer_idle = false;
+        drop(inner);
+        self.ready.notify_one();
     }
 
     /// Waits until there may be something to take (or the queue closed).
@@ -330,6 +411,7 @@ impl ClientQueue {
             inner.slots = IndexMap::new();
             inner.tick_bytes = 0;
             inner.control_bytes = 0;
+            inner.direct = None;
             self.closed.cancel();
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use marketmux_core::{ClientRequest, ErrorCode, ServerMessage, Symbol};
-use marketmux_hub::{ClientQueue, CloseReason};
+use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -29,19 +29,24 @@ const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 const KEEP_SPARE_FRAMES: usize = 64;
 
 /// Serves one upgraded socket until it closes. `prefix` holds bytes read past
-/// the upgrade request; `user` is the authenticated user, if any.
+/// the upgrade request; `user` is the authenticated user, if any; `direct`,
+/// the socket for the hub's direct writes while the writer is idle.
 pub async fn serve<R, W>(
     state: Arc<GatewayState>,
     rd: R,
     wr: W,
     prefix: Bytes,
     identity: Option<Identity>,
+    direct: Option<Arc<dyn DirectSocket>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = state.next_client_id();
     let queue = state.hub.new_client(id, state.config.queue);
+    if let Some(socket) = direct {
+        queue.attach_direct(socket);
+    }
     state.registry.insert(queue.clone());
     // Admitted just as a drain began, after its snapshot of the registry (the
     // registry's lock orders the two): closed like the others.

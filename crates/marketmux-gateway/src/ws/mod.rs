@@ -4,6 +4,7 @@
 //! - [`frame`]: decodes client frames, encodes server frames.
 //! - [`reader`]: reassembles client messages under the size bound.
 //! - [`connection`]: the per-socket reader (requests, limits) and writer (batched writes).
+//! - [`socket`]: a TCP write half shared by the writer and the hub's direct writes.
 //! - [`registry`]: every open socket, for pings, user pushes and the drain.
 //! - [`upgrade`]: the axum handler for `GET /ws`.
 
@@ -12,4 +13,5 @@ pub mod frame;
 pub mod handshake;
 pub mod reader;
 pub mod registry;
+pub mod socket;
 pub mod upgrade;

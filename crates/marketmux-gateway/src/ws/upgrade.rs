@@ -14,6 +14,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::socket::{DirectHalf, SharedWriteHalf};
+
 use super::handshake::{accept_key, HandshakeError};
 use crate::auth::Identity;
 use crate::error::ApiError;
@@ -109,11 +111,18 @@ async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Iden
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (rd, wr) = parts.io.into_inner().into_split();
-            super::connection::serve(state, rd, wr, parts.read_buf, identity).await
+            let half = Arc::new(wr);
+            let direct = DirectHalf {
+                half: half.clone(),
+                state: state.clone(),
+            };
+            let wr = SharedWriteHalf(half);
+            let prefix = parts.read_buf;
+            super::connection::serve(state, rd, wr, prefix, identity, Some(Arc::new(direct))).await
         }
         Err(upgraded) => {
             let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-            super::connection::serve(state, rd, wr, Bytes::new(), identity).await
+            super::connection::serve(state, rd, wr, Bytes::new(), identity, None).await
         }
     }
 }

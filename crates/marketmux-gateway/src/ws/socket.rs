@@ -1,0 +1,69 @@
+//! The write half of a client's TCP socket, shared by its writer task and the
+//! hub's direct writes ([`marketmux_hub::DirectSocket`]). The queue decides
+//! who may write when, so the two never interleave.
+
+use std::io::{self, ErrorKind, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use marketmux_hub::DirectSocket;
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::state::GatewayState;
+
+/// The writer task's handle: `AsyncWrite` over the shared half. Shutting it
+/// down is a no-op: the FIN goes out when the last handle is dropped (the
+/// queue drops its own when it closes).
+pub struct SharedWriteHalf(pub Arc<OwnedWriteHalf>);
+
+impl AsyncWrite for SharedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream: &TcpStream = (*self.0).as_ref();
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The hub's handle: non-blocking vectored writes, counted like the writer's.
+pub struct DirectHalf {
+    pub half: Arc<OwnedWriteHalf>,
+    pub state: Arc<GatewayState>,
+}
+
+impl DirectSocket for DirectHalf {
+    fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.half.try_write_vectored(frames)
+    }
+
+    fn wrote(&self, frames: usize, bytes: usize, oldest: Option<Instant>) {
+        let stats = &self.state.stats;
+        stats.bytes_written.fetch_add(bytes as u64, Relaxed);
+        stats.frames_written.fetch_add(frames as u64, Relaxed);
+        stats.write_batches.fetch_add(1, Relaxed);
+        if let Some(t) = oldest {
+            stats.delivery_latency.record(t.elapsed());
+        }
+    }
+}
