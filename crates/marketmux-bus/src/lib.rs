@@ -4,8 +4,8 @@
 //!   feed, an ingestor) and returns once the bus has them.
 //! - [`PriceStore`]: the latest price per symbol; an older tick never replaces
 //!   a newer one.
-//! - [`TickHandler`]: the callback through which a bus delivers ticks to a node
-//!   (the gateway wires it to the hub).
+//! - [`TickHandler`], [`TickBatchHandler`]: the callbacks through which a bus
+//!   delivers ticks to a node (the gateway wires them to the hub).
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests.
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
@@ -27,6 +27,10 @@ pub use redis::{RedisBus, RedisConfig};
 
 /// Receives every tick the bus delivers to this node. Must not block.
 pub type TickHandler = Arc<dyn Fn(&Tick) + Send + Sync>;
+
+/// Receives the ticks a bus delivers to this node, in arrival order, as many
+/// at once as arrived together. Must not block.
+pub type TickBatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 
 /// Why a bus or store operation failed.
 #[derive(Debug, thiserror::Error)]

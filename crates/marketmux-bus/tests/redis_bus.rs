@@ -96,8 +96,10 @@ async fn bus(config: RedisConfig) -> (Arc<RedisBus>, Received, Arc<Mutex<HashSet
     let n = needed.clone();
     let bus = RedisBus::connect(
         config,
-        Arc::new(move |t: &Tick| {
-            let _ = tx.send(*t);
+        Arc::new(move |ticks: &[Tick]| {
+            for t in ticks {
+                let _ = tx.send(*t);
+            }
         }),
         Arc::new(move |s: &Symbol| n.lock().contains(s)),
     )
@@ -297,4 +299,56 @@ async fn settled_waits_until_new_channels_are_subscribed() {
     );
     assert_eq!(bus.snapshot(&symbols[0]).await.unwrap(), None);
     cleanup(&admin, &keys, &symbols).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_arrive_together_reach_the_node_as_one_batch_in_order() {
+    let config = config("batches");
+    let admin = admin(&config).await;
+    let keys = KeySpace::new(&config.prefix, false).unwrap();
+    let batches: Arc<Mutex<Vec<Vec<f64>>>> = Arc::default();
+    let seen = batches.clone();
+    let bus = RedisBus::connect(
+        config.clone(),
+        Arc::new(move |ticks: &[Tick]| {
+            let first = seen.lock().is_empty();
+            seen.lock().push(ticks.iter().map(|t| t.price).collect());
+            // A slow first call: everything published meanwhile piles up.
+            if first {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }),
+        Arc::new(|_: &Symbol| true),
+    )
+    .await
+    .unwrap();
+    bus.follow(sym("BAT"));
+    let channel = keys.channel(&sym("BAT"));
+    eventually("subscribers", 1, || numsub(&admin, &channel, false)).await;
+
+    bus.publish(vec![tick("BAT", 1.0, 1)]).await.unwrap();
+    let ticks: Vec<Tick> = (2..=501)
+        .map(|i| tick("BAT", f64::from(i), i64::from(i)))
+        .collect();
+    bus.publish(ticks).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while batches.lock().iter().map(Vec::len).sum::<usize>() < 501 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every tick arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let batches = batches.lock().clone();
+    let prices: Vec<f64> = batches.iter().flatten().copied().collect();
+    let want: Vec<f64> = (1..=501).map(f64::from).collect();
+    assert_eq!(prices, want, "every tick once, in order");
+    assert!(
+        batches.len() < 100,
+        "ticks that waited came in batches, not one by one: {} calls",
+        batches.len()
+    );
+
+    bus.shutdown().await;
+    cleanup(&admin, &keys, &[sym("BAT")]).await;
 }

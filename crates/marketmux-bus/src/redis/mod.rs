@@ -37,7 +37,7 @@ pub use store::RedisPriceStore;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
 use crate::metrics::{self, Component};
-use crate::{BusError, PriceStore, Readiness, TickHandler, TickPublisher};
+use crate::{BusError, PriceStore, Readiness, TickBatchHandler, TickPublisher};
 
 /// The operations whose Redis failures `/metrics` counts.
 pub const REDIS_OPS: &[&str] = &[
@@ -187,7 +187,7 @@ impl RedisBus {
     /// the node has a local subscriber of a symbol (asked when a linger ends).
     pub async fn connect(
         config: RedisConfig,
-        handler: TickHandler,
+        handler: TickBatchHandler,
         still_needed: StillNeeded,
     ) -> Result<Arc<Self>, BusError> {
         let keys = KeySpace::new(&config.prefix, config.sharded)?;

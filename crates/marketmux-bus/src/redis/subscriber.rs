@@ -9,7 +9,8 @@
 //!   command with many channels, pipelined on the one connection.
 //! - After a reconnect every channel still wanted is subscribed again; until
 //!   that is done [`RedisSubscriber::is_synced`] is false (`/ready` says 503).
-//! - Messages are decoded once and handed to the node's [`TickHandler`].
+//! - Messages are decoded once and handed to the node's [`TickBatchHandler`]:
+//!   everything that arrived together in one call, up to [`MAX_BATCH`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -20,14 +21,14 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::Message;
 use marketmux_core::Symbol;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::{self, Component};
 use crate::redis::codec;
 use crate::redis::keys::KeySpace;
-use crate::TickHandler;
+use crate::TickBatchHandler;
 
 /// Answers whether the node still has a local subscriber of a symbol; asked
 /// when a linger ends, before unsubscribing.
@@ -82,7 +83,7 @@ impl RedisSubscriber {
         client: SubscriberClient,
         keys: KeySpace,
         linger: Duration,
-        handler: TickHandler,
+        handler: TickBatchHandler,
         still_needed: StillNeeded,
         stop: watch::Receiver<bool>,
     ) -> Self {
@@ -182,49 +183,73 @@ impl Throttle {
     }
 }
 
-/// Decodes every message once and hands the tick to the node.
+/// Most ticks handed to the node in one call.
+pub const MAX_BATCH: usize = 1024;
+
+/// Decodes every message once and hands the ticks to the node: each wait
+/// for a message is followed by taking whatever else already arrived, so
+/// under load the node gets batches (one socket write per client and batch)
+/// and when idle a single tick goes through at once.
 async fn deliver(
     mut messages: broadcast::Receiver<Message>,
-    handler: TickHandler,
+    handler: TickBatchHandler,
     stats: Arc<SubscriberStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut bad = Throttle::new();
     let mut lost = Throttle::new();
+    let mut ticks = Vec::with_capacity(MAX_BATCH);
     loop {
-        let next = tokio::select! {
+        let first = tokio::select! {
             m = messages.recv() => m,
             _ = stop.changed() => return,
         };
-        match next {
-            Ok(msg) => match msg.value.as_bytes().map(codec::decode) {
-                Some(Ok(tick)) => {
-                    handler(&tick);
-                    stats.delivered.fetch_add(1, Relaxed);
-                }
-                other => {
-                    stats.undecodable.fetch_add(1, Relaxed);
-                    metrics::error(Component::Redis, "decode");
-                    if let Some(n) = bad.hit(1) {
-                        let error = match other {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "not a string".to_owned(),
-                        };
-                        tracing::warn!(channel = %msg.channel, %error, count = n, "Dropping undecodable Redis messages");
+        let mut next = Some(first);
+        let mut closed = false;
+        while let Some(received) = next.take() {
+            match received {
+                Ok(msg) => match msg.value.as_bytes().map(codec::decode) {
+                    Some(Ok(tick)) => ticks.push(tick),
+                    other => {
+                        stats.undecodable.fetch_add(1, Relaxed);
+                        metrics::error(Component::Redis, "decode");
+                        if let Some(n) = bad.hit(1) {
+                            let error = match other {
+                                Some(Err(e)) => e.to_string(),
+                                _ => "not a string".to_owned(),
+                            };
+                            tracing::warn!(channel = %msg.channel, %error, count = n, "Dropping undecodable Redis messages");
+                        }
+                    }
+                },
+                Err(RecvError::Lagged(n)) => {
+                    stats.lost.fetch_add(n, Relaxed);
+                    metrics::errors(Component::Redis, "lagged", n);
+                    if let Some(n) = lost.hit(n) {
+                        tracing::warn!(
+                            lost = n,
+                            "Redis messages arrive faster than this node handles them; some were dropped"
+                        );
                     }
                 }
-            },
-            Err(RecvError::Lagged(n)) => {
-                stats.lost.fetch_add(n, Relaxed);
-                metrics::errors(Component::Redis, "lagged", n);
-                if let Some(n) = lost.hit(n) {
-                    tracing::warn!(
-                        lost = n,
-                        "Redis messages arrive faster than this node handles them; some were dropped"
-                    );
-                }
+                Err(RecvError::Closed) => closed = true,
             }
-            Err(RecvError::Closed) => return,
+            if ticks.len() < MAX_BATCH && !closed {
+                next = match messages.try_recv() {
+                    Ok(msg) => Some(Ok(msg)),
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => None,
+                };
+            }
+        }
+        if !ticks.is_empty() {
+            handler(&ticks);
+            stats.delivered.fetch_add(ticks.len() as u64, Relaxed);
+            ticks.clear();
+        }
+        if closed {
+            return;
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use marketmux_bus::redis::StillNeeded;
-use marketmux_bus::{Readiness, RedisBus, RedisConfig, TickHandler, TickPublisher};
+use marketmux_bus::{Readiness, RedisBus, RedisConfig, TickBatchHandler, TickPublisher};
 use marketmux_core::{Symbol, Tick};
 use marketmux_gateway::GatewayState;
 use marketmux_hub::{Interest, SymbolHub};
@@ -28,8 +28,9 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     let redis = redis_config(&args)?;
     let hub = GatewayState::new_hub();
     let to_hub = hub.clone();
-    let handler: TickHandler = Arc::new(move |t: &Tick| {
-        to_hub.publish(t);
+    // Ticks that arrived together go out together: one write per client.
+    let handler: TickBatchHandler = Arc::new(move |ticks: &[Tick]| {
+        to_hub.publish_batch(ticks);
     });
     let counts = hub.clone();
     let still_needed: StillNeeded = Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0);
