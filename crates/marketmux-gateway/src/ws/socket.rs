@@ -54,7 +54,11 @@ pub struct DirectHalf {
 
 impl DirectSocket for DirectHalf {
     fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.half.try_write_vectored(frames)
+        // Most direct writes carry one frame: write(2) skips copying an iovec.
+        match frames {
+            [one] => self.half.try_write(one),
+            _ => self.half.try_write_vectored(frames),
+        }
     }
 
     fn wrote(&self, frames: usize, bytes: usize, oldest: Option<Instant>) {
