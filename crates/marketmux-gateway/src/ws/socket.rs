@@ -53,11 +53,15 @@ pub struct DirectHalf {
 }
 
 impl DirectSocket for DirectHalf {
+    /// send(2) on the socket itself, not through tokio: the writer's
+    /// readiness is left as it was (a stale "writable" costs the writer one
+    /// `WouldBlock`), and the call skips the VFS layer of write(2).
     fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
-        // Most direct writes carry one frame: write(2) skips copying an iovec.
+        let stream: &TcpStream = (*self.half).as_ref();
+        let socket = socket2::SockRef::from(stream);
         match frames {
-            [one] => self.half.try_write(one),
-            _ => self.half.try_write_vectored(frames),
+            [one] => socket.send_with_flags(one, libc::MSG_NOSIGNAL),
+            _ => socket.send_vectored_with_flags(frames, libc::MSG_NOSIGNAL),
         }
     }
 
