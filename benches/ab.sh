@@ -34,7 +34,16 @@ for round in $(seq "$ROUNDS"); do
         --max-connections-per-ip 0 >"$data/server.log" 2>&1 &
     fi
     pid=$!
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+    up=""
+    for _ in $(seq 100); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then up=1; break; fi
+      sleep 0.1
+    done
+    if [[ -z $up ]]; then
+      echo "$bin did not open port $PORT; its log:" >&2
+      cat "$data/server.log" >&2
+      exit 1
+    fi
     # shellcheck disable=SC2086
     "$LOADTEST" --quiet --json --url "ws://127.0.0.1:$PORT/ws" --server-pid "$pid" \
       --source-ips "127.0.$((run / 250 + 100)).$((run % 250 + 1))" --connect-rate 2000 \
