@@ -31,6 +31,20 @@ pub struct GatewayStats {
     pub delivery_latency: crate::metrics::LatencyHistogram,
 }
 
+impl GatewayStats {
+    /// Counts one completed socket write of `frames` frames and `bytes`
+    /// bytes whose oldest frame reached the node at `oldest` (the writer
+    /// task's writes and the hub's direct writes alike).
+    pub fn record_write(&self, frames: u64, bytes: u64, oldest: Option<tokio::time::Instant>) {
+        self.bytes_written.fetch_add(bytes, Relaxed);
+        self.frames_written.fetch_add(frames, Relaxed);
+        self.write_batches.fetch_add(1, Relaxed);
+        if let Some(t) = oldest {
+            self.delivery_latency.record(t.elapsed());
+        }
+    }
+}
+
 /// Shared state of one gateway node.
 pub struct GatewayState {
     /// Who follows which symbol; fed by the bus.

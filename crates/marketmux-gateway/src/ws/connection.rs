@@ -376,13 +376,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         state
             .stats
-            .bytes_written
-            .fetch_add(buf.len() as u64, Relaxed);
-        state.stats.frames_written.fetch_add(frames, Relaxed);
-        state.stats.write_batches.fetch_add(1, Relaxed);
-        if let Some(t) = queued_at {
-            state.stats.delivery_latency.record(t.elapsed());
-        }
+            .record_write(frames, buf.len() as u64, queued_at);
         if buf.capacity() > KEEP_WRITE_BUFFER {
             buf = Vec::new();
         }

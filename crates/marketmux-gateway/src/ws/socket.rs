@@ -4,7 +4,6 @@
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -66,12 +65,8 @@ impl DirectSocket for DirectHalf {
     }
 
     fn wrote(&self, frames: usize, bytes: usize, oldest: Option<Instant>) {
-        let stats = &self.state.stats;
-        stats.bytes_written.fetch_add(bytes as u64, Relaxed);
-        stats.frames_written.fetch_add(frames as u64, Relaxed);
-        stats.write_batches.fetch_add(1, Relaxed);
-        if let Some(t) = oldest {
-            stats.delivery_latency.record(t.elapsed());
-        }
+        self.state
+            .stats
+            .record_write(frames as u64, bytes as u64, oldest);
     }
 }
