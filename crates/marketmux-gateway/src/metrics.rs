@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::header;
+use marketmux_bus::Readiness;
 use marketmux_hub::CloseReason;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -193,6 +194,24 @@ pub fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl 
     );
 }
 
+/// Appends `marketmux_component_up{component}`: 1 for each component whose
+/// [`Readiness::check`] passes, else 0.
+pub fn component_up<'a>(out: &mut String, components: impl IntoIterator<Item = &'a dyn Readiness>) {
+    let name = "marketmux_component_up";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 when the component answers.\n# TYPE {name} gauge"
+    );
+    for r in components {
+        let _ = writeln!(
+            out,
+            "{name}{{component=\"{}\"}} {}",
+            r.name(),
+            r.check().is_ok() as u8
+        );
+    }
+}
+
 /// Appends unlabelled counters: `(name, help, value)` each.
 pub fn counters(out: &mut String, series: &[(&str, &str, u64)]) {
     for (name, help, value) in series {
@@ -307,19 +326,7 @@ pub fn render(state: &GatewayState) -> String {
         "1 when /ready answers 200.",
         ready as u64,
     );
-    let name = "marketmux_component_up";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 when the component answers.\n# TYPE {name} gauge"
-    );
-    for r in &state.readiness {
-        let _ = writeln!(
-            out,
-            "{name}{{component=\"{}\"}} {}",
-            r.name(),
-            r.check().is_ok() as u8
-        );
-    }
+    component_up(&mut out, state.readiness.iter().map(|r| &**r));
     append_global(&mut out);
     out
 }

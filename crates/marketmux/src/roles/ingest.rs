@@ -1,19 +1,17 @@
 //! `marketmux ingest`: Finnhub's trade WebSocket → Kafka `market_ticks`.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use marketmux_bus::Readiness;
 use marketmux_core::Symbol;
-use marketmux_ingest::{FinnhubClient, FinnhubConfig, DEFAULT_FINNHUB_URL};
+use marketmux_gateway::exporter::RoleSeries;
+use marketmux_gateway::metrics::{component_up, counters};
+use marketmux_ingest::{FinnhubClient, FinnhubConfig, FinnhubStats, DEFAULT_FINNHUB_URL};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use tokio_util::sync::CancellationToken;
-
-use std::sync::atomic::Ordering::Relaxed;
-
-use marketmux_gateway::exporter::RoleSeries;
-use marketmux_gateway::metrics::counters;
-use marketmux_ingest::FinnhubStats;
 
 use crate::cli::IngestArgs;
 use crate::node::Node;
@@ -102,14 +100,6 @@ fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublisher>) -> Role
             ),
         ];
         counters(out, &series);
-        let up = marketmux_bus::Readiness::check(&*producer).is_ok();
-        out.push_str(
-            "# HELP marketmux_component_up 1 when the component answers.\n\
-             # TYPE marketmux_component_up gauge\n",
-        );
-        out.push_str(&format!(
-            "marketmux_component_up{{component=\"kafka\"}} {}\n",
-            up as u8
-        ));
+        component_up(out, [&*producer as &dyn Readiness]);
     })
 }
