@@ -33,7 +33,7 @@ impl Component {
 
 /// Counts one failed `op` (a short verb: "publish", "read", "commit", …).
 pub fn error(component: Component, op: &'static str) {
-    metrics::counter!(ERRORS, "component" => component.label(), "op" => op).increment(1);
+    errors(component, op, 1);
 }
 
 /// Counts `n` failures at once (messages dropped together).

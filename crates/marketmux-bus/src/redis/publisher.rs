@@ -90,24 +90,7 @@ impl RedisPublisher {
         }
         Ok(pipeline.try_all::<i64>().await)
     }
-}
 
-fn is_noscript(e: &Error) -> bool {
-    e.details().contains("NOSCRIPT")
-}
-
-#[async_trait]
-impl TickPublisher for RedisPublisher {
-    async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
-        let published = self.publish_in_order(ticks).await;
-        if published.is_err() {
-            metrics::error(Component::Redis, "publish");
-        }
-        published
-    }
-}
-
-impl RedisPublisher {
     /// Stores and publishes `ticks` in one pipelined round of script calls.
     async fn publish_in_order(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
         if ticks.is_empty() {
@@ -140,5 +123,20 @@ impl RedisPublisher {
         self.stored.fetch_add(stored, Relaxed);
         self.stale.fetch_add(stale, Relaxed);
         Ok(())
+    }
+}
+
+fn is_noscript(e: &Error) -> bool {
+    e.details().contains("NOSCRIPT")
+}
+
+#[async_trait]
+impl TickPublisher for RedisPublisher {
+    async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
+        let published = self.publish_in_order(ticks).await;
+        if published.is_err() {
+            metrics::error(Component::Redis, "publish");
+        }
+        published
     }
 }

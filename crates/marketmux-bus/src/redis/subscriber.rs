@@ -200,13 +200,11 @@ async fn deliver(
     let mut lost = Throttle::new();
     let mut ticks = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = tokio::select! {
+        let mut received = tokio::select! {
             m = messages.recv() => m,
             _ = stop.changed() => return,
         };
-        let mut next = Some(first);
-        let mut closed = false;
-        while let Some(received) = next.take() {
+        let closed = loop {
             match received {
                 Ok(msg) => match msg.value.as_bytes().map(codec::decode) {
                     Some(Ok(tick)) => ticks.push(tick),
@@ -232,17 +230,18 @@ async fn deliver(
                         );
                     }
                 }
-                Err(RecvError::Closed) => closed = true,
+                Err(RecvError::Closed) => break true,
             }
-            if ticks.len() < MAX_BATCH && !closed {
-                next = match messages.try_recv() {
-                    Ok(msg) => Some(Ok(msg)),
-                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                    Err(TryRecvError::Empty) => None,
-                };
+            if ticks.len() >= MAX_BATCH {
+                break false;
             }
-        }
+            received = match messages.try_recv() {
+                Ok(msg) => Ok(msg),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => break false,
+            };
+        };
         if !ticks.is_empty() {
             handler(&ticks);
             stats.delivered.fetch_add(ticks.len() as u64, Relaxed);
