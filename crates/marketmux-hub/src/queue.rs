@@ -14,7 +14,7 @@
 //! once a client is lagging every tick goes to the slots until the writer drains.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, IoSlice};
+use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -366,9 +366,8 @@ impl ClientQueue {
                 }
                 direct.wrote(0, written, None);
             }
-            // The socket is full (or failing): the writer waits for it, or
-            // meets the error and closes.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            // WouldBlock: the socket is full and the writer waits for it;
+            // any other error the writer meets again, and closes.
             Err(_) => {}
         }
         inner.writer_idle = false;
