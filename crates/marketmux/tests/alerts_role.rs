@@ -5,6 +5,8 @@
 //! price. (That no alert fires twice is the store's conditional update,
 //! checked with racing evaluators in the marketmux-alerts suite.)
 
+mod scrape;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -17,6 +19,8 @@ use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use rdkafka::mocking::MockCluster;
 use sqlx::Connection as _;
+
+use scrape::scrape;
 
 const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -148,13 +152,5 @@ async fn run(brokers: String, db: String) {
 
 /// `marketmux_alerts_fired_total` of one instance, from its `/metrics`.
 async fn fired_count(node: &Node) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", node.metrics_addr()))
-        .await
-        .expect("metrics endpoint answers")
-        .text()
-        .await
-        .expect("metrics body");
-    let samples =
-        marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    samples["marketmux_alerts_fired_total"]
+    scrape(node.metrics_addr()).await["marketmux_alerts_fired_total"]
 }

@@ -3,6 +3,7 @@
 //! sockets on both gateways. See `kafka_common`.
 
 mod kafka_common;
+mod scrape;
 
 use rdkafka::mocking::MockCluster;
 

@@ -3,6 +3,7 @@
 //! and sets MARKETMUX_TEST_KAFKA_BROKERS. See `kafka_common`.
 
 mod kafka_common;
+mod scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_on_tansu() {

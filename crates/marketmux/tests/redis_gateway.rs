@@ -6,6 +6,8 @@
 //! - The restart test starts its own `redis-server` on a free port, kills it
 //!   and starts it again on the same port.
 
+mod scrape;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,6 +24,8 @@ use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use scrape::scrape;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -305,22 +309,6 @@ async fn a_gateway_without_redis_refuses_to_start_with_a_clear_error() {
 const REDIS_UP: &str = "marketmux_component_up{component=\"redis\"}";
 const PUBLISH_ERRORS: &str = "marketmux_errors_total{component=\"redis\",op=\"publish\"}";
 
-/// `GET /metrics`, parsed (the test fails on invalid exposition).
-async fn scrape(
-    http: &reqwest::Client,
-    addr: SocketAddr,
-) -> std::collections::HashMap<String, f64> {
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
 /// A `redis-server` of this test's own, killed when dropped.
 struct OwnRedis {
     child: Option<Child>,
@@ -405,7 +393,7 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     );
     assert_eq!(expect(&mut ws, "tick", Some("AAPL")).await["price"], 1.0);
     assert_eq!(get(&http, b_addr, "/ready").await.0, 200);
-    let before = scrape(&http, a_addr).await;
+    let before = scrape(a_addr).await;
     assert_eq!(before[REDIS_UP], 1.0);
 
     // Redis goes away: B is not ready, but alive, and the socket stays open.
@@ -423,7 +411,7 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
         503
     );
     // /metrics tells the operator why: Redis down, and the refused publish counted.
-    let during = scrape(&http, a_addr).await;
+    let during = scrape(a_addr).await;
     assert_eq!(during[REDIS_UP], 0.0);
     assert!(
         during[PUBLISH_ERRORS] > before[PUBLISH_ERRORS],

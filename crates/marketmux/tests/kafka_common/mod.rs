@@ -27,6 +27,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::scrape::scrape;
+
 pub const REDIS_HINT: &str =
     "start one with `redis-server` (Debian/Ubuntu: apt-get install redis-server) \
      or point MARKETMUX_TEST_REDIS_URL at one";
@@ -111,17 +113,6 @@ async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
     marketmux::roles::bridge::start(args)
         .await
         .expect("bridge starts")
-}
-
-/// `GET /metrics` of a role's `--metrics-listen`, parsed (fails on invalid exposition).
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("metrics endpoint answers")
-        .text()
-        .await
-        .expect("metrics body");
-    marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// Last price seen per symbol on one socket, every distinct price it got,
