@@ -24,6 +24,22 @@ pub trait DirectSocket: Send + Sync {
     fn wrote(&self, frames: usize, bytes: usize, oldest: Option<Instant>);
 }
 
+/// Asks the CPU to start loading `*value` into cache: the fan-out touches
+/// thousands of queues and sockets in turn, each a likely cache miss, and a
+/// load started one step ahead overlaps with the step before.
+#[inline(always)]
+pub(crate) fn prefetch<T: ?Sized>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of x86_64, and a prefetch is a hint: it
+        // dereferences nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

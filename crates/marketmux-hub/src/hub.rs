@@ -19,6 +19,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
+
+/// How many queues ahead the fan-out prefetches (see [`ClientQueue::prefetch`]).
+const PREFETCH_AHEAD: usize = 2;
 use crate::stats::HubStats;
 
 /// Encodes a tick (with its per-symbol sequence number) into the exact bytes
@@ -242,7 +245,10 @@ impl SymbolHub {
             .sum();
         // Writes from this thread: spreading them over tasks costs more in
         // wake-ups and cross-core traffic than it saves (benches/README.md).
-        for q in wake {
+        for (i, q) in wake.iter().enumerate() {
+            if let Some(ahead) = wake.get(i + PREFETCH_AHEAD) {
+                ahead.prefetch();
+            }
             q.flush_or_wake();
         }
         n
@@ -262,7 +268,11 @@ impl SymbolHub {
         }
         inner.seq += 1;
         let frame = (self.encoder)(tick, inner.seq);
-        for client in inner.subscribers.values() {
+        let subscribers = inner.subscribers.as_slice();
+        for (i, client) in subscribers.values().enumerate() {
+            if let Some((_, ahead)) = subscribers.get_index(i + PREFETCH_AHEAD) {
+                ahead.prefetch();
+            }
             if client.push_tick_deferred(tick.symbol, &frame, received).1 {
                 wake.push(client.clone());
             }

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::direct::DirectSocket;
+use crate::direct::{prefetch, DirectSocket};
 use crate::stats::HubStats;
 
 /// Most frames one direct write carries (the rest go to the writer task).
@@ -180,6 +180,12 @@ impl ClientQueue {
         })
     }
 
+    /// Starts loading the queue's lock and state into cache, one step
+    /// before the hub pushes to it or writes it out.
+    pub(crate) fn prefetch(&self) {
+        prefetch(&self.inner);
+    }
+
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id
@@ -212,6 +218,10 @@ impl ClientQueue {
         let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
         if was_empty {
             inner.ready_since = Some(received);
+            // The hub's flush_or_wake writes to it once the batch is queued.
+            if let Some(direct) = &inner.direct {
+                prefetch(&**direct);
+            }
         }
         let outcome =
             if inner.slots.is_empty() && inner.tick_bytes + frame.len() <= self.limits.max_bytes {
@@ -319,13 +329,12 @@ impl ClientQueue {
     /// is idle and the socket takes it all at once, else left to the writer,
     /// which is woken. Used by the hub after queueing a batch.
     pub fn flush_or_wake(&self) {
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         let direct = match &inner.direct {
-            Some(d) if inner.writer_idle && inner.closing.is_none() && inner.slots.is_empty() => {
-                d.clone()
-            }
+            Some(d) if inner.writer_idle && inner.closing.is_none() && inner.slots.is_empty() => d,
             _ => {
-                drop(inner);
+                drop(guard);
                 self.ready.notify_one();
                 return;
             }
@@ -333,21 +342,26 @@ impl ClientQueue {
         if inner.frames.is_empty() {
             return;
         }
-        let mut slices = [IoSlice::new(&[]); DIRECT_MAX_FRAMES];
         let n = inner.frames.len().min(DIRECT_MAX_FRAMES);
-        let mut total = 0;
-        for (slot, f) in slices.iter_mut().zip(inner.frames.iter()) {
-            *slot = IoSlice::new(f);
-            total += f.len();
-        }
-        match direct.try_write(&slices[..n]) {
+        let total: usize = inner.frames.iter().take(n).map(Bytes::len).sum();
+        let written = match inner.frames.front() {
+            Some(one) if n == 1 => direct.try_write(&[IoSlice::new(one)]),
+            _ => {
+                let mut slices = [IoSlice::new(&[]); DIRECT_MAX_FRAMES];
+                for (slot, f) in slices.iter_mut().zip(inner.frames.iter()) {
+                    *slot = IoSlice::new(f);
+                }
+                direct.try_write(&slices[..n])
+            }
+        };
+        match written {
             Ok(written) if written == total => {
                 inner.frames.drain(..n);
                 if inner.frames.is_empty() {
                     inner.tick_bytes = 0;
                     inner.control_bytes = 0;
                     let oldest = inner.ready_since.take();
-                    drop(inner);
+                    // Still under the lock: the writer is idle and stays so.
                     direct.wrote(n, total, oldest);
                     return;
                 }
@@ -371,7 +385,7 @@ impl ClientQueue {
             Err(_) => {}
         }
         inner.writer_idle = false;
-        drop(inner);
+        drop(guard);
         self.ready.notify_one();
     }
 

@@ -3,6 +3,7 @@
 //! who may write when, so the two never interleave.
 
 use std::io::{self, ErrorKind, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -47,8 +48,25 @@ impl AsyncWrite for SharedWriteHalf {
 
 /// The hub's handle: non-blocking vectored writes, counted like the writer's.
 pub struct DirectHalf {
-    pub half: Arc<OwnedWriteHalf>,
-    pub state: Arc<GatewayState>,
+    /// The socket's descriptor, read once: a write reaches it without going
+    /// through the half, its `TcpStream` and tokio's registration (each a
+    /// pointer to follow, and a cache miss when thousands of sockets take turns).
+    fd: RawFd,
+    /// Keeps `fd` open.
+    _half: Arc<OwnedWriteHalf>,
+    state: Arc<GatewayState>,
+}
+
+impl DirectHalf {
+    /// The hub's handle on `half`, counting into `state`.
+    pub fn new(half: Arc<OwnedWriteHalf>, state: Arc<GatewayState>) -> Self {
+        let stream: &TcpStream = (*half).as_ref();
+        Self {
+            fd: stream.as_raw_fd(),
+            _half: half,
+            state,
+        }
+    }
 }
 
 impl DirectSocket for DirectHalf {
@@ -56,8 +74,9 @@ impl DirectSocket for DirectHalf {
     /// readiness is left as it was (a stale "writable" costs the writer one
     /// `WouldBlock`), and the call skips the VFS layer of write(2).
     fn try_write(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
-        let stream: &TcpStream = (*self.half).as_ref();
-        let socket = socket2::SockRef::from(stream);
+        // SAFETY: `_half` owns the descriptor and lives as long as `self`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let socket = socket2::SockRef::from(&fd);
         match frames {
             [one] => socket.send_with_flags(one, libc::MSG_NOSIGNAL),
             _ => socket.send_vectored_with_flags(frames, libc::MSG_NOSIGNAL),

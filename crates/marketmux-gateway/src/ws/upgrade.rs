@@ -112,10 +112,7 @@ async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Iden
         Ok(parts) => {
             let (rd, wr) = parts.io.into_inner().into_split();
             let half = Arc::new(wr);
-            let direct = DirectHalf {
-                half: half.clone(),
-                state: state.clone(),
-            };
+            let direct = DirectHalf::new(half.clone(), state.clone());
             let wr = SharedWriteHalf(half);
             let prefix = parts.read_buf;
             super::connection::serve(state, rd, wr, prefix, identity, Some(Arc::new(direct))).await
