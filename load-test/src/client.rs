@@ -116,6 +116,11 @@ pub async fn run(ctx: Arc<Context>, plan: ClientPlan, source: Option<IpAddr>) {
         ctx.stop.cancelled().await;
         return;
     }
+    // One waiter on the stop token for the client's whole life: a fresh
+    // `cancelled()` per message would join and leave the token's waiter list
+    // (one lock shared by every client) on each read.
+    let stopped = ctx.stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let closed = tokio::select! {
             r = conn.pump(&ctx) => match r {
@@ -127,7 +132,7 @@ pub async fn run(ctx: Arc<Context>, plan: ClientPlan, source: Option<IpAddr>) {
                 Err(_) => break,
                 Ok(()) => false,
             },
-            _ = ctx.stop.cancelled() => break,
+            _ = &mut stopped => break,
         };
         if closed {
             conn.state.flush(&ctx);
