@@ -76,7 +76,8 @@ pub struct Cli {
     /// Allow a non-loopback --url.
     #[arg(long)]
     pub allow_remote: bool,
-    /// Runtime worker threads (default: one per core).
+    /// Threads the client sockets run on, one single-threaded runtime each
+    /// (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Seed of the Zipf draws.
@@ -113,6 +114,7 @@ pub struct Config {
     pub allow_remote: bool,
     pub seed: u64,
     pub progress: bool,
+    pub client_threads: usize,
 }
 
 impl Cli {
@@ -176,6 +178,10 @@ impl Cli {
             source_ips: self.source_ips,
             allow_remote: self.allow_remote,
             seed: self.seed,
+            client_threads: self
+                .threads
+                .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+                .unwrap_or(1),
             progress: !self.quiet,
         })
     }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod message;
 pub mod nats;
 pub mod plan;
+pub mod pool;
 pub mod proc;
 pub mod publisher;
 pub mod report;

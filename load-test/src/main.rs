@@ -7,13 +7,11 @@ use load_test::Cli;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let json = cli.json;
-    let threads = cli.threads;
     let cfg = cli.into_config()?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt
+    // Timers, sampling and reporting; the clients have their own threads
+    // (load_test::pool) and the publisher its own.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

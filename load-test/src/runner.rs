@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::Config;
 use crate::client::{self, Context, Protocol, Target};
 use crate::plan;
+use crate::pool::ClientPool;
 use crate::proc::{self, ProcSample};
 use crate::publisher::{self, Job, PublisherThread, SinkSpec};
 use crate::report::{Connections, Deliveries, Generator, Publish, Report, Scenario, Server};
@@ -70,6 +71,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         "{spinner} connecting {pos}/{len} [{elapsed}] {msg}",
     );
     let connect_start = Instant::now();
+    let mut pool = ClientPool::new(cfg.client_threads)?;
     let mut tasks = JoinSet::new();
     for (i, p) in plans.into_iter().enumerate() {
         let due = connect_start + Duration::from_secs_f64(i as f64 / cfg.connect_rate);
@@ -77,7 +79,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             tokio::time::sleep_until(due).await;
         }
         let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[i % cfg.source_ips.len()]);
-        tasks.spawn(client::run(ctx.clone(), p, source));
+        pool.spawn(&mut tasks, client::run(ctx.clone(), p, source));
         if i % 64 == 0 {
             bar.set_position(ctx.counters.settled.load(Relaxed));
             bar.set_message(format!("{} failed", ctx.counters.failed.load(Relaxed)));
