@@ -10,11 +10,13 @@
 //! - [`in_process`]: both, in memory, for the `dev` role and tests.
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
+//! - [`testing`]: a `redis-server` of a test's own.
 
 pub mod in_process;
 pub mod latest;
 pub mod metrics;
 pub mod redis;
+pub mod testing;
 
 use std::sync::Arc;
 

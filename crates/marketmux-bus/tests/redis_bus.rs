@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
+use marketmux_bus::testing::OwnRedis;
 use marketmux_bus::{PriceStore, Readiness, RedisBus, RedisConfig, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
 use parking_lot::Mutex;
@@ -162,7 +163,12 @@ async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_publishe
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_redis_forgets_them() {
-    let config = config("noscript");
+    // A server of its own: flushing the scripts of the shared one would make
+    // the other tests here, publishing meanwhile, redo calls out of order.
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let mut config = config("noscript");
+    config.url = redis.url();
     let admin = admin(&config).await;
     let keys = KeySpace::new(&config.prefix, false).unwrap();
     let client = config.connect_client().await.unwrap();

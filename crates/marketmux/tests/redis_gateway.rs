@@ -9,7 +9,6 @@
 mod scrape;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
+use marketmux_bus::testing::OwnRedis;
 use marketmux_core::Timestamp;
 use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
@@ -309,71 +309,12 @@ async fn a_gateway_without_redis_refuses_to_start_with_a_clear_error() {
 const REDIS_UP: &str = "marketmux_component_up{component=\"redis\"}";
 const PUBLISH_ERRORS: &str = "marketmux_errors_total{component=\"redis\",op=\"publish\"}";
 
-/// A `redis-server` of this test's own, killed when dropped.
-struct OwnRedis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it (Debian/Ubuntu: apt-get install redis-server)")
-            });
-        Self {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_up(&self) {
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not listen on port {}", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     // Component errors are counted through the process-wide recorder.
     assert!(marketmux_gateway::metrics::install_global_recorder());
-    let port = free_port();
-    let mut redis = OwnRedis::start(port);
+    let mut redis = OwnRedis::start();
+    let port = redis.port();
     redis.wait_up().await;
     let url = redis.url();
     let admin = admin(&url).await;
@@ -422,7 +363,7 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
 
     // Same port, empty data (no scripts, no subscriptions): the nodes reconnect,
     // resubscribe and reload the script by themselves.
-    let _redis = OwnRedis::start(port);
+    let _redis = OwnRedis::start_on(port);
     _redis.wait_up().await;
     eventually("B ready again", 200, Duration::from_secs(15), || async {
         get(&http, b_addr, "/ready").await.0

@@ -100,7 +100,12 @@ impl RedisPublisher {
         let all: Vec<&Call> = calls.iter().collect();
         let mut results = self.run(&all).await?;
 
-        // Redis restarted or flushed its scripts: load, then redo what failed, in order.
+        // Redis restarted or flushed its scripts: load, then redo what failed,
+        // in order. Known limit: if the scripts vanish in the middle of this
+        // pipeline and another publisher reloads them before its later calls
+        // run, those later calls are published before the redone ones, so
+        // that batch's ticks of a symbol can arrive out of order (the stored
+        // latest price still ends up the newest).
         let missing: Vec<usize> = (0..results.len())
             .filter(|&i| matches!(&results[i], Err(e) if is_noscript(e)))
             .collect();

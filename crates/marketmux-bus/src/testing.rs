@@ -1,0 +1,94 @@
+//! [`OwnRedis`]: a `redis-server` of a test's own, for tests that must kill
+//! Redis or make it forget its scripts without disturbing the tests that
+//! share the machine's Redis.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// A `redis-server` child process on a free loopback port, killed when dropped.
+pub struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` on a free port, without persistence.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run (with what to install).
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` (again after [`OwnRedis::kill`], to
+    /// model a restart).
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run (with what to install).
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it (Debian/Ubuntu: apt-get install redis-server)")
+            });
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until it accepts connections.
+    ///
+    /// # Panics
+    /// After 5 s without a listener.
+    pub async fn wait_up(&self) {
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not listen on port {}", self.port);
+    }
+
+    /// Kills the server now.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback TCP port nobody listens on right now.
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
