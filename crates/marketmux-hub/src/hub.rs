@@ -19,10 +19,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
+use crate::stats::HubStats;
 
 /// How many queues ahead the fan-out prefetches (see [`ClientQueue::prefetch`]).
 const PREFETCH_AHEAD: usize = 2;
-use crate::stats::HubStats;
 
 /// Encodes a tick (with its per-symbol sequence number) into the exact bytes
 /// written to every subscriber. Called once per tick per node.
