@@ -56,6 +56,14 @@ fn price_ids(ticks: &[ConsumedTick]) -> HashSet<u64> {
     ticks.iter().map(|t| t.tick.price as u64).collect()
 }
 
+/// Waits up to `wait` for one batch and keeps its ticks in `got`, without
+/// committing it.
+async fn read_uncommitted(c: &TickConsumer, got: &mut Vec<ConsumedTick>, wait: Duration) {
+    if let Ok(Ok(batch)) = tokio::time::timeout(wait, c.next_batch()).await {
+        got.extend(batch.ticks);
+    }
+}
+
 /// Reads until `want` distinct ticks arrived or `within` passed; commits each batch.
 async fn read_distinct(c: &TickConsumer, want: usize, within: Duration) -> Vec<ConsumedTick> {
     let deadline = Instant::now() + within;
@@ -254,14 +262,6 @@ async fn a_leaving_bridge_hands_its_partitions_over_and_nothing_is_lost() {
     );
     stop_b.cancel();
     task_b.await.unwrap();
-}
-
-/// Waits up to `wait` for one batch and keeps its ticks in `got`, without
-/// committing it.
-async fn read_uncommitted(c: &TickConsumer, got: &mut Vec<ConsumedTick>, wait: Duration) {
-    if let Ok(Ok(batch)) = tokio::time::timeout(wait, c.next_batch()).await {
-        got.extend(batch.ticks);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
