@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCENARIOS=${SCENARIOS:-"broadcast1000 broadcast2000 market500 market2000 slow500 idle"}
+SCENARIOS=${SCENARIOS:-"broadcast1000 broadcast2000 market500 market2000 market500steady market2000steady slow500 idle"}
 PROTOCOLS=${PROTOCOLS:-"marketmux nats"}
 BROADCAST_RATES=${BROADCAST_RATES:-"100 250 500 1000 1500 2000 3000"}  # ticks/s, tried in order
 BROADCAST_DURATION=${BROADCAST_DURATION:-10}
@@ -18,6 +18,12 @@ MARKET_CLIENTS=${MARKET_CLIENTS:-5000}
 MARKET_SYMBOLS=${MARKET_SYMBOLS:-200}
 MARKET_SUBS=${MARKET_SUBS:-5}
 MARKET_DURATION=${MARKET_DURATION:-30}
+# The market scenarios publish one batch per MARKET_INTERVAL: at 500 ticks/s a
+# burst of 5 ticks (625 deliveries) every 10 ms. The *steady variants publish
+# every STEADY_INTERVAL instead, as a live feed arrives: one tick every 2 ms at
+# 500/s, two every 1 ms at 2,000/s.
+MARKET_INTERVAL=${MARKET_INTERVAL:-10ms}
+STEADY_INTERVAL=${STEADY_INTERVAL:-1ms}
 SLOW_FRACTION=${SLOW_FRACTION:-0.1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_DURATION=${IDLE_DURATION:-10}
@@ -104,10 +110,11 @@ broadcast() {
   done
 }
 
-market() {  # label proto rate [extra args]
-  local label=$1 proto=$2 rate=$3; shift 3
+market() {  # label proto rate interval [extra args]
+  local label=$1 proto=$2 rate=$3 interval=$4; shift 4
   run "$label" "$proto" -c "$MARKET_CLIENTS" --symbols "$MARKET_SYMBOLS" \
-    --subs-per-client "$MARKET_SUBS" --publish-rate "$rate" --duration "$MARKET_DURATION" "$@"
+    --subs-per-client "$MARKET_SUBS" --publish-rate "$rate" --duration "$MARKET_DURATION" \
+    --publish-interval "$interval" "$@"
 }
 
 for s in $SCENARIOS; do
@@ -116,9 +123,11 @@ for s in $SCENARIOS; do
     case "$s" in
       broadcast1000) broadcast 1000 "$p" ;;
       broadcast2000) broadcast 2000 "$p" ;;
-      market500) market market500 "$p" 500 ;;
-      market2000) market market2000 "$p" 2000 ;;
-      slow500) market slow500 "$p" 500 --slow-fraction "$SLOW_FRACTION" ;;
+      market500) market market500 "$p" 500 "$MARKET_INTERVAL" ;;
+      market2000) market market2000 "$p" 2000 "$MARKET_INTERVAL" ;;
+      market500steady) market market500steady "$p" 500 "$STEADY_INTERVAL" ;;
+      market2000steady) market market2000steady "$p" 2000 "$STEADY_INTERVAL" ;;
+      slow500) market slow500 "$p" 500 "$MARKET_INTERVAL" --slow-fraction "$SLOW_FRACTION" ;;
       idle) run idle "$p" -c "$IDLE_CLIENTS" --symbols "$MARKET_SYMBOLS" --duration "$IDLE_DURATION" ;;
       *) echo "unknown scenario $s" >&2; exit 2 ;;
     esac

@@ -114,7 +114,10 @@ def main():
         name = label
         if mm or nats:
             s = (mm or nats)["scenario"]
-            name = f"{label} ({s['clients']} clients, {s['symbols']}×{s['subs_per_client']})"
+            name = f"{label} ({s['clients']} clients, {s['symbols']}×{s['subs_per_client']}"
+            if label.startswith("market") and s.get("publish_interval_ms"):
+                name += f", a batch every {s['publish_interval_ms']:g} ms"
+            name += ")"
         for title, f, higher in METRICS[kind]:
             a = f(mm) if mm else None
             b = f(nats) if nats else None

@@ -39,6 +39,8 @@ pub struct Scenario {
     pub subs_per_client: usize,
     pub zipf: Option<f64>,
     pub publish_rate: f64,
+    /// Time between publish batches, ms: a batch holds rate × interval ticks.
+    pub publish_interval_ms: f64,
     pub duration_s: f64,
 }
 
@@ -121,8 +123,8 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s for {:.1}s",
-            s.protocol, s.url, s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.duration_s
+            "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s in batches every {} ms for {:.1}s",
+            s.protocol, s.url, s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.publish_interval_ms, s.duration_s
         )?;
         writeln!(
             f,

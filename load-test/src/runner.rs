@@ -247,6 +247,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             subs_per_client: cfg.subs_per_client,
             zipf: cfg.zipf,
             publish_rate: cfg.publish_rate,
+            publish_interval_ms: cfg.publish_interval.as_secs_f64() * 1e3,
             duration_s: cfg.duration.as_secs_f64(),
         },
         connections: Connections {
