@@ -123,9 +123,20 @@ impl ConnectionRegistry {
             .count()
     }
 
-    /// Queues `frame` on every socket (server pings).
-    pub fn broadcast_control(&self, frame: &Bytes) {
-        for q in self.all() {
+    /// Queues `frame` on the sockets of one turn out of `turns`: those whose
+    /// id is `turn` modulo `turns`. Called for each turn in order, it reaches
+    /// every socket once, a few at a time (the heartbeat's pings).
+    pub fn push_control_to_turn(&self, frame: &Bytes, turn: u64, turns: u64) {
+        let turns = turns.max(1);
+        let due: Vec<Arc<ClientQueue>> = self
+            .inner
+            .lock()
+            .clients
+            .values()
+            .filter(|q| q.id() % turns == turn % turns)
+            .cloned()
+            .collect();
+        for q in due {
             q.push_control(frame.clone());
         }
     }
@@ -204,5 +215,29 @@ mod tests {
         }
         assert_eq!(r.ips(), 0);
         assert_eq!(r.reserve_ip(a, 0, 0), Ok(()), "0: no limit");
+    }
+
+    #[test]
+    fn turns_reach_every_socket_once_a_few_at_a_time() {
+        let r = ConnectionRegistry::default();
+        let queues: Vec<_> = (1..=10)
+            .map(|id| ClientQueue::new(id, Default::default(), Arc::default()))
+            .collect();
+        for q in &queues {
+            r.insert(q.clone());
+        }
+        let ping = Bytes::from_static(b"ping");
+        for turn in 0..4 {
+            r.push_control_to_turn(&ping, turn, 4);
+            let reached = queues.iter().filter(|q| q.queued_bytes() > 0).count();
+            assert_eq!(reached, [2, 5, 8, 10][turn as usize], "after turn {turn}");
+        }
+        for q in &queues {
+            let batch = q.take_batch(Default::default()).unwrap();
+            assert_eq!(batch.len(), 1, "client {} pinged once", q.id());
+        }
+        // One turn of one: everyone at once.
+        r.push_control_to_turn(&ping, 7, 1);
+        assert!(queues.iter().all(|q| q.queued_bytes() == ping.len()));
     }
 }
