@@ -48,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
     "$LOADTEST" --quiet --json --url "ws://127.0.0.1:$PORT/ws" --server-pid "$pid" \
       --source-ips "127.0.$((run / 250 + 100)).$((run % 250 + 1))" --connect-rate 2000 \
       --publish-rate "$RATE" $ARGS 2>/dev/null |
-      jq -r --arg bin "$bin" --arg round "$round" '"\($round) \($bin): p50 \(.latency.p50_ms) p90 \(.latency.p90_ms) p99 \(.latency.p99_ms) p99.9 \(.latency.p999_ms) ms, server \(.server.cpu_us_per_delivery * 100 | round / 100) us/delivery, \(.deliveries.received)/\(.deliveries.expected) delivered"'
+      jq -r --arg bin "$bin" --arg round "$round" '"\($round) \($bin): p50 \(.latency.p50_ms) p90 \(.latency.p90_ms) p99 \(.latency.p99_ms) p99.9 \(.latency.p999_ms) max \(.latency.max_ms) ms, ingest max \(.publish.batch_accept.max_ms) ms, server \(.server.cpu_us_per_delivery * 100 | round / 100) us/delivery, \(.deliveries.received)/\(.deliveries.expected) delivered"'
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
