@@ -132,9 +132,9 @@ impl ConnectionRegistry {
             .inner
             .lock()
             .clients
-            .values()
-            .filter(|q| q.id() % turns == turn % turns)
-            .cloned()
+            .iter()
+            .filter(|(id, _)| *id % turns == turn % turns)
+            .map(|(_, q)| q.clone())
             .collect();
         for q in due {
             q.push_control(frame.clone());
