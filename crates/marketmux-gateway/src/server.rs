@@ -173,10 +173,9 @@ async fn heartbeat(state: Arc<GatewayState>, stop: CancellationToken) {
     // goes a whole extra interval without its ping.
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     every.tick().await;
-    let turns = u64::from(turns);
     for turn in 0u64.. {
         tokio::select! {
-            _ = every.tick() => state.registry.push_control_to_turn(&ping, turn % turns, turns),
+            _ = every.tick() => state.registry.push_control_to_turn(&ping, turn, turns.into()),
             _ = stop.cancelled() => return,
         }
     }

@@ -124,16 +124,18 @@ impl ConnectionRegistry {
     }
 
     /// Queues `frame` on the sockets of one turn out of `turns`: those whose
-    /// id is `turn` modulo `turns`. Called for each turn in order, it reaches
-    /// every socket once, a few at a time (the heartbeat's pings).
+    /// id equals `turn` modulo `turns`. Called with turns 0, 1, 2, … it
+    /// reaches every socket once per `turns` calls, a few at a time (the
+    /// heartbeat's pings).
     pub fn push_control_to_turn(&self, frame: &Bytes, turn: u64, turns: u64) {
         let turns = turns.max(1);
+        let slot = turn % turns;
         let due: Vec<Arc<ClientQueue>> = self
             .inner
             .lock()
             .clients
             .iter()
-            .filter(|(id, _)| *id % turns == turn % turns)
+            .filter(|(id, _)| *id % turns == slot)
             .map(|(_, q)| q.clone())
             .collect();
         for q in due {
