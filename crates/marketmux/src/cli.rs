@@ -101,6 +101,13 @@ pub struct GatewayArgs {
         default_value_t = 5.0
     )]
     pub redis_unsubscribe_linger_secs: f64,
+    /// Latest-price reads (subscribe snapshots, GET /price) waiting for Redis; past it a read fails at once (503).
+    #[arg(
+        long,
+        env = "MARKETMUX_REDIS_MAX_PENDING_READS",
+        default_value_t = 65_536
+    )]
+    pub redis_max_pending_reads: usize,
     /// Kafka brokers: ingest goes to Kafka when set (also KAFKA_BROKERS).
     #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,

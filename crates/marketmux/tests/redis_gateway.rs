@@ -391,3 +391,64 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// Subscribes `ws` to `count` symbols named `{tag}{n}`, `per_frame` to a
+/// frame, without waiting for the replies.
+async fn subscribe_many(ws: &mut Ws, tag: &str, count: usize, per_frame: usize) {
+    let names: Vec<String> = (0..count).map(|n| format!("{tag}{n}")).collect();
+    for chunk in names.chunks(per_frame) {
+        send(ws, json!({"action": "subscribe", "symbols": chunk})).await;
+    }
+}
+
+/// How long `GET /price/{symbol}` takes, with its status.
+async fn timed_price(http: &reqwest::Client, addr: SocketAddr, symbol: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = get(http, addr, &format!("/price/{symbol}")).await.0;
+    (status, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_subscribe_flood_leaves_price_reads_working() {
+    const SOCKETS: usize = 32;
+    const SYMBOLS: usize = 1024;
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let url = redis.url();
+    // A small bound on waiting reads, so that this flood goes past it.
+    let node = gateway_with(&url, "", &["--redis-max-pending-reads", "2000"]).await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::new();
+    assert_eq!(
+        post(&http, addr, &tick("AAPL", 7.0, Timestamp::now())).await,
+        202
+    );
+
+    // Every socket asks for 1,024 symbols nobody has seen, in 4 frames of 256.
+    let mut sockets = Vec::new();
+    for n in 0..SOCKETS {
+        let mut ws = client(addr).await;
+        subscribe_many(&mut ws, &format!("F{n}X"), SYMBOLS, 256).await;
+        sockets.push(ws);
+    }
+    // Each socket's four subscribes are answered (acks first, snapshots after).
+    for ws in &mut sockets {
+        for _ in 0..4 {
+            expect(ws, "subscribed", None).await;
+        }
+    }
+    for mut ws in sockets {
+        let _ = ws.close(None).await;
+    }
+
+    // Reads go out at once again: never a 503, never a wait for a later command.
+    for _ in 0..5 {
+        let (status, took) = timed_price(&http, addr, "AAPL").await;
+        assert_eq!(status, 200, "GET /price/AAPL after the flood");
+        assert!(
+            took < Duration::from_millis(300),
+            "GET /price/AAPL took {took:?}"
+        );
+    }
+    node.stop().await.unwrap();
+}

@@ -4,7 +4,7 @@
 //! - [`codec`]: the tick JSON stored in `price:SYMBOL` and published on channels.
 //! - [`script`]: the Lua script that sets the latest price only if newer and publishes.
 //! - [`publisher`]: [`RedisPublisher`], a batch of ticks in one pipeline.
-//! - [`store`]: [`RedisPriceStore`], `GET price:SYMBOL`.
+//! - [`store`]: [`RedisPriceStore`], `price:SYMBOL`, concurrent reads batched in `MGET`s.
 //! - [`subscriber`]: [`RedisSubscriber`], one subscriber connection per node,
 //!   following the symbols its clients follow, with a linger on unsubscribe.
 //! - [`health`]: readiness and one log line per connection state change.
@@ -70,6 +70,8 @@ pub struct RedisConfig {
     /// Messages fred buffers for the node's reader; past it the oldest are lost
     /// (counted in [`SubscriberStats::lost`]).
     pub message_buffer: usize,
+    /// Latest-price reads waiting for Redis; past it a read fails at once.
+    pub max_pending_reads: usize,
 }
 
 impl Default for RedisConfig {
@@ -83,6 +85,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(5),
             message_buffer: 16 * 1024,
+            max_pending_reads: 64 * 1024,
         }
     }
 }
@@ -122,8 +125,16 @@ impl RedisConfig {
         });
         b.with_connection_config(move |c| {
             c.connection_timeout = connect;
-            // Commands queued while Redis is away; past it they fail at once.
-            c.max_command_buffer_len = 100_000;
+            // fred's queue stays unbounded: fred 10 flushes the socket after a
+            // command only when it counts no command queued behind it, and a
+            // command refused by a full bounded queue (backpressure) is never
+            // taken off that count. After one overflow every later lone command
+            // waited unsent until something else flushed. Bounds live here
+            // instead (waiting reads, see `store`).
+            c.max_command_buffer_len = 0;
+            // A command the connection lost is not sent again after the
+            // reconnect: its caller gets the error (a POST answers 503).
+            c.max_command_attempts = 1;
         });
         Ok(b)
     }
@@ -196,7 +207,8 @@ impl RedisBus {
         let subscriber_client = config.connect_subscriber().await?;
         let publisher = RedisPublisher::new(client.clone(), keys.clone());
         publisher.load_script().await?;
-        let store = RedisPriceStore::new(client.clone(), keys.clone());
+        let store =
+            RedisPriceStore::bounded(client.clone(), keys.clone(), config.max_pending_reads);
         let (stop, stop_rx) = watch::channel(false);
         let subscriber = RedisSubscriber::start(
             subscriber_client.clone(),

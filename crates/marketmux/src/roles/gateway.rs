@@ -101,6 +101,7 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
         prefix: args.redis_prefix.clone(),
         sharded: args.redis_sharded,
         unsubscribe_linger: linger,
+        max_pending_reads: args.redis_max_pending_reads.max(1),
         ..RedisConfig::default()
     })
 }
