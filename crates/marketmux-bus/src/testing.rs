@@ -67,6 +67,28 @@ impl OwnRedis {
         panic!("redis-server did not listen on port {}", self.port);
     }
 
+    /// Freezes the server (`SIGSTOP`): its sockets stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server frozen by [`OwnRedis::pause`] (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let sent = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+            assert!(
+                sent.is_ok_and(|s| s.success()),
+                "kill {signal} redis-server"
+            );
+        }
+    }
+
     /// Kills the server now.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -358,3 +358,43 @@ async fn messages_that_arrive_together_reach_the_node_as_one_batch_in_order() {
     bus.shutdown().await;
     cleanup(&admin, &keys, &[sym("BAT")]).await;
 }
+
+/// A burst of reads past the bound is refused at once, and the reads after
+/// it go out at once: an overflow never leaves the command connection
+/// waiting for a later command to flush what it wrote.
+#[tokio::test]
+async fn reads_after_a_burst_past_the_bound_are_answered_at_once() {
+    const BURST: usize = 20_000;
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let config = RedisConfig {
+        url: redis.url(),
+        max_pending_reads: 1_000,
+        // No readiness PING that would flush a stuck connection meanwhile.
+        ping_interval: Duration::from_secs(600),
+        ..RedisConfig::default()
+    };
+    let (bus, _rx, _needed) = bus(config).await;
+    let aapl = sym("AAPL");
+    bus.publish(vec![tick("AAPL", 1.5, Timestamp::now().0)])
+        .await
+        .unwrap();
+
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..BURST {
+        let (bus, s) = (bus.clone(), sym(&format!("BURST{i}")));
+        burst.spawn(async move { bus.latest(&s).await.is_ok() });
+    }
+    let answered = burst.join_all().await.into_iter().filter(|ok| *ok).count();
+    assert!(answered < BURST, "the burst stayed under the bound");
+
+    let mut total = Duration::ZERO;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let got = bus.latest(&aapl).await.unwrap();
+        total += started.elapsed();
+        assert_eq!(got.map(|t| t.price), Some(1.5));
+    }
+    assert!(total < Duration::from_secs(1), "10 reads took {total:?}");
+    bus.shutdown().await;
+}

@@ -441,14 +441,17 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
         let _ = ws.close(None).await;
     }
 
-    // Reads go out at once again: never a 503, never a wait for a later command.
-    for _ in 0..5 {
+    // Reads go out at once again: never a 503, never a wait for a later
+    // command (such as the next readiness PING) to push them out.
+    let mut total = Duration::ZERO;
+    for _ in 0..10 {
         let (status, took) = timed_price(&http, addr, "AAPL").await;
-        assert_eq!(status, 200, "GET /price/AAPL after the flood");
-        assert!(
-            took < Duration::from_millis(300),
-            "GET /price/AAPL took {took:?}"
-        );
+        assert_eq!(status, 200, "GET /price/AAPL after the flood, in {took:?}");
+        total += took;
     }
+    assert!(
+        total < Duration::from_secs(2),
+        "10 x GET /price/AAPL took {total:?}"
+    );
     node.stop().await.unwrap();
 }

@@ -1,12 +1,21 @@
 //! [`RedisHealth`]: whether the node's Redis connections serve now (backs
-//! `/ready`), and one log line per change of that state.
+//! `/ready` and refuses ingest while they do not), and one log line per
+//! change of that state.
+//!
+//! A connection serves when fred holds it open and Redis answered its last
+//! PING in time: [`probe`] PINGs each connection every `interval` and
+//! allows `timeout` for the answer, so a Redis that stops answering (frozen,
+//! or a connection silently gone) turns the node unready within
+//! `interval + timeout`, even though its sockets stay open.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use std::sync::Arc;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::redis::subscriber::RedisSubscriber;
 use crate::Readiness;
@@ -14,26 +23,80 @@ use crate::Readiness;
 /// How often [`log_changes`] looks at the connections.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Both connections up, and every wanted channel subscribed.
+/// The last PING of one connection: when it was answered, or that it failed.
+struct Pong {
+    /// Milliseconds from [`RedisHealth::born`] to the last answer;
+    /// [`Pong::FAILED`] when the last PING failed or timed out.
+    at_ms: AtomicU64,
+}
+
+impl Pong {
+    const FAILED: u64 = u64::MAX;
+}
+
+/// Both connections up and answering, and every wanted channel subscribed.
 pub struct RedisHealth {
     client: Client,
     subscriber_client: SubscriberClient,
     subscriber: Option<RedisSubscriber>,
+    born: Instant,
+    /// A PING answered longer ago than this is too old.
+    stale: Duration,
+    timeout: Duration,
+    command: Pong,
+    subscription: Pong,
 }
 
 impl RedisHealth {
     /// Health of a command connection, a subscriber connection, and (if
     /// given) whether the subscriber has resubscribed after a reconnect.
+    /// [`probe`] PINGs every `interval` and waits `timeout` for the answer.
     pub fn new(
         client: Client,
         subscriber_client: SubscriberClient,
         subscriber: Option<RedisSubscriber>,
+        interval: Duration,
+        timeout: Duration,
     ) -> Self {
+        let born = Instant::now();
+        // Both connected just now: answered at birth.
+        let answered = || Pong {
+            at_ms: AtomicU64::new(0),
+        };
         Self {
             client,
             subscriber_client,
             subscriber,
+            born,
+            stale: interval + timeout,
+            timeout,
+            command: answered(),
+            subscription: answered(),
         }
+    }
+
+    fn record(&self, pong: &Pong, ok: bool) {
+        let ms = if ok {
+            u64::try_from(self.born.elapsed().as_millis()).unwrap_or(Pong::FAILED - 1)
+        } else {
+            Pong::FAILED
+        };
+        pong.at_ms.store(ms, Relaxed);
+    }
+
+    fn answering(&self, pong: &Pong, which: &str) -> Result<(), String> {
+        let at = pong.at_ms.load(Relaxed);
+        let since = self
+            .born
+            .elapsed()
+            .saturating_sub(Duration::from_millis(at));
+        if at == Pong::FAILED || since > self.stale {
+            return Err(format!(
+                "redis: {which} connection does not answer PING within {:?}",
+                self.timeout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -45,6 +108,8 @@ impl Readiness for RedisHealth {
         if !self.subscriber_client.is_connected() {
             return Err("redis: subscriber connection down, reconnecting".into());
         }
+        self.answering(&self.command, "command")?;
+        self.answering(&self.subscription, "subscriber")?;
         if self.subscriber.as_ref().is_some_and(|s| !s.is_synced()) {
             return Err("redis: resubscribing channels".into());
         }
@@ -53,6 +118,36 @@ impl Readiness for RedisHealth {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// PINGs both connections every `interval` (each waits at most the health's
+/// `timeout`) and records the outcomes, until `stop` changes.
+pub async fn probe(health: Arc<RedisHealth>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    // Sent only on a live connection and never again after a reconnect: a
+    // PING answers for the connection it went out on.
+    let once = Options {
+        fail_fast: true,
+        max_attempts: Some(1),
+        timeout: Some(health.timeout),
+        ..Options::default()
+    };
+    let command = health.client.with_options(&once);
+    let subscription = health.subscriber_client.with_options(&once);
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let deadline = health.timeout;
+        let (c, s) = tokio::join!(
+            tokio::time::timeout(deadline, command.ping::<Value>(None)),
+            tokio::time::timeout(deadline, subscription.ping::<Value>(None)),
+        );
+        health.record(&health.command, matches!(c, Ok(Ok(_))));
+        health.record(&health.subscription, matches!(s, Ok(Ok(_))));
     }
 }
 

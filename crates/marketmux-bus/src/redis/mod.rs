@@ -72,6 +72,10 @@ pub struct RedisConfig {
     pub message_buffer: usize,
     /// Latest-price reads waiting for Redis; past it a read fails at once.
     pub max_pending_reads: usize,
+    /// How often both connections are PINGed for readiness.
+    pub ping_interval: Duration,
+    /// A PING not answered within this long makes the node unready.
+    pub ping_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -86,6 +90,8 @@ impl Default for RedisConfig {
             reconnect_max_delay: Duration::from_secs(5),
             message_buffer: 16 * 1024,
             max_pending_reads: 64 * 1024,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -222,6 +228,13 @@ impl RedisBus {
             client.clone(),
             subscriber_client.clone(),
             Some(subscriber.clone()),
+            config.ping_interval,
+            config.ping_timeout,
+        ));
+        tokio::spawn(health::probe(
+            health.clone(),
+            config.ping_interval,
+            stop_rx.clone(),
         ));
         tokio::spawn(health::log_changes(
             health.clone(),
@@ -274,10 +287,33 @@ impl RedisBus {
     }
 }
 
+/// Publishing from a node promises its own clients the ticks: Redis must be
+/// serving, the subscriber connection subscribed before the publish and the
+/// same connection still subscribed after it ([`RedisSubscriber::passed`]).
+/// Otherwise the caller gets `Unavailable` (a POST answers 503), though
+/// Redis may have published the ticks to other nodes.
 #[async_trait]
 impl TickPublisher for RedisBus {
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
-        self.publisher.publish(ticks).await
+        let refuse = |why: String| {
+            metrics::error(Component::Redis, "publish");
+            Err(BusError::Unavailable(why))
+        };
+        if let Err(why) = self.health.check() {
+            return refuse(why);
+        }
+        let Some(generation) = self.subscriber.serving() else {
+            return refuse("redis: subscriber connection not subscribed".into());
+        };
+        self.publisher.publish(ticks).await?;
+        if !self.subscriber.passed(generation).await {
+            return refuse(
+                "redis: the subscriber connection dropped while publishing; \
+                 this node's clients may miss these ticks"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 

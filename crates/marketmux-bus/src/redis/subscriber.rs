@@ -9,11 +9,15 @@
 //!   command with many channels, pipelined on the one connection.
 //! - After a reconnect every channel still wanted is subscribed again; until
 //!   that is done [`RedisSubscriber::is_synced`] is false (`/ready` says 503).
+//! - Every drop and every reconnect of the connection starts a new
+//!   generation ([`Link`]); a publisher that saw one generation subscribed
+//!   before publishing and the same one after ([`RedisSubscriber::passed`])
+//!   knows the node's own clients got what it published.
 //! - Messages are decoded once and handed to the node's [`TickBatchHandler`]:
 //!   everything that arrived together in one call, up to [`MAX_BATCH`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +46,36 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest [`RedisSubscriber::settled`] waits (Redis slow or away).
 const SETTLE_MAX: Duration = Duration::from_millis(500);
+
+/// No generation is subscribed.
+const UNSYNCED: u64 = u64::MAX;
+
+/// The life of the subscriber connection, as publishers see it.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Bumped on every drop and every reconnect.
+    generation: AtomicU64,
+    /// The generation on which every wanted channel is subscribed
+    /// ([`UNSYNCED`] while none is).
+    synced: AtomicU64,
+}
+
+impl Link {
+    fn generation(&self) -> u64 {
+        self.generation.load(SeqCst)
+    }
+
+    /// The connection dropped or was replaced: a new generation, not synced.
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, SeqCst) + 1
+    }
+
+    /// `generation` when every wanted channel is subscribed on it now.
+    fn synced(&self) -> Option<u64> {
+        let g = self.generation();
+        (self.synced.load(SeqCst) == g).then_some(g)
+    }
+}
 
 /// Counters of the subscriber connection.
 #[derive(Debug, Default)]
@@ -72,7 +106,11 @@ pub struct RedisSubscriber {
     sent: Arc<AtomicU64>,
     /// Changes the actor has applied and sent its commands for (awaited).
     done: watch::Receiver<u64>,
-    synced: Arc<AtomicBool>,
+    link: Arc<Link>,
+    /// For [`RedisSubscriber::passed`]'s PING.
+    client: SubscriberClient,
+    /// Longest [`RedisSubscriber::passed`] waits for its PING.
+    ping_timeout: Duration,
     stats: Arc<SubscriberStats>,
 }
 
@@ -89,18 +127,27 @@ impl RedisSubscriber {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(0);
-        let synced = Arc::new(AtomicBool::new(true));
+        // Connected, and nothing wanted yet: generation 0 is synced.
+        let link = Arc::new(Link::default());
+        let (resync_tx, resync_rx) = watch::channel(0);
         let stats = Arc::new(SubscriberStats::default());
+        tokio::spawn(watch_link(
+            client.error_rx(),
+            client.reconnect_rx(),
+            link.clone(),
+            resync_tx,
+            stop.clone(),
+        ));
         tokio::spawn(deliver(
             client.message_rx(),
             handler,
             stats.clone(),
             stop.clone(),
         ));
+        let ping_timeout = client.perf_config().default_command_timeout;
         let actor = Actor {
-            reconnects: client.reconnect_rx(),
-            errors: client.error_rx(),
-            client,
+            reconnects: resync_rx,
+            client: client.clone(),
             keys,
             linger,
             still_needed,
@@ -108,7 +155,7 @@ impl RedisSubscriber {
             stray: HashSet::new(),
             lingering: HashMap::new(),
             expiries: VecDeque::new(),
-            synced: synced.clone(),
+            link: link.clone(),
             resync_at: None,
             stats: stats.clone(),
             processed: 0,
@@ -119,7 +166,9 @@ impl RedisSubscriber {
             changes: tx,
             sent: Arc::new(AtomicU64::new(0)),
             done,
-            synced,
+            link,
+            client,
+            ping_timeout,
             stats,
         }
     }
@@ -147,9 +196,32 @@ impl RedisSubscriber {
         let _ = tokio::time::timeout(SETTLE_MAX, done.wait_for(|d| *d >= target)).await;
     }
 
-    /// False while a (re)subscription failed or is pending after a reconnect.
+    /// False while the connection is down, or a (re)subscription failed or
+    /// is pending after a reconnect.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Relaxed)
+        self.serving().is_some()
+    }
+
+    /// The connection's generation, when it is up and every wanted channel
+    /// is subscribed on it: what a message published now reaches.
+    pub fn serving(&self) -> Option<u64> {
+        self.link.synced().filter(|_| self.client.is_connected())
+    }
+
+    /// Whether everything published before this call reached the node on
+    /// connection `generation`: a PING on the subscriber connection is
+    /// answered after every message Redis queued for it before, so an answer
+    /// on the same, still synced generation means those messages arrived.
+    pub async fn passed(&self, generation: u64) -> bool {
+        // Never sent again on a new connection, never queued while down.
+        let once = Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(self.ping_timeout),
+            ..Options::default()
+        };
+        let pong = self.client.with_options(&once).ping::<Value>(None).await;
+        pong.is_ok() && self.serving() == Some(generation)
     }
 
     /// The counters.
@@ -253,6 +325,40 @@ async fn deliver(
     }
 }
 
+/// Follows the connection's drops and reconnects as generations: a drop
+/// ends the current one at once (publishers stop trusting it), a reconnect
+/// starts one and asks the actor to resubscribe on it. Awaits nothing else,
+/// so it sees a drop before fred has reconnected.
+async fn watch_link(
+    mut errors: broadcast::Receiver<(Error, Option<fred::types::config::Server>)>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    link: Arc<Link>,
+    resync: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            e = errors.recv() => match e {
+                Err(RecvError::Closed) => return,
+                _ => {
+                    link.bump();
+                }
+            },
+            r = reconnects.recv() => {
+                if matches!(r, Err(RecvError::Closed)) {
+                    return;
+                }
+                // A drop is announced before its reconnect: count it first.
+                while !matches!(errors.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {
+                    link.bump();
+                }
+                resync.send_replace(link.bump());
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Batch {
     subscribe: Vec<Symbol>,
@@ -262,8 +368,8 @@ struct Batch {
 /// Owns the subscription state; the only task that sends (un)subscribe commands.
 struct Actor {
     client: SubscriberClient,
-    reconnects: broadcast::Receiver<fred::types::config::Server>,
-    errors: broadcast::Receiver<(Error, Option<fred::types::config::Server>)>,
+    /// The generation of each new connection, from [`watch_link`].
+    reconnects: watch::Receiver<u64>,
     keys: KeySpace,
     linger: Duration,
     still_needed: StillNeeded,
@@ -276,7 +382,7 @@ struct Actor {
     /// Linger deadlines in order (the linger is constant, so this is FIFO);
     /// an entry no longer in `lingering` with the same deadline is stale.
     expiries: VecDeque<(Instant, Symbol)>,
-    synced: Arc<AtomicBool>,
+    link: Arc<Link>,
     /// When to retry a full resync, after a failure.
     resync_at: Option<Instant>,
     stats: Arc<SubscriberStats>,
@@ -300,23 +406,14 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = stop.changed() => return,
-                e = self.errors.recv() => {
-                    if matches!(e, Err(RecvError::Closed)) {
-                        return;
-                    }
-                    // The connection dropped: channels are gone until the reconnect resyncs.
-                    self.synced.store(false, Relaxed);
-                    self.resync_at.get_or_insert(Instant::now() + RETRY_AFTER);
-                }
-                r = self.reconnects.recv() => {
-                    if matches!(r, Err(RecvError::Closed)) {
+                r = self.reconnects.changed() => {
+                    if r.is_err() {
                         return;
                     }
                     // A new connection starts with no subscription at all.
                     // fred announces it before marking the client connected;
                     // the commands queue behind the reconnect, so send now.
                     self.stray.clear();
-                    self.synced.store(false, Relaxed);
                     self.resync(true).await;
                 }
                 c = changes.recv() => {
@@ -400,7 +497,7 @@ impl Actor {
 
     fn failed(&mut self, what: &'static str, e: &Error) {
         metrics::error(Component::Redis, what);
-        if self.synced.swap(false, Relaxed) {
+        if self.link.synced.swap(UNSYNCED, SeqCst) != UNSYNCED {
             tracing::warn!(error = %e, "Redis {what} failed; retrying");
         }
         self.resync_at = Some(Instant::now() + RETRY_AFTER);
@@ -413,6 +510,9 @@ impl Actor {
             self.resync_at = Some(Instant::now() + RETRY_AFTER);
             return;
         }
+        // Synced is claimed for the generation seen before the commands: if
+        // the connection changed meantime, its reconnect resyncs again.
+        let generation = self.link.generation();
         let stray: Vec<Symbol> = self.stray.iter().copied().collect();
         let wanted: Vec<Symbol> = self.wanted.iter().copied().collect();
         let result = match self.command(false, &stray).await {
@@ -423,7 +523,7 @@ impl Actor {
             Ok(()) => {
                 self.stray.clear();
                 self.resync_at = None;
-                if !self.synced.swap(true, Relaxed) {
+                if self.link.synced.swap(generation, SeqCst) != generation {
                     tracing::debug!(channels = wanted.len(), "Redis subscriptions restored");
                 }
             }
