@@ -455,3 +455,108 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
     );
     node.stop().await.unwrap();
 }
+
+/// Waits for a tick of `symbol` at `price`, skipping other messages; false
+/// after `within`.
+async fn receives_price(ws: &mut Ws, symbol: &str, price: f64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while let Some(m) = next_json(ws, deadline.saturating_duration_since(Instant::now())).await {
+        if m["type"] == "tick" && m["symbol"] == symbol && m["price"] == price {
+            return true;
+        }
+    }
+    false
+}
+
+/// `CLIENT KILL TYPE pubsub`: Redis drops every subscriber connection (the
+/// node's) and keeps the command connections.
+async fn drop_subscriber_connections(admin: &Client) -> i64 {
+    admin
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tick_answered_202_reaches_the_nodes_clients_across_a_subscriber_drop() {
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let url = redis.url();
+    let admin = admin(&url).await;
+    let node = gateway(&url, "").await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::new();
+    let mut ws = client(addr).await;
+    subscribe(&mut ws, "AAPL").await;
+    let ready = || async { get(&http, addr, "/ready").await.0 };
+    for round in 0..3 {
+        eventually("subscribed", 1, Duration::from_secs(10), || {
+            numsub(&admin, "ticks:AAPL")
+        })
+        .await;
+        eventually("ready", 200, Duration::from_secs(10), ready).await;
+        // The node's subscriber connection goes; its command connection
+        // stays, so Redis itself accepts the tick at once.
+        assert!(drop_subscriber_connections(&admin).await >= 1);
+        let price = 100.0 + f64::from(round);
+        match post(&http, addr, &tick("AAPL", price, Timestamp::now())).await {
+            202 => assert!(
+                receives_price(&mut ws, "AAPL", price, Duration::from_secs(10)).await,
+                "round {round}: a tick answered 202 never reached the node's client"
+            ),
+            503 => {}
+            other => panic!("round {round}: POST answered {other}"),
+        }
+    }
+    // Once the node serves again, ticks are accepted and delivered.
+    eventually("ready again", 200, Duration::from_secs(10), ready).await;
+    assert_eq!(
+        post(&http, addr, &tick("AAPL", 200.0, Timestamp::now())).await,
+        202
+    );
+    assert!(receives_price(&mut ws, "AAPL", 200.0, Duration::from_secs(10)).await);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ready_is_503_while_redis_is_frozen_and_200_once_it_answers_again() {
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let node = gateway(&redis.url(), "").await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::new();
+    let mut ws = client(addr).await;
+    subscribe(&mut ws, "AAPL").await;
+    let ready = || async { get(&http, addr, "/ready").await.0 };
+    eventually("ready", 200, Duration::from_secs(5), ready).await;
+
+    // SIGSTOP: every socket to Redis stays open, nothing is answered.
+    redis.pause();
+    eventually("unready while frozen", 503, Duration::from_secs(5), ready).await;
+    let (_, body) = get(&http, addr, "/ready").await;
+    assert!(body.to_string().contains("PING"), "{body}");
+    assert_eq!(get(&http, addr, "/health").await.0, 200);
+    // Ingest is refused while the node cannot serve.
+    let started = Instant::now();
+    assert_eq!(
+        post(&http, addr, &tick("AAPL", 1.0, Timestamp::now())).await,
+        503
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    redis.resume();
+    eventually("ready after thaw", 200, Duration::from_secs(10), ready).await;
+    assert_eq!(
+        post(&http, addr, &tick("AAPL", 2.0, Timestamp::now())).await,
+        202
+    );
+    assert!(receives_price(&mut ws, "AAPL", 2.0, Duration::from_secs(5)).await);
+    node.stop().await.unwrap();
+}
