@@ -8,6 +8,7 @@
 //! and is listed by `GET /alerts`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::metrics::{self, Component};
 use crate::redis::{unavailable, RedisConfig};
@@ -78,8 +80,11 @@ impl AlertListener {
     }
 }
 
+/// How long to wait before trying a failed resubscribe again.
+const RESUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+
 /// Listens for fired alerts and hands each to `handler`; resubscribes after a
-/// reconnect.
+/// reconnect, and again every [`RESUBSCRIBE_RETRY`] until that succeeds.
 pub async fn listen_alerts(
     config: &RedisConfig,
     handler: AlertHandler,
@@ -94,7 +99,14 @@ pub async fn listen_alerts(
     let mut reconnects = client.reconnect_rx();
     let resubscriber = client.clone();
     let task = tokio::spawn(async move {
+        let mut retry_at: Option<Instant> = None;
         loop {
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 m = messages.recv() => match m {
                     Ok(msg) => {
@@ -114,15 +126,19 @@ pub async fn listen_alerts(
                     Err(RecvError::Closed) => return,
                 },
                 r = reconnects.recv() => match r {
-                    Ok(_) => {
-                        if let Err(e) = resubscriber.subscribe(channel.clone()).await {
-                            metrics::error(Component::Redis, "subscribe");
-                            tracing::warn!(error = %e, "Resubscribing to fired alerts failed");
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {}
+                    Ok(_) | Err(RecvError::Lagged(_)) => retry_at = Some(Instant::now()),
                     Err(RecvError::Closed) => return,
                 },
+                () = retry => {
+                    retry_at = match resubscriber.subscribe(channel.clone()).await {
+                        Ok(()) => None,
+                        Err(e) => {
+                            metrics::error(Component::Redis, "subscribe");
+                            tracing::warn!(error = %e, "Resubscribing to fired alerts failed; retrying");
+                            Some(Instant::now() + RESUBSCRIBE_RETRY)
+                        }
+                    };
+                }
             }
         }
     });
