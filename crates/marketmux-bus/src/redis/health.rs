@@ -6,7 +6,8 @@
 //! PING in time: [`probe`] PINGs each connection every `interval` and
 //! allows `timeout` for the answer, so a Redis that stops answering (frozen,
 //! or a connection silently gone) turns the node unready within
-//! `interval + timeout`, even though its sockets stay open.
+//! `interval + timeout`, even though its sockets stay open. An answer older
+//! than twice that (the probe itself stalled) counts as none.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ impl RedisHealth {
             subscriber_client,
             subscriber,
             born,
-            stale: interval + timeout,
+            stale: 2 * (interval + timeout),
             timeout,
             command: answered(),
             subscription: answered(),

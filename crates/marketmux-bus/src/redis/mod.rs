@@ -7,7 +7,8 @@
 //! - [`store`]: [`RedisPriceStore`], `price:SYMBOL`, concurrent reads batched in `MGET`s.
 //! - [`subscriber`]: [`RedisSubscriber`], one subscriber connection per node,
 //!   following the symbols its clients follow, with a linger on unsubscribe.
-//! - [`health`]: readiness and one log line per connection state change.
+//! - [`health`]: readiness (connections up, answering a PING each second,
+//!   channels subscribed) and one log line per change.
 //! - [`alerts`]: fired alerts from the alerts role to every gateway node.
 //!
 //! [`RedisBus`] puts them together for a gateway node.
