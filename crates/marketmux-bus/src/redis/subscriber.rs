@@ -10,7 +10,7 @@
 //! - After a reconnect every channel still wanted is subscribed again; until
 //!   that is done [`RedisSubscriber::is_synced`] is false (`/ready` says 503).
 //! - Every drop and every reconnect of the connection starts a new
-//!   generation ([`Link`]); a publisher that saw one generation subscribed
+//!   generation; a publisher that saw one generation subscribed
 //!   before publishing and the same one after ([`RedisSubscriber::passed`])
 //!   knows the node's own clients got what it published.
 //! - Messages are decoded once and handed to the node's [`TickBatchHandler`]:
@@ -52,7 +52,7 @@ const UNSYNCED: u64 = u64::MAX;
 
 /// The life of the subscriber connection, as publishers see it.
 #[derive(Debug, Default)]
-pub struct Link {
+struct Link {
     /// Bumped on every drop and every reconnect.
     generation: AtomicU64,
     /// The generation on which every wanted channel is subscribed
