@@ -556,3 +556,55 @@ async fn ready_is_503_while_redis_is_frozen_and_200_once_it_answers_again() {
     assert!(receives_price(&mut ws, "AAPL", 2.0, Duration::from_secs(5)).await);
     node.stop().await.unwrap();
 }
+
+/// A Lua script that keeps Redis busy for `ms` milliseconds.
+const BUSY_LUA: &str = "local t = redis.call('TIME') \
+    local deadline = t[1] * 1000000 + t[2] + ARGV[1] * 1000 \
+    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= deadline \
+    return 0";
+
+#[tokio::test]
+async fn a_tick_accepted_just_before_the_subscriber_drops_is_delivered_or_refused() {
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let url = redis.url();
+    let admin = admin(&url).await;
+    let node = gateway(&url, "").await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::new();
+    let mut ws = client(addr).await;
+    subscribe(&mut ws, "AAPL").await;
+    eventually("subscribed", 1, Duration::from_secs(10), || {
+        numsub(&admin, "ticks:AAPL")
+    })
+    .await;
+    eventually("ready", 200, Duration::from_secs(10), || async {
+        get(&http, addr, "/ready").await.0
+    })
+    .await;
+
+    // Redis runs a 500 ms script, then, from the same pipeline, drops the
+    // node's subscriber connection; the POST arrives during the script, while
+    // the node still serves, so Redis publishes its tick after the drop.
+    let busy = admin.pipeline();
+    let eval = CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false);
+    let kill = CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false);
+    let () = busy.custom(eval, vec![BUSY_LUA, "0", "500"]).await.unwrap();
+    let () = busy
+        .custom(kill, vec!["KILL", "TYPE", "pubsub"])
+        .await
+        .unwrap();
+    let script = tokio::spawn(async move { busy.all::<Value>().await });
+    // Lets the pipeline reach Redis before the POST does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match post(&http, addr, &tick("AAPL", 77.0, Timestamp::now())).await {
+        202 => assert!(
+            receives_price(&mut ws, "AAPL", 77.0, Duration::from_secs(10)).await,
+            "a tick answered 202 never reached the node's client"
+        ),
+        503 => {}
+        other => panic!("POST answered {other}"),
+    }
+    script.await.unwrap().unwrap();
+    node.stop().await.unwrap();
+}
