@@ -86,11 +86,13 @@ impl RedisHealth {
     }
 
     fn answering(&self, pong: &Pong, which: &str) -> Result<(), String> {
+        self.answering_at(pong, which, self.born.elapsed())
+    }
+
+    /// [`RedisHealth::answering`] when `now` has passed since birth.
+    fn answering_at(&self, pong: &Pong, which: &str, now: Duration) -> Result<(), String> {
         let at = pong.at_ms.load(Relaxed);
-        let since = self
-            .born
-            .elapsed()
-            .saturating_sub(Duration::from_millis(at));
+        let since = now.saturating_sub(Duration::from_millis(at));
         if at == Pong::FAILED || since > self.stale {
             return Err(format!(
                 "redis: {which} connection does not answer PING within {:?}",
@@ -172,5 +174,50 @@ pub async fn log_changes(health: Arc<RedisHealth>, url: String, mut stop: watch:
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> RedisHealth {
+        let client = Builder::default_centralized().build().unwrap();
+        let subscriber = Builder::default_centralized()
+            .build_subscriber_client()
+            .unwrap();
+        RedisHealth::new(
+            client,
+            subscriber,
+            None,
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_stale_ping_makes_a_connection_unready() {
+        let h = health();
+        assert!(h.answering(&h.command, "command").is_ok());
+        h.record(&h.command, false);
+        let err = h.answering(&h.command, "command").unwrap_err();
+        assert!(
+            err.contains("command connection does not answer PING"),
+            "{err}"
+        );
+        h.record(&h.command, true);
+        assert!(h.answering(&h.command, "command").is_ok());
+        // No answer for longer than twice interval plus timeout: a stalled probe.
+        let later = h.born.elapsed() + Duration::from_millis(401);
+        assert!(h.answering_at(&h.command, "command", later).is_err());
+        assert!(h
+            .answering_at(&h.subscription, "subscriber", later)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn connections_that_are_not_connected_are_named() {
+        let err = health().check().unwrap_err();
+        assert!(err.contains("command connection down"), "{err}");
     }
 }

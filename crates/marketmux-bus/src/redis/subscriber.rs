@@ -569,3 +569,30 @@ impl Actor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_is_synced_only_once_its_channels_are_subscribed() {
+        let link = Link::default();
+        assert_eq!(
+            link.synced(),
+            Some(0),
+            "nothing wanted on the first connection"
+        );
+        // A drop: publishers stop trusting generation 0 at once.
+        assert_eq!(link.bump(), 1);
+        assert_eq!(link.synced(), None);
+        // The reconnect starts generation 2; its resync claims it.
+        let fresh = link.bump();
+        link.synced.store(fresh, SeqCst);
+        assert_eq!(link.synced(), Some(2));
+        // A resync that read generation 2 but finished after another drop
+        // does not make generation 3 synced.
+        link.bump();
+        link.synced.store(fresh, SeqCst);
+        assert_eq!(link.synced(), None);
+    }
+}
