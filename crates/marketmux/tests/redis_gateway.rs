@@ -427,6 +427,13 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
         subscribe_many(&mut ws, &format!("F{n}X"), SYMBOLS, 256).await;
         sockets.push(ws);
     }
+    // Ingest amid the flood is answered (its PING waits behind the big
+    // SUBSCRIBEs on the subscriber connection): accepted or refused, never stuck.
+    let during = post(&http, addr, &tick("AAPL", 7.5, Timestamp::now())).await;
+    assert!(
+        during == 202 || during == 503,
+        "POST amid the flood: {during}"
+    );
     // Each socket's four subscribes are answered (acks first, snapshots after).
     for ws in &mut sockets {
         for _ in 0..4 {
@@ -449,6 +456,14 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
         total < Duration::from_secs(2),
         "10 x GET /price/AAPL took {total:?}"
     );
+    eventually(
+        "ingest after the flood",
+        202,
+        Duration::from_secs(10),
+        || async { post(&http, addr, &tick("AAPL", 8.0, Timestamp::now())).await },
+    )
+    .await;
+    assert_eq!(get(&http, addr, "/price/AAPL").await.1["price"], 8.0);
     node.stop().await.unwrap();
 }
 
