@@ -254,7 +254,7 @@ mod tests {
             (5000, &["AAPL".to_string()][..])
         );
         assert_eq!(c.url.as_str(), "ws://127.0.0.1:8080/ws");
-        assert_eq!(c.urls, [c.url.clone()]);
+        assert_eq!(c.urls.as_slice(), std::slice::from_ref(&c.url));
         assert!(!c.reconnect && c.reconnect_every.is_none());
     }
 

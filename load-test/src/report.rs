@@ -186,10 +186,10 @@ impl fmt::Display for Report {
         if let Some(r) = &self.recovery {
             writeln!(
                 f,
-                "recovery     {} reconnects ({} scheduled, {} after a close); {} streams resumed: {} recovered, {} refused, {} new epochs; {} ticks skipped at a resubscribe",
-                self.reconnects,
+                "recovery     {} closed on schedule, {} by the server, {} reopened; {} streams resumed: {} recovered, {} refused, {} new epochs; {} ticks skipped at a resubscribe",
                 r.forced_reconnects,
                 self.closed_by_server,
+                self.reconnects,
                 r.resumed,
                 r.recovered,
                 r.refused,
