@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use marketmux_bus::testing::free_port;
+use marketmux_bus::testing::{free_port, OwnRedis};
 use marketmux_core::Timestamp;
 use serde_json::{json, Value};
 
@@ -44,7 +44,7 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A `marketmux dev` process; killed when dropped.
+/// A `marketmux` node process; killed when dropped.
 struct Gateway {
     child: Child,
     addr: SocketAddr,
@@ -54,15 +54,29 @@ struct Gateway {
 impl Gateway {
     /// Starts `marketmux dev` on `addr` and waits until `/health` answers.
     async fn start(addr: SocketAddr, data_dir: &Path, extra: &[&str]) -> Self {
-        let log = data_dir.join(format!(
+        let listen = addr.to_string();
+        let dir = data_dir.display().to_string();
+        let mut args = vec!["dev", "--listen", &listen, "--data-dir", &dir];
+        args.extend_from_slice(extra);
+        Self::spawn(addr, data_dir, &args).await
+    }
+
+    /// Starts `marketmux gateway` on `addr` over the Redis at `redis_url`.
+    async fn start_on_redis(addr: SocketAddr, log_dir: &Path, redis_url: &str) -> Self {
+        let listen = addr.to_string();
+        let args = ["gateway", "--listen", &listen, "--redis-url", redis_url];
+        Self::spawn(addr, log_dir, &args).await
+    }
+
+    /// Runs `marketmux ARGS` (which must listen on `addr`), its log in `log_dir`.
+    async fn spawn(addr: SocketAddr, log_dir: &Path, args: &[&str]) -> Self {
+        let log = log_dir.join(format!(
             "gateway-{}.log",
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_marketmux"))
-            .args(["dev", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -79,13 +93,15 @@ impl Gateway {
             }
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!(
-                    "marketmux dev exited ({status}) before serving:\n{}",
+                    "marketmux {} exited ({status}) before serving:\n{}",
+                    args[0],
                     g.log_text()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "marketmux dev did not answer /health in 30 s:\n{}",
+                "marketmux {} did not answer /health in 30 s:\n{}",
+                args[0],
                 g.log_text()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -289,6 +305,12 @@ async fn received(c: &Client, symbol: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A row's stream position `(seq, epoch)`, once the node named its epoch.
+async fn position(c: &Client, symbol: &str) -> Option<(u64, String)> {
+    let v = js(c, &format!("return window.marketmux.position({symbol:?})")).await;
+    Some((v["seq"].as_u64()?, v["epoch"].as_str()?.to_owned()))
+}
+
 async fn conn_state(c: &Client) -> String {
     js(c, "return window.marketmux.state()")
         .await
@@ -481,6 +503,77 @@ async fn page_reconnects_after_the_gateway_restarts() {
         .await
         .unwrap();
     assert!(text.contains("reconnected"), "connection label: {text}");
+}
+
+/// After its node restarts, the page resubscribes each row from its position:
+/// the ticks published meanwhile (through a second node on the same Redis)
+/// are replayed, so the sparkline has no hole and no point twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs per-symbol seq on the server"]
+async fn page_resumes_its_rows_after_a_node_restart() {
+    let _one = SERIAL.lock().await;
+    let dir = fresh_dir("resume");
+    let redis = OwnRedis::start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut a = Gateway::start_on_redis(addr, &dir, &redis.url()).await;
+    let other = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let b = Gateway::start_on_redis(other, &dir, &redis.url()).await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&a.url("/?symbols=ZZRESUME")).await.unwrap();
+    wait_for(
+        "the node to name ZZRESUME's epoch",
+        Duration::from_secs(10),
+        || async move { position(c, "ZZRESUME").await },
+    )
+    .await;
+
+    let prices: Vec<f64> = (1..=9).map(|i| 100.0 + f64::from(i)).collect();
+    for &p in &prices[..3] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    let (_, epoch) = wait_for("seq 3 on the page", Duration::from_secs(10), || async move {
+        position(c, "ZZRESUME").await.filter(|(seq, _)| *seq == 3)
+    })
+    .await;
+
+    a.kill();
+    wait_for(
+        "the page to notice the lost connection",
+        Duration::from_secs(5),
+        || async move { (conn_state(c).await == "reconnecting").then_some(()) },
+    )
+    .await;
+    for &p in &prices[3..6] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    let _a = Gateway::start_on_redis(addr, &dir, &redis.url()).await;
+    wait_for(
+        "the replay of seq 4..6 after the restart",
+        Duration::from_secs(20),
+        || async move {
+            let at = position(c, "ZZRESUME").await?.0;
+            (conn_state(c).await == "live" && at == 6).then_some(())
+        },
+    )
+    .await;
+    for &p in &prices[6..] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    wait_for("seq 9 on the page", Duration::from_secs(10), || async move {
+        position(c, "ZZRESUME")
+            .await
+            .filter(|(seq, _)| *seq == 9)
+            .map(|_| ())
+    })
+    .await;
+
+    assert_eq!(position(c, "ZZRESUME").await, Some((9, epoch)));
+    let spark: Vec<f64> =
+        serde_json::from_value(js(c, "return window.marketmux.spark('ZZRESUME')").await).unwrap();
+    assert_eq!(spark, prices, "every price once, in order");
+    let duplicates = js(c, "return window.marketmux.duplicates()").await;
+    assert_eq!(duplicates, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
