@@ -372,6 +372,7 @@ struct Local {
     recovered_streams: u64,
     refused: u64,
     new_epochs: u64,
+    unnumbered: u64,
 }
 
 /// One client across its connections.
@@ -510,6 +511,7 @@ impl State {
             l.recovered_streams += u64::from(r.recovered);
             l.refused += u64::from(r.refused);
             l.new_epochs += u64::from(r.new_epoch);
+            l.unnumbered += u64::from(r.unnumbered);
         }
     }
 
@@ -617,6 +619,7 @@ impl State {
         add(&c.recovered_streams, l.recovered_streams);
         add(&c.refused, l.refused);
         add(&c.new_epochs, l.new_epochs);
+        add(&c.unnumbered, l.unnumbered);
         ctx.latencies.record(self.key, &self.latencies);
         self.latencies.clear();
     }

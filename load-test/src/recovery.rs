@@ -51,6 +51,8 @@ pub struct Resubscribed {
     pub refused: bool,
     /// The epoch differs from the one the position was in: the stream started again.
     pub new_epoch: bool,
+    /// The reply named no epoch: `seq` is numbered per connection.
+    pub unnumbered: bool,
 }
 
 /// What one received `seq` is.
@@ -126,6 +128,7 @@ impl StreamTracker {
             return Resubscribed {
                 resumed,
                 refused: resumed,
+                unnumbered: true,
                 ..Resubscribed::default()
             };
         };
@@ -136,6 +139,7 @@ impl StreamTracker {
             recovered,
             refused: resumed && !recovered,
             new_epoch: s.epoch.is_some() && !same_epoch,
+            unnumbered: false,
         };
         if recovered {
             // The replay runs from `last + 1` to `info.seq`, then live ticks.
@@ -335,7 +339,7 @@ mod tests {
         let mut t = seen(5);
         t.resuming(0);
         let r = t.subscribed(0, None);
-        assert!(r.resumed && r.refused);
+        assert!(r.resumed && r.refused && r.unnumbered);
         assert_eq!(t.position(0), None);
         assert!(!t.has_epoch(0));
         t.baseline(0, 10);

@@ -109,6 +109,11 @@ pub struct Recovery {
     pub refused: u64,
     /// Streams whose epoch changed across a reconnect (the sequence started again).
     pub new_epochs: u64,
+    /// Subscribes (client × symbol) answered without an epoch: that server
+    /// numbers ticks per connection, so nothing is matched across reconnects
+    /// (a snapshot after one counts as received again, a new node's `seq`
+    /// as a jump).
+    pub unnumbered: u64,
     /// Ticks skipped where a replay should have covered them: between a
     /// position and the first live tick after the resubscribe (part of `missing`).
     pub seam_gaps: u64,
@@ -196,6 +201,13 @@ impl fmt::Display for Report {
                 r.new_epochs,
                 r.seam_gaps
             )?;
+            if r.unnumbered > 0 {
+                writeln!(
+                    f,
+                    "             {} subscribes named no epoch: that server numbers ticks per connection, counts across reconnects are not exact",
+                    r.unnumbered
+                )?;
+            }
         }
         writeln!(
             f,

@@ -303,6 +303,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             recovered: c.recovered_streams.load(Relaxed),
             refused: c.refused.load(Relaxed),
             new_epochs: c.new_epochs.load(Relaxed),
+            unnumbered: c.unnumbered.load(Relaxed),
             seam_gaps,
         }),
         server_errors: c.server_errors.load(Relaxed),

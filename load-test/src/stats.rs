@@ -53,6 +53,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Streams whose epoch changed under a client (the sequence started again).
     pub new_epochs: AtomicU64,
+    /// Subscribes whose reply named no epoch for a symbol (per-connection `seq`).
+    pub unnumbered: AtomicU64,
     pub bytes_in: AtomicU64,
 }
 

@@ -313,6 +313,7 @@ async fn every_tick_arrives_once_across_reconnects_and_a_lost_node() {
     assert!(r.closed_by_server > 0, "B's clients lost their node");
     assert!(rec.resumed > 0 && rec.recovered == rec.resumed, "{rec:?}");
     assert_eq!((rec.refused, rec.new_epochs, rec.seam_gaps), (0, 0, 0));
+    assert_eq!(rec.unnumbered, 0, "every reply named an epoch");
     assert!(
         d.recovered > 0,
         "ticks published during reconnects were replayed"
