@@ -249,11 +249,7 @@ async fn setup(
     if let Ok(mut h) = ctx.connect_latency.lock() {
         h.saturating_record(started.elapsed().as_micros().max(1) as u64);
     }
-    let names: Vec<&str> = state
-        .slots
-        .iter()
-        .map(|n| std::str::from_utf8(n).unwrap_or_default())
-        .collect();
+    let names: Vec<&str> = state.slots.iter().map(|n| &**n).collect();
     let (request, acks) = match t.protocol {
         Protocol::Marketmux => subscribe_frames(&names, &mut state.streams, state.mask),
         Protocol::Nats => {
@@ -382,7 +378,7 @@ struct State {
     /// Picks this client's latency shard.
     key: usize,
     /// Subscribed symbol names, by slot.
-    slots: Vec<Box<[u8]>>,
+    slots: Vec<Box<str>>,
     /// Each slot's position and what its ticks mean.
     streams: StreamTracker,
     mask: [u8; 4],
@@ -454,10 +450,10 @@ impl Connection {
 
 impl State {
     fn new(ctx: &Context, plan: &ClientPlan) -> Self {
-        let slots: Vec<Box<[u8]>> = plan
+        let slots: Vec<Box<str>> = plan
             .symbols
             .iter()
-            .map(|&s| ctx.symbols[s].as_bytes().into())
+            .map(|&s| ctx.symbols[s].as_str().into())
             .collect();
         Self {
             protocol: Protocol::Marketmux,
@@ -476,7 +472,7 @@ impl State {
     }
 
     fn slot(&self, symbol: &[u8]) -> Option<usize> {
-        self.slots.iter().position(|s| **s == *symbol)
+        self.slots.iter().position(|s| s.as_bytes() == symbol)
     }
 
     fn on_text(&mut self, ctx: &Context, msg: &[u8], now: i64, start: i64) {

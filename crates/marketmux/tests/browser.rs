@@ -514,6 +514,7 @@ async fn page_resumes_its_rows_after_a_node_restart() {
     let _one = SERIAL.lock().await;
     let dir = fresh_dir("resume");
     let redis = OwnRedis::start();
+    redis.wait_up().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut a = Gateway::start_on_redis(addr, &dir, &redis.url()).await;
     let other = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -532,9 +533,11 @@ async fn page_resumes_its_rows_after_a_node_restart() {
     for &p in &prices[..3] {
         b.post_tick("ZZRESUME", p).await;
     }
-    let (_, epoch) = wait_for("seq 3 on the page", Duration::from_secs(10), || async move {
-        position(c, "ZZRESUME").await.filter(|(seq, _)| *seq == 3)
-    })
+    let (_, epoch) = wait_for(
+        "seq 3 on the page",
+        Duration::from_secs(10),
+        || async move { position(c, "ZZRESUME").await.filter(|(seq, _)| *seq == 3) },
+    )
     .await;
 
     a.kill();
@@ -560,12 +563,16 @@ async fn page_resumes_its_rows_after_a_node_restart() {
     for &p in &prices[6..] {
         b.post_tick("ZZRESUME", p).await;
     }
-    wait_for("seq 9 on the page", Duration::from_secs(10), || async move {
-        position(c, "ZZRESUME")
-            .await
-            .filter(|(seq, _)| *seq == 9)
-            .map(|_| ())
-    })
+    wait_for(
+        "seq 9 on the page",
+        Duration::from_secs(10),
+        || async move {
+            position(c, "ZZRESUME")
+                .await
+                .filter(|(seq, _)| *seq == 9)
+                .map(|_| ())
+        },
+    )
     .await;
 
     assert_eq!(position(c, "ZZRESUME").await, Some((9, epoch)));
