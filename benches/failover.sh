@@ -9,6 +9,7 @@
 #   CLIENTS=200 DURATION=10 KILL_AT=4 benches/failover.sh
 #   KILL_SIGNAL=TERM benches/failover.sh                 # a drain (1012) instead of a crash
 #   RESTART_AFTER= RECONNECT_EVERY=0 benches/failover.sh  # B stays down; reconnect only on loss
+#   RECOVERY=off benches/failover.sh                     # resubscribe without `since`: what it saves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ KILL_AT=${KILL_AT:-8}                 # seconds after the load test starts
 KILL_SIGNAL=${KILL_SIGNAL:-KILL}
 RESTART_AFTER=${RESTART_AFTER-4}      # seconds B stays down; empty: it stays down
 RECONNECT_EVERY=${RECONNECT_EVERY:-5} # every client also reconnects this often; 0: only on loss
+RECOVERY=${RECOVERY:-on}              # off: resubscribe without positions
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PREFIX="mmfailover:$$:"
 PORT_A=${PORT_A:-18101}
@@ -70,6 +72,7 @@ wait_port "$PORT_B"
 
 every=()
 if [[ "$RECONNECT_EVERY" != 0 ]]; then every=(--reconnect-every "$RECONNECT_EVERY"); fi
+if [[ "$RECOVERY" == off ]]; then every+=(--no-recovery); fi
 timeout $((DURATION + 60)) "$LOADTEST" --quiet --json --label failover \
   --url "ws://127.0.0.1:$PORT_A/ws,ws://127.0.0.1:$PORT_B/ws" --reconnect "${every[@]}" \
   -c "$CLIENTS" --symbols "$SYMBOLS" --subs-per-client "$SUBS" \

@@ -51,8 +51,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0)]
     pub slow_fraction: f64,
     /// Reconnect after the server closes a socket (or it breaks), to the next
-    /// --url, with jittered exponential backoff (a random wait up to d, d from
-    /// 300 ms doubling to 8 s), and resubscribe from each symbol's last
+    /// --url, with jittered exponential backoff (a random wait in [d/2, d], d
+    /// from 300 ms doubling to 8 s), and resubscribe from each symbol's last
     /// position (`since`) where the server named an epoch.
     #[arg(long)]
     pub reconnect: bool,
@@ -61,6 +61,10 @@ pub struct Cli {
     /// Implies --reconnect.
     #[arg(long, value_parser = parse_duration, value_name = "SECS")]
     pub reconnect_every: Option<Duration>,
+    /// Resubscribe without `since` after a reconnect: what recovery saves
+    /// then shows as missing ticks.
+    #[arg(long)]
+    pub no_recovery: bool,
     /// WebSocket URL of the gateway (or of NATS's WebSocket listener with
     /// --protocol nats). Several (repeated, or comma-separated): clients start
     /// spread over them round-robin and reconnect to the next one; ticks are
@@ -121,6 +125,8 @@ pub struct Config {
     pub slow_fraction: f64,
     pub reconnect: bool,
     pub reconnect_every: Option<Duration>,
+    /// Resubscribe with `since` (not `--no-recovery`).
+    pub recovery: bool,
     pub nats_addr: SocketAddr,
     pub server_pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
@@ -197,6 +203,7 @@ impl Cli {
             slow_fraction: self.slow_fraction,
             reconnect: self.reconnect || self.reconnect_every.is_some(),
             reconnect_every: self.reconnect_every,
+            recovery: !self.no_recovery,
             nats_addr: self.nats_addr,
             server_pid: self.server_pid,
             source_ips: self.source_ips,
@@ -269,7 +276,8 @@ mod tests {
         assert!(c.reconnect, "--reconnect-every implies --reconnect");
         let c = cfg(&["--url", a, "--url", b, "--reconnect"]).unwrap();
         assert_eq!(c.urls[1].as_str(), b);
-        assert!(c.reconnect && c.reconnect_every.is_none());
+        assert!(c.reconnect && c.reconnect_every.is_none() && c.recovery);
+        assert!(!cfg(&["--reconnect", "--no-recovery"]).unwrap().recovery);
         assert!(cfg(&["--url", &format!("{a},http://x/ws")]).is_err());
         assert!(cfg(&["--reconnect-every", "0s"]).is_err());
     }

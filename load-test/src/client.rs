@@ -35,7 +35,7 @@ const READ_BUFFER: usize = 4096;
 const SYMBOLS_PER_MESSAGE: usize = 100;
 /// Bytes per subscribe message (the server closes the socket past 4 KiB).
 const SUBSCRIBE_BYTES: usize = 3500;
-/// Reconnect backoff: a random wait up to d, d from this doubling...
+/// Reconnect backoff: a random wait in [d/2, d], d from this doubling...
 const RECONNECT_FIRST: Duration = Duration::from_millis(300);
 /// ...to this.
 const RECONNECT_MAX: Duration = Duration::from_secs(8);
@@ -82,6 +82,8 @@ pub struct Context {
     pub reconnect: bool,
     /// Close and reopen every socket this often (`--reconnect-every`).
     pub reconnect_every: Option<Duration>,
+    /// Resubscribe with each symbol's position (not `--no-recovery`).
+    pub recovery: bool,
 }
 
 impl Context {
@@ -101,6 +103,7 @@ impl Context {
             stop,
             reconnect: false,
             reconnect_every: None,
+            recovery: true,
         }
     }
 
@@ -215,7 +218,7 @@ async fn reconnect(
         *at = (*at + 1) % ctx.targets.len();
         if wait {
             tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = tokio::time::sleep(half_jitter(&mut backoff)) => {}
                 _ = ctx.stop.cancelled() => return None,
             }
         }
@@ -230,6 +233,14 @@ async fn reconnect(
             return Some(c);
         }
     }
+}
+
+/// The next wait of `backoff`, drawn from [d/2, d] rather than [0, d]: a
+/// client that lost its node does not come back at once, and makes fewer
+/// attempts (so reaches long waits later) while no node answers.
+fn half_jitter(backoff: &mut Backoff) -> Duration {
+    let ceiling = backoff.ceiling();
+    ceiling / 2 + backoff.next_delay() / 2
 }
 
 /// Connects to target `at`, upgrades, subscribes (from the positions in
@@ -251,7 +262,9 @@ async fn setup(
     }
     let names: Vec<&str> = state.slots.iter().map(|n| &**n).collect();
     let (request, acks) = match t.protocol {
-        Protocol::Marketmux => subscribe_frames(&names, &mut state.streams, state.mask),
+        Protocol::Marketmux => {
+            subscribe_frames(&names, &mut state.streams, ctx.recovery, state.mask)
+        }
         Protocol::Nats => {
             // NATS numbers nothing across connections: every stream starts over.
             for slot in 0..names.len() {
@@ -282,15 +295,17 @@ async fn setup(
     Ok(conn)
 }
 
-/// The subscribe message(s) and how many acks they get. Symbols with a
-/// position go with it in `since` (and `streams` notes that they did).
+/// The subscribe message(s) and how many acks they get. With `recovery`,
+/// symbols with a position go with it in `since` (and `streams` notes that
+/// they did).
 fn subscribe_frames(
     names: &[&str],
     streams: &mut StreamTracker,
+    recovery: bool,
     mask: [u8; 4],
 ) -> (Vec<u8>, usize) {
     if let [one] = names {
-        if streams.position(0).is_none() {
+        if !recovery || streams.position(0).is_none() {
             let m = format!(r#"{{"action":"subscribe","symbol":"{one}"}}"#);
             return (ws::client_frame(opcode::TEXT, m.as_bytes(), mask), 1);
         }
@@ -320,6 +335,7 @@ fn subscribe_frames(
     for (slot, name) in names.iter().enumerate() {
         let entry = streams
             .position(slot)
+            .filter(|_| recovery)
             .map(|(seq, epoch)| recovery::since_entry(name, seq, epoch))
             .unwrap_or_default();
         let grows = name.len() + 3 + entry.len() + 1;
@@ -648,13 +664,13 @@ mod tests {
     #[test]
     fn subscribe_uses_the_seed_form_for_one_symbol() {
         let mut streams = StreamTracker::new(1);
-        let (f, acks) = subscribe_frames(&["AAPL"], &mut streams, [0; 4]);
+        let (f, acks) = subscribe_frames(&["AAPL"], &mut streams, true, [0; 4]);
         assert_eq!(acks, 1);
         assert_eq!(&f[6..], br#"{"action":"subscribe","symbol":"AAPL"}"#);
         let names: Vec<String> = (0..250).map(|i| format!("S{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut streams = StreamTracker::new(250);
-        let (_, acks) = subscribe_frames(&names, &mut streams, [0; 4]);
+        let (_, acks) = subscribe_frames(&names, &mut streams, true, [0; 4]);
         assert_eq!(acks, 3);
     }
 
@@ -671,7 +687,7 @@ mod tests {
             };
             streams.subscribed(slot, Some(&info));
         }
-        let (frames, acks) = subscribe_frames(&names, &mut streams, [0; 4]);
+        let (frames, acks) = subscribe_frames(&names, &mut streams, true, [0; 4]);
         let msgs = texts(&frames);
         assert_eq!(msgs.len(), acks);
         assert!(acks >= 2, "120 positions do not fit one 3.5 KiB frame");
@@ -697,10 +713,22 @@ mod tests {
             recovered: None,
         };
         one.subscribed(0, Some(&info));
-        let (f, _) = subscribe_frames(&["AAPL"], &mut one, [0; 4]);
+        let (f, _) = subscribe_frames(&["AAPL"], &mut one, true, [0; 4]);
         let m = &texts(&f)[0];
         assert_eq!(m["symbols"][0], "AAPL");
         assert_eq!(m["since"]["AAPL"]["seq"], 7);
+        // --no-recovery: the seed form again, no position.
+        let (f, _) = subscribe_frames(&["AAPL"], &mut one, false, [0; 4]);
+        assert_eq!(&f[6..], br#"{"action":"subscribe","symbol":"AAPL"}"#);
+    }
+
+    #[test]
+    fn reconnect_waits_are_in_the_upper_half_of_each_ceiling() {
+        let mut b = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+        for ceiling_ms in [300, 600, 1200, 2400, 4800, 8000, 8000] {
+            let w = half_jitter(&mut b).as_millis();
+            assert!((ceiling_ms / 2..=ceiling_ms).contains(&w), "{w} ms");
+        }
     }
 
     fn state(symbols: &[&str]) -> (Context, State) {
@@ -746,7 +774,7 @@ mod tests {
             feed(&mut s, &m);
         }
         // The node goes away; the next one serves AAPL's position, not MSFT's.
-        let (frames, _) = subscribe_frames(&["AAPL", "MSFT"], &mut s.streams, [0; 4]);
+        let (frames, _) = subscribe_frames(&["AAPL", "MSFT"], &mut s.streams, true, [0; 4]);
         let since = &texts(&frames)[0]["since"];
         assert_eq!(since["AAPL"]["seq"], 11);
         assert_eq!(since["MSFT"]["seq"], 1);

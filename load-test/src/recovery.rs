@@ -146,9 +146,10 @@ impl StreamTracker {
             s.replay_until = info.seq;
             s.seam = true;
             s.fresh = false;
-        } else if same_epoch && s.epoch.is_some() && resumed {
-            // Refused in the same epoch (too old for the history): the latest
-            // tick comes next, and the jump to it is what this client missed.
+        } else if same_epoch {
+            // Refused in the same epoch (too old for the history), or asked
+            // without a position (`--no-recovery`): the latest tick comes
+            // next, and the jump to it is what this client missed.
             s.replay_until = 0;
             s.seam = true;
             s.fresh = false;
@@ -315,6 +316,15 @@ mod tests {
         assert!(r.resumed && r.refused && !r.recovered && !r.new_epoch);
         assert_eq!(t.observe(0, 2000), new(1994, true, false));
         assert_eq!(t.observe(0, 2001), new(0, false, false));
+    }
+
+    #[test]
+    fn without_since_the_jump_after_a_reconnect_is_missing() {
+        let mut t = seen(5);
+        let r = t.subscribed(0, Some(&info("e1", 9, None)));
+        assert_eq!(r, Resubscribed::default(), "nothing asked, nothing refused");
+        assert_eq!(t.observe(0, 9), new(3, true, false));
+        assert_eq!(t.observe(0, 10), new(0, false, false));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let mut ctx = Context::new(targets, cfg.symbols.clone(), stop.clone());
     ctx.reconnect = cfg.reconnect;
     ctx.reconnect_every = cfg.reconnect_every;
+    ctx.recovery = cfg.recovery;
     let ctx = Arc::new(ctx);
     let publisher = if cfg.publish_rate > 0.0 {
         Some(
