@@ -331,6 +331,8 @@
   let nextId = 1;
   /** Request id -> symbols, to tie an error reply to its rows. */
   const pending = new Map();
+  /** Ids of pending subscribes that carried positions (`since`). */
+  const resuming = new Set();
 
   function setConn(state, label) {
     connState = state;
@@ -351,17 +353,20 @@
   function subscribe(symbols) {
     let chunk = [];
     let since = {};
-    let resuming = 0;
+    let positions = 0;
     let bytes = 0;
     const flush = () => {
       if (!chunk.length) return;
       const id = nextId++;
       const msg = { action: "subscribe", symbols: chunk, id };
-      if (resuming) msg.since = since;
-      if (send(msg)) pending.set(id, chunk);
+      if (positions) msg.since = since;
+      if (send(msg)) {
+        pending.set(id, chunk);
+        if (positions) resuming.add(id);
+      }
       chunk = [];
       since = {};
-      resuming = 0;
+      positions = 0;
       bytes = 0;
     };
     for (const sym of symbols) {
@@ -373,7 +378,7 @@
       chunk.push(sym);
       if (pos) {
         since[sym] = pos;
-        resuming++;
+        positions++;
       }
       bytes += size;
     }
@@ -441,6 +446,7 @@
       lastMessageAt = Date.now();
       setConn("live", reconnects ? `live · reconnected ×${reconnects}` : "live");
       pending.clear();
+      resuming.clear();
       identify();
       subscribe([...rows.keys()]);
     };
@@ -500,6 +506,7 @@
         break;
       case "subscribed":
         pending.delete(m.id);
+        resuming.delete(m.id);
         if (m.streams && typeof m.streams === "object") onStreams(m.streams);
         break;
       case "unsubscribed":
@@ -519,6 +526,15 @@
   function onServerError(m) {
     const syms = pending.get(m.id);
     pending.delete(m.id);
+    if (resuming.delete(m.id) && syms && m.code === "invalid_request") {
+      // The node refused the positions: those rows start afresh rather than stay unsubscribed.
+      for (const s of syms) {
+        const r = rows.get(s);
+        if (r) r.epoch = null;
+      }
+      subscribe(syms);
+      return;
+    }
     if (m.code === "forbidden" && m.message && /identify/i.test(m.message)) {
       setAlertsStatus("This node does not tie sockets to users: fired alerts are not pushed here.");
       return;
