@@ -513,7 +513,9 @@ impl State {
             self.local.malformed += 1;
             return;
         };
-        for name in &reply.symbols {
+        // Every symbol the reply names, in `symbols` or only in `streams`.
+        let extra = reply.streams.keys().filter(|k| !reply.symbols.contains(k));
+        for name in reply.symbols.iter().chain(extra) {
             let Some(slot) = self.slot(name.as_bytes()) else {
                 continue;
             };
@@ -808,5 +810,18 @@ mod tests {
         s.flush(&ctx);
         assert_eq!(ctx.counters.seam_gaps.load(Relaxed), 7);
         assert_eq!(ctx.counters.recovered.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn a_symbol_only_in_streams_counts_too() {
+        let (ctx, mut s) = state(&["AAPL"]);
+        let reply = r#"{"type":"subscribed","streams":{"AAPL":{"epoch":"e1","seq":4}}}"#;
+        s.on_text(&ctx, reply.as_bytes(), 0, i64::MIN);
+        assert_eq!(s.streams.position(0), Some((4, "e1")));
+        s.on_text(&ctx, b"{\"type\":\"subscribed\"", 0, i64::MIN);
+        assert_eq!(
+            s.local.malformed, 1,
+            "an unreadable reply is counted, not fatal"
+        );
     }
 }

@@ -38,6 +38,8 @@ pub struct Scenario {
     pub url: String,
     pub urls: Vec<String>,
     pub reconnect_every_s: Option<f64>,
+    /// Resubscribes carry positions (`since`); false with `--no-recovery`.
+    pub recovery: bool,
     pub clients: usize,
     pub slow_clients: usize,
     pub symbols: usize,

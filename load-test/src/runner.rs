@@ -252,6 +252,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             url: cfg.url.to_string(),
             urls: cfg.urls.iter().map(|u| u.to_string()).collect(),
             reconnect_every_s: cfg.reconnect_every.map(|d| d.as_secs_f64()),
+            recovery: cfg.recovery,
             clients: cfg.clients,
             slow_clients: slow,
             symbols: cfg.symbols.len(),

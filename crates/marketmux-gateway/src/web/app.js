@@ -387,8 +387,9 @@
 
   /**
    * A `subscribed` reply's `streams`: where each row's stream stands. A row
-   * whose position was recovered keeps it (the replay follows); any other
-   * row takes the node's epoch and the next tick as it comes.
+   * in the same epoch keeps its position (its replay follows or, when the
+   * node could not serve it, the latest tick); a new row, or one whose
+   * stream started again, takes the node's epoch and the next tick.
    */
   function onStreams(streams) {
     for (const sym of Object.keys(streams)) {
