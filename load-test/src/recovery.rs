@@ -345,6 +345,17 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_restarting_under_a_live_subscription_counts_from_one() {
+        // The node announces it with a `subscribed` of that symbol alone.
+        let mut t = seen(7);
+        let r = t.subscribed(0, Some(&info("e2", 0, None)));
+        assert!(r.new_epoch && !r.resumed && !r.refused);
+        assert_eq!(t.observe(0, 1), new(0, false, false));
+        assert_eq!(t.observe(0, 2), new(0, false, false));
+        assert_eq!(t.position(0), Some((2, "e2")));
+    }
+
+    #[test]
     fn a_reply_without_streams_falls_back_to_per_connection_numbering() {
         let mut t = seen(5);
         t.resuming(0);
