@@ -50,14 +50,27 @@ pub struct Cli {
     /// Fraction of clients that stop reading once subscribed.
     #[arg(long, default_value_t = 0.0)]
     pub slow_fraction: f64,
-    /// Reconnect (and resubscribe) after the server closes a socket, with
-    /// jittered exponential backoff: a random wait in [d/2, d], d from 300 ms
-    /// doubling to 8 s, as a well-behaved client does after a drain (1012).
+    /// Reconnect after the server closes a socket (or it breaks), to the next
+    /// --url, with jittered exponential backoff (a random wait in [d/2, d], d
+    /// from 300 ms doubling to 8 s), and resubscribe from each symbol's last
+    /// position (`since`) where the server named an epoch.
     #[arg(long)]
     pub reconnect: bool,
-    /// WebSocket URL of the gateway (or of NATS's WebSocket listener with --protocol nats).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    pub url: String,
+    /// Also close every socket this often and reconnect at once to the next
+    /// --url (each client at its own random phase): `5`, `5s`, `500ms`.
+    /// Implies --reconnect.
+    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    pub reconnect_every: Option<Duration>,
+    /// Resubscribe without `since` after a reconnect: what recovery saves
+    /// then shows as missing ticks.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// WebSocket URL of the gateway (or of NATS's WebSocket listener with
+    /// --protocol nats). Several (repeated, or comma-separated): clients start
+    /// spread over them round-robin and reconnect to the next one; ticks are
+    /// published to the first.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: Vec<String>,
     /// Which server speaks at --url.
     #[arg(long, value_enum, default_value_t = Protocol::Marketmux)]
     pub protocol: Protocol,
@@ -95,7 +108,10 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub label: String,
+    /// The first of `urls`: where ticks are published.
     pub url: reqwest::Url,
+    /// Every target, at least one.
+    pub urls: Vec<reqwest::Url>,
     pub protocol: Protocol,
     pub clients: usize,
     pub symbols: Vec<String>,
@@ -108,6 +124,9 @@ pub struct Config {
     pub drain: Duration,
     pub slow_fraction: f64,
     pub reconnect: bool,
+    pub reconnect_every: Option<Duration>,
+    /// Resubscribe with `since` (not `--no-recovery`).
+    pub recovery: bool,
     pub nats_addr: SocketAddr,
     pub server_pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
@@ -120,10 +139,19 @@ pub struct Config {
 impl Cli {
     /// Checks the flags and builds the scenario.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let url =
-            reqwest::Url::parse(&self.url).with_context(|| format!("bad --url {}", self.url))?;
-        if url.scheme() != "ws" {
-            anyhow::bail!("--url must start with ws:// (TLS is not supported): {url}");
+        let mut urls = Vec::with_capacity(self.url.len());
+        for u in self.url.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            let url = reqwest::Url::parse(u).with_context(|| format!("bad --url {u}"))?;
+            if url.scheme() != "ws" {
+                anyhow::bail!("--url must start with ws:// (TLS is not supported): {url}");
+            }
+            urls.push(url);
+        }
+        let Some(url) = urls.first().cloned() else {
+            anyhow::bail!("--url is empty");
+        };
+        if self.reconnect_every.is_some_and(|d| d.is_zero()) {
+            anyhow::bail!("--reconnect-every must be positive");
         }
         let symbols = match (self.symbol, self.symbols, self.symbol_list) {
             (Some(s), _, _) => vec![s],
@@ -161,6 +189,7 @@ impl Cli {
         Ok(Config {
             label: self.label,
             url,
+            urls,
             protocol: self.protocol,
             clients: self.clients,
             subs_per_client: self.subs_per_client.clamp(1, symbols.len()),
@@ -172,7 +201,9 @@ impl Cli {
             publish_interval: self.publish_interval,
             drain: self.drain,
             slow_fraction: self.slow_fraction,
-            reconnect: self.reconnect,
+            reconnect: self.reconnect || self.reconnect_every.is_some(),
+            reconnect_every: self.reconnect_every,
+            recovery: !self.no_recovery,
             nats_addr: self.nats_addr,
             server_pid: self.server_pid,
             source_ips: self.source_ips,
@@ -230,6 +261,25 @@ mod tests {
             (5000, &["AAPL".to_string()][..])
         );
         assert_eq!(c.url.as_str(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(c.urls.as_slice(), std::slice::from_ref(&c.url));
+        assert!(!c.reconnect && c.reconnect_every.is_none());
+    }
+
+    #[test]
+    fn several_urls_and_forced_reconnects() {
+        let a = "ws://127.0.0.1:8081/ws";
+        let b = "ws://127.0.0.1:8082/ws";
+        let c = cfg(&["--url", &format!("{a},{b}"), "--reconnect-every", "5"]).unwrap();
+        assert_eq!(c.url.as_str(), a, "ticks go to the first");
+        assert_eq!(c.urls.len(), 2);
+        assert_eq!(c.reconnect_every, Some(Duration::from_secs(5)));
+        assert!(c.reconnect, "--reconnect-every implies --reconnect");
+        let c = cfg(&["--url", a, "--url", b, "--reconnect"]).unwrap();
+        assert_eq!(c.urls[1].as_str(), b);
+        assert!(c.reconnect && c.reconnect_every.is_none() && c.recovery);
+        assert!(!cfg(&["--reconnect", "--no-recovery"]).unwrap().recovery);
+        assert!(cfg(&["--url", &format!("{a},http://x/ws")]).is_err());
+        assert!(cfg(&["--reconnect-every", "0s"]).is_err());
     }
 
     #[test]

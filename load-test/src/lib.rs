@@ -4,11 +4,13 @@
 //! - [`cli`]: flags and the validated [`cli::Config`].
 //! - [`plan`]: which client follows which symbols (uniform or Zipf), who reads slowly.
 //! - [`ws`]: a minimal WebSocket client (upgrade, masked frames, in-place decoding).
-//! - [`client`]: one simulated client: setup, then counting ticks.
+//! - [`client`]: one simulated client: setup, counting ticks, reconnects.
+//! - [`recovery`]: each symbol's position `{seq, epoch}` across reconnects, and
+//!   what replays, gaps and duplicates count as.
 //! - [`message`], [`rfc3339`]: reading a tick's symbol, timestamp and seq without allocating.
 //! - [`nats`]: the NATS text protocol (subscriber parsing, TCP publisher).
 //! - [`publisher`]: ticks at a fixed rate, via `POST /api/v1/ticks` or NATS `PUB`.
-//! - [`stats`]: shared counters, latency histograms, `seq` gap tracking.
+//! - [`stats`]: shared counters, latency histograms.
 //! - [`proc`]: RLIMIT_NOFILE, and the server's CPU and memory from `/proc`.
 //! - [`runner`]: one scenario from connect to report; [`report`]: its result.
 
@@ -20,6 +22,7 @@ pub mod plan;
 pub mod pool;
 pub mod proc;
 pub mod publisher;
+pub mod recovery;
 pub mod report;
 pub mod rfc3339;
 pub mod runner;

@@ -24,7 +24,8 @@ pub struct TickFields<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerMessage<'a> {
     Tick(TickFields<'a>),
-    Subscribed,
+    /// `{"type":"subscribed",...}`: the raw message, read by [`crate::recovery`].
+    Subscribed(&'a [u8]),
     /// `{"type":"error",...}`: the raw message, for the report.
     Error(&'a [u8]),
     /// A tick whose symbol, timestamp or seq could not be read.
@@ -38,7 +39,7 @@ pub fn classify(msg: &[u8]) -> ServerMessage<'_> {
         return tick_fields(msg).map_or(ServerMessage::Malformed, ServerMessage::Tick);
     }
     if find(msg, br#""type":"subscribed""#).is_some() {
-        ServerMessage::Subscribed
+        ServerMessage::Subscribed(msg)
     } else if find(msg, br#""type":"error""#).is_some() {
         ServerMessage::Error(msg)
     } else {
@@ -119,10 +120,8 @@ mod tests {
 
     #[test]
     fn other_messages() {
-        assert_eq!(
-            classify(br#"{"type":"subscribed","symbols":["AAPL"]}"#),
-            ServerMessage::Subscribed
-        );
+        let s = br#"{"type":"subscribed","symbols":["AAPL"]}"#;
+        assert_eq!(classify(s), ServerMessage::Subscribed(s));
         let e = br#"{"type":"error","code":"invalid_symbol","message":"x"}"#;
         assert_eq!(classify(e), ServerMessage::Error(e));
         assert_eq!(classify(br#"{"type":"pong"}"#), ServerMessage::Other);

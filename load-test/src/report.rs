@@ -22,8 +22,10 @@ pub struct Report {
     pub generator: Generator,
     /// Sockets the server closed (or that broke) after setup.
     pub closed_by_server: u64,
-    /// Sockets reopened after a server close (`--reconnect`).
+    /// Sockets reopened after a close (`--reconnect`, `--reconnect-every`).
     pub reconnects: u64,
+    /// Resubscribes from a position, with `--reconnect` or `--reconnect-every`.
+    pub recovery: Option<Recovery>,
     /// `{"type":"error"}` messages or NATS `-ERR`s received.
     pub server_errors: u64,
     pub first_error: Option<String>,
@@ -32,7 +34,12 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     pub protocol: Protocol,
+    /// Where ticks are published (the first of `urls`).
     pub url: String,
+    pub urls: Vec<String>,
+    pub reconnect_every_s: Option<f64>,
+    /// Resubscribes carry positions (`since`); false with `--no-recovery`.
+    pub recovery: bool,
     pub clients: usize,
     pub slow_clients: usize,
     pub symbols: usize,
@@ -69,12 +76,18 @@ pub struct Publish {
 pub struct Deliveries {
     /// Σ over symbols of ticks published × reading subscribers.
     pub expected: u64,
+    /// Live ticks received once, replays included.
     pub received: u64,
-    /// Ticks skipped per `seq` jumps: conflated away by the server.
+    /// Of `received`, ticks replayed after a resubscribe with `since`.
+    pub recovered: u64,
+    /// Ticks skipped per `seq` jumps on a live socket: conflated away by the server.
     pub conflated: u64,
-    /// Neither received nor accounted for by a `seq` jump (lost, or still in flight at the end).
+    /// Neither received nor conflated: skipped across a reconnect
+    /// (`recovery.seam_gaps`), lost, or still in flight at the end.
     pub missing: u64,
-    pub out_of_order: u64,
+    /// Ticks whose `seq` was at or below one already received for that symbol
+    /// in the same epoch (not counted in `received`).
+    pub duplicated: u64,
     /// Snapshots after subscribe (not counted as deliveries).
     pub snapshots: u64,
     pub malformed: u64,
@@ -83,6 +96,29 @@ pub struct Deliveries {
     /// From the first publish to the end of the drain.
     pub window_s: f64,
     pub bytes_in: u64,
+}
+
+/// What the resubscribes after reconnects asked for and got.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// Sockets closed by the clients on schedule (`--reconnect-every`).
+    pub forced_reconnects: u64,
+    /// Streams (client × symbol) resubscribed with a position (`since`).
+    pub resumed: u64,
+    /// Of `resumed`, answered `recovered:true`.
+    pub recovered: u64,
+    /// Of `resumed`, answered `recovered:false` (or not answered at all).
+    pub refused: u64,
+    /// Streams whose epoch changed across a reconnect (the sequence started again).
+    pub new_epochs: u64,
+    /// Subscribes (client × symbol) answered without an epoch: that server
+    /// numbers ticks per connection, so nothing is matched across reconnects
+    /// (a snapshot after one counts as received again, a new node's `seq`
+    /// as a jump).
+    pub unnumbered: u64,
+    /// Ticks skipped where a replay should have covered them: between a
+    /// position and the first live tick after the resubscribe (part of `missing`).
+    pub seam_gaps: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,7 +160,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s in batches every {} ms for {:.1}s",
-            s.protocol, s.url, s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.publish_interval_ms, s.duration_s
+            s.protocol, s.urls.join(","), s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.publish_interval_ms, s.duration_s
         )?;
         writeln!(
             f,
@@ -144,15 +180,37 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "deliveries   expected {}, received {} ({:.3}%), conflated {}, missing {}, out of order {}, snapshots {}",
+            "deliveries   expected {}, received {} ({:.3}%, {} recovered), conflated {}, missing {}, duplicated {}, snapshots {}",
             d.expected,
             d.received,
             if d.expected > 0 { 100.0 * d.received as f64 / d.expected as f64 } else { 100.0 },
+            d.recovered,
             d.conflated,
             d.missing,
-            d.out_of_order,
+            d.duplicated,
             d.snapshots
         )?;
+        if let Some(r) = &self.recovery {
+            writeln!(
+                f,
+                "recovery     {} closed on schedule, {} by the server, {} reopened; {} streams resumed: {} recovered, {} refused, {} new epochs; {} ticks skipped at a resubscribe",
+                r.forced_reconnects,
+                self.closed_by_server,
+                self.reconnects,
+                r.resumed,
+                r.recovered,
+                r.refused,
+                r.new_epochs,
+                r.seam_gaps
+            )?;
+            if r.unnumbered > 0 {
+                writeln!(
+                    f,
+                    "             {} subscribes named no epoch: that server numbers ticks per connection, counts across reconnects are not exact",
+                    r.unnumbered
+                )?;
+            }
+        }
         writeln!(
             f,
             "throughput   {:.0} deliveries/s over {:.1}s",

@@ -17,7 +17,9 @@ use crate::plan;
 use crate::pool::ClientPool;
 use crate::proc::{self, ProcSample};
 use crate::publisher::{self, Job, PublisherThread, SinkSpec};
-use crate::report::{Connections, Deliveries, Generator, Publish, Report, Scenario, Server};
+use crate::report::{
+    Connections, Deliveries, Generator, Publish, Recovery, Report, Scenario, Server,
+};
 use crate::rfc3339::now_ns;
 use crate::stats::Percentiles;
 
@@ -30,8 +32,12 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// down, bad target, too few descriptors); client failures are in the report.
 pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     proc::raise_nofile(cfg.clients as u64 + SPARE_FDS)?;
-    let target = resolve_target(&cfg).await?;
-    probe(target.addr, &cfg.url).await?;
+    let mut targets = Vec::with_capacity(cfg.urls.len());
+    for url in &cfg.urls {
+        let target = resolve_target(&cfg, url).await?;
+        probe(target.addr, url).await?;
+        targets.push(target);
+    }
     warn_about_ports(&cfg);
 
     let stop = CancellationToken::new();
@@ -44,8 +50,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         cfg.seed,
     );
     let slow = plans.iter().filter(|p| p.slow).count();
-    let mut ctx = Context::new(target.clone(), cfg.symbols.clone(), stop.clone());
+    let mut ctx = Context::new(targets, cfg.symbols.clone(), stop.clone());
     ctx.reconnect = cfg.reconnect;
+    ctx.reconnect_every = cfg.reconnect_every;
+    ctx.recovery = cfg.recovery;
     let ctx = Arc::new(ctx);
     let publisher = if cfg.publish_rate > 0.0 {
         Some(
@@ -204,6 +212,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let c = &ctx.counters;
     let received = c.received.load(Relaxed);
     let conflated = c.seq_gaps.load(Relaxed);
+    let seam_gaps = c.seam_gaps.load(Relaxed);
     let connect = ctx
         .connect_latency
         .lock()
@@ -241,6 +250,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         scenario: Scenario {
             protocol: cfg.protocol,
             url: cfg.url.to_string(),
+            urls: cfg.urls.iter().map(|u| u.to_string()).collect(),
+            reconnect_every_s: cfg.reconnect_every.map(|d| d.as_secs_f64()),
+            recovery: cfg.recovery,
             clients: cfg.clients,
             slow_clients: slow,
             symbols: cfg.symbols.len(),
@@ -272,9 +284,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         deliveries: Deliveries {
             expected,
             received,
+            recovered: c.recovered.load(Relaxed),
             conflated,
             missing: expected.saturating_sub(received + conflated),
-            out_of_order: c.out_of_order.load(Relaxed),
+            duplicated: c.duplicated.load(Relaxed),
             snapshots: c.snapshots.load(Relaxed),
             malformed: c.malformed.load(Relaxed),
             per_sec: received as f64 / window.as_secs_f64().max(1e-9),
@@ -286,6 +299,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         generator,
         closed_by_server: c.closed_by_server.load(Relaxed),
         reconnects: c.reconnects.load(Relaxed),
+        recovery: cfg.reconnect.then(|| Recovery {
+            forced_reconnects: c.forced_reconnects.load(Relaxed),
+            resumed: c.resumed.load(Relaxed),
+            recovered: c.recovered_streams.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            new_epochs: c.new_epochs.load(Relaxed),
+            unnumbered: c.unnumbered.load(Relaxed),
+            seam_gaps,
+        }),
         server_errors: c.server_errors.load(Relaxed),
         first_error,
     })
@@ -293,7 +315,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
 
 /// Deliveries accounted for: received, or skipped by a `seq` jump.
 fn accounted(ctx: &Context) -> u64 {
-    ctx.counters.received.load(Relaxed) + ctx.counters.seq_gaps.load(Relaxed)
+    let c = &ctx.counters;
+    c.received.load(Relaxed) + c.seq_gaps.load(Relaxed) + c.seam_gaps.load(Relaxed)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -359,13 +382,10 @@ fn progress(enabled: bool, len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// Resolves the URL to a socket address; refuses non-loopback targets unless allowed.
-async fn resolve_target(cfg: &Config) -> anyhow::Result<Target> {
-    let host = cfg.url.host_str().context("--url has no host")?;
-    let port = cfg
-        .url
-        .port_or_known_default()
-        .context("--url has no port")?;
+/// Resolves `url` to a socket address; refuses non-loopback targets unless allowed.
+async fn resolve_target(cfg: &Config, url: &reqwest::Url) -> anyhow::Result<Target> {
+    let host = url.host_str().context("--url has no host")?;
+    let port = url.port_or_known_default().context("--url has no port")?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
         .await
@@ -376,8 +396,7 @@ async fn resolve_target(cfg: &Config) -> anyhow::Result<Target> {
         .with_context(|| format!("{host} has no address"))?;
     if !cfg.allow_remote && !addrs.iter().all(|a| a.ip().is_loopback()) {
         anyhow::bail!(
-            "{} is not a loopback address; pass --allow-remote to load a remote server",
-            cfg.url
+            "{url} is not a loopback address; pass --allow-remote to load a remote server"
         );
     }
     if cfg.protocol == Protocol::Nats
@@ -397,9 +416,9 @@ async fn resolve_target(cfg: &Config) -> anyhow::Result<Target> {
     {
         anyhow::bail!("--source-ips {bad} is not of the same family as {addr}");
     }
-    let path = match cfg.url.query() {
-        Some(q) => format!("{}?{q}", cfg.url.path()),
-        None => cfg.url.path().to_string(),
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
     };
     Ok(Target {
         addr,

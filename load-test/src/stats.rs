@@ -1,5 +1,5 @@
-//! What the clients count while they run: shared counters, latency
-//! histograms, and per-client sequence tracking.
+//! What the clients count while they run: shared counters and latency
+//! histograms (each client's `seq` positions are in [`crate::recovery`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,18 +27,34 @@ pub struct Counters {
     /// Clients done with their setup, successfully or not.
     pub settled: AtomicU64,
     pub received: AtomicU64,
-    /// Ticks skipped according to per-symbol `seq` jumps (conflated away).
+    /// Of `received`, ticks replayed after a resubscribe with `since`.
+    pub recovered: AtomicU64,
+    /// Ticks skipped according to per-symbol `seq` jumps on a live socket (conflated away).
     pub seq_gaps: AtomicU64,
-    /// A `seq` at or below the last one seen for that symbol.
-    pub out_of_order: AtomicU64,
+    /// Ticks skipped where a resubscribe's replay should have covered them.
+    pub seam_gaps: AtomicU64,
+    /// A `seq` at or below one already seen for that symbol in the same epoch.
+    pub duplicated: AtomicU64,
     /// Ticks older than the start of publishing (the snapshot after subscribe).
     pub snapshots: AtomicU64,
     pub malformed: AtomicU64,
     pub server_errors: AtomicU64,
     /// Sockets the server closed or that broke after setup.
     pub closed_by_server: AtomicU64,
-    /// Sockets reopened after the server closed them (`--reconnect`).
+    /// Sockets reopened after a close (`--reconnect`, `--reconnect-every`).
     pub reconnects: AtomicU64,
+    /// Sockets the clients closed themselves to reconnect (`--reconnect-every`).
+    pub forced_reconnects: AtomicU64,
+    /// Streams resubscribed with a position (`since`).
+    pub resumed: AtomicU64,
+    /// Of `resumed`, those the server recovered (`recovered:true`).
+    pub recovered_streams: AtomicU64,
+    /// Of `resumed`, those not recovered (`recovered:false`, or no answer).
+    pub refused: AtomicU64,
+    /// Streams whose epoch changed under a client (the sequence started again).
+    pub new_epochs: AtomicU64,
+    /// Subscribes whose reply named no epoch for a symbol (per-connection `seq`).
+    pub unnumbered: AtomicU64,
     pub bytes_in: AtomicU64,
 }
 
@@ -93,51 +109,6 @@ pub fn add(c: &AtomicU64, n: u64) {
     }
 }
 
-/// One client's last `seq` per subscribed symbol.
-#[derive(Debug, Clone)]
-pub struct SeqTracker {
-    last: Vec<u64>,
-}
-
-/// What one observed `seq` means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqStep {
-    /// Ticks skipped between the previous `seq` and this one.
-    pub gap: u64,
-    /// This `seq` is not newer than the previous one.
-    pub out_of_order: bool,
-}
-
-impl SeqTracker {
-    /// Tracks `slots` symbols, each starting before `seq` 1.
-    pub fn new(slots: usize) -> Self {
-        Self {
-            last: vec![0; slots],
-        }
-    }
-
-    /// Sets the starting point of `slot` (from a snapshot: the next live tick is `seq + 1`).
-    pub fn baseline(&mut self, slot: usize, seq: u64) {
-        self.last[slot] = seq;
-    }
-
-    /// Records a live tick of `slot`.
-    pub fn observe(&mut self, slot: usize, seq: u64) -> SeqStep {
-        let last = self.last[slot];
-        if seq <= last {
-            return SeqStep {
-                gap: 0,
-                out_of_order: true,
-            };
-        }
-        self.last[slot] = seq;
-        SeqStep {
-            gap: seq - last - 1,
-            out_of_order: false,
-        }
-    }
-}
-
 /// p50/p90/p99/p99.9/max of a microsecond histogram, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Percentiles {
@@ -169,43 +140,6 @@ impl Percentiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seq_gaps_and_order() {
-        let mut t = SeqTracker::new(2);
-        let ok = SeqStep {
-            gap: 0,
-            out_of_order: false,
-        };
-        assert_eq!(t.observe(0, 1), ok);
-        assert_eq!(t.observe(0, 2), ok);
-        assert_eq!(
-            t.observe(0, 5),
-            SeqStep {
-                gap: 2,
-                out_of_order: false
-            }
-        );
-        assert_eq!(
-            t.observe(0, 5),
-            SeqStep {
-                gap: 0,
-                out_of_order: true
-            }
-        );
-        // Slots are independent; a snapshot sets where live ticks resume.
-        t.baseline(1, 10);
-        assert_eq!(t.observe(1, 11), ok);
-        assert_eq!(t.observe(1, 13).gap, 1);
-    }
-
-    #[test]
-    fn first_tick_after_an_empty_topic_has_no_gap() {
-        let mut t = SeqTracker::new(1);
-        assert_eq!(t.observe(0, 1).gap, 0);
-        let mut t = SeqTracker::new(1);
-        assert_eq!(t.observe(0, 4).gap, 3, "three ticks missed from the start");
-    }
 
     #[test]
     fn latencies_merge_across_shards() {

@@ -60,7 +60,7 @@ async fn every_tick_reaches_every_subscriber() {
     assert_eq!(report.deliveries.expected, 400 * 10);
     assert_eq!(report.deliveries.received, report.deliveries.expected);
     assert_eq!(report.deliveries.conflated, 0);
-    assert_eq!(report.deliveries.out_of_order, 0);
+    assert_eq!(report.deliveries.duplicated, 0);
     assert_eq!(report.deliveries.malformed, 0);
     assert_eq!(report.latency.samples, 4000);
     assert!(report.latency.p50_ms > 0.0);

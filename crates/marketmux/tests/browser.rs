@@ -1,5 +1,8 @@
 //! The live page in a real headless Chromium, driven over WebDriver
-//! (chromedriver + fantoccini), against the real `marketmux dev` binary.
+//! (chromedriver + fantoccini), against the real `marketmux` binary (`dev`,
+//! or `gateway` nodes on a Redis of the test's own), and once against a node
+//! whose socket the test scripts (the page's stream recovery, message by
+//! message).
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (or
 //! `MARKETMUX_CHROMIUM` / `MARKETMUX_CHROMEDRIVER` pointing at the binaries).
@@ -17,9 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use marketmux_bus::testing::free_port;
+use futures_util::{SinkExt as _, StreamExt as _};
+use marketmux_bus::testing::{free_port, OwnRedis};
 use marketmux_core::Timestamp;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Browser tests share two cores with the gateway: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -44,7 +51,7 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A `marketmux dev` process; killed when dropped.
+/// A `marketmux` node process; killed when dropped.
 struct Gateway {
     child: Child,
     addr: SocketAddr,
@@ -54,15 +61,29 @@ struct Gateway {
 impl Gateway {
     /// Starts `marketmux dev` on `addr` and waits until `/health` answers.
     async fn start(addr: SocketAddr, data_dir: &Path, extra: &[&str]) -> Self {
-        let log = data_dir.join(format!(
+        let listen = addr.to_string();
+        let dir = data_dir.display().to_string();
+        let mut args = vec!["dev", "--listen", &listen, "--data-dir", &dir];
+        args.extend_from_slice(extra);
+        Self::spawn(addr, data_dir, &args).await
+    }
+
+    /// Starts `marketmux gateway` on `addr` over the Redis at `redis_url`.
+    async fn start_on_redis(addr: SocketAddr, log_dir: &Path, redis_url: &str) -> Self {
+        let listen = addr.to_string();
+        let args = ["gateway", "--listen", &listen, "--redis-url", redis_url];
+        Self::spawn(addr, log_dir, &args).await
+    }
+
+    /// Runs `marketmux ARGS` (which must listen on `addr`), its log in `log_dir`.
+    async fn spawn(addr: SocketAddr, log_dir: &Path, args: &[&str]) -> Self {
+        let log = log_dir.join(format!(
             "gateway-{}.log",
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_marketmux"))
-            .args(["dev", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -79,13 +100,15 @@ impl Gateway {
             }
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!(
-                    "marketmux dev exited ({status}) before serving:\n{}",
+                    "marketmux {} exited ({status}) before serving:\n{}",
+                    args[0],
                     g.log_text()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "marketmux dev did not answer /health in 30 s:\n{}",
+                "marketmux {} did not answer /health in 30 s:\n{}",
+                args[0],
                 g.log_text()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -237,6 +260,134 @@ impl Drop for Browser {
     }
 }
 
+// ------------------------------------------------------------------ a scripted node
+
+type PageSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A node whose WebSocket side the test speaks itself: it serves the page's
+/// files as the gateway does, answers other paths 404, and hands each socket
+/// the page opens on `/ws` to the test.
+async fn scripted_node() -> (SocketAddr, mpsc::UnboundedReceiver<PageSocket>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Some(path) = request_path(&stream).await else {
+                    return;
+                };
+                if path == "/ws" {
+                    if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                        let _ = tx.send(ws);
+                    }
+                } else {
+                    serve_file(stream, &path).await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The path of the request on `s`, read without consuming it.
+async fn request_path(s: &tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..500 {
+        let n = s.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let head = String::from_utf8_lossy(&buf[..n]);
+        if head.contains("\r\n\r\n") {
+            return head
+                .split(' ')
+                .nth(1)
+                .map(|p| p.split('?').next().unwrap_or(p).to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn serve_file(mut s: tokio::net::TcpStream, path: &str) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let (status, kind, body) = match path {
+        "/" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            include_str!("../../marketmux-gateway/src/web/index.html"),
+        ),
+        "/app.js" => (
+            "200 OK",
+            "text/javascript; charset=utf-8",
+            include_str!("../../marketmux-gateway/src/web/app.js"),
+        ),
+        "/app.css" => (
+            "200 OK",
+            "text/css; charset=utf-8",
+            include_str!("../../marketmux-gateway/src/web/app.css"),
+        ),
+        _ => (
+            "404 Not Found",
+            "application/json",
+            r#"{"error":{"code":"no_such_endpoint","message":"scripted node"}}"#,
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// The next socket the page opens, within 15 s.
+async fn next_socket(sockets: &mut mpsc::UnboundedReceiver<PageSocket>) -> PageSocket {
+    tokio::time::timeout(Duration::from_secs(15), sockets.recv())
+        .await
+        .expect("the page opens a socket")
+        .expect("the node runs")
+}
+
+/// The page's next `subscribe` request (skipping `identify` and pings).
+async fn next_subscribe(ws: &mut PageSocket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the page subscribes")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["action"] == "subscribe" {
+                return v;
+            }
+        }
+    }
+}
+
+async fn push(ws: &mut PageSocket, msg: Value) {
+    ws.send(Message::text(msg.to_string())).await.unwrap();
+}
+
+async fn push_tick(ws: &mut PageSocket, symbol: &str, seq: u64, price: f64) {
+    let t = Timestamp::now().to_rfc3339();
+    push(
+        ws,
+        json!({"type": "tick", "symbol": symbol, "price": price, "timestamp": t, "seq": seq}),
+    )
+    .await;
+}
+
 // ------------------------------------------------------------------ page helpers
 
 async fn js(c: &Client, script: &str) -> Value {
@@ -287,6 +438,12 @@ async fn received(c: &Client, symbol: &str) -> u64 {
         .await
         .as_u64()
         .unwrap_or(0)
+}
+
+/// A row's stream position `(seq, epoch)`, once the node named its epoch.
+async fn position(c: &Client, symbol: &str) -> Option<(u64, String)> {
+    let v = js(c, &format!("return window.marketmux.position({symbol:?})")).await;
+    Some((v["seq"].as_u64()?, v["epoch"].as_str()?.to_owned()))
 }
 
 async fn conn_state(c: &Client) -> String {
@@ -481,6 +638,153 @@ async fn page_reconnects_after_the_gateway_restarts() {
         .await
         .unwrap();
     assert!(text.contains("reconnected"), "connection label: {text}");
+}
+
+/// The page against a node scripted by the test: it resubscribes each row
+/// from its position after the socket drops, takes the replay, ignores a
+/// tick it already has, and starts a row again when its stream did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_resumes_from_its_positions_on_a_scripted_node() {
+    let _one = SERIAL.lock().await;
+    let (addr, mut sockets) = scripted_node().await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("http://{addr}/?symbols=AAA,BBB"))
+        .await
+        .unwrap();
+
+    let mut ws = next_socket(&mut sockets).await;
+    let sub = next_subscribe(&mut ws).await;
+    assert_eq!(sub["symbols"], json!(["AAA", "BBB"]));
+    assert!(sub.get("since").is_none(), "nothing to resume yet: {sub}");
+    push(
+        &mut ws,
+        json!({"type": "subscribed", "symbols": ["AAA", "BBB"], "id": sub["id"],
+            "streams": {"AAA": {"epoch": "e1", "seq": 0}, "BBB": {"epoch": "e1", "seq": 5}}}),
+    )
+    .await;
+    push_tick(&mut ws, "BBB", 5, 50.0).await; // the latest tick, sent on subscribe
+    for (seq, price) in [(1, 101.0), (2, 102.0), (3, 103.0)] {
+        push_tick(&mut ws, "AAA", seq, price).await;
+    }
+    wait_for("AAA at seq 3", Duration::from_secs(10), || async move {
+        position(c, "AAA").await.filter(|(seq, _)| *seq == 3)
+    })
+    .await;
+
+    drop(ws); // the node goes away
+    let mut ws = next_socket(&mut sockets).await;
+    let sub = next_subscribe(&mut ws).await;
+    assert_eq!(
+        sub["since"],
+        json!({"AAA": {"seq": 3, "epoch": "e1"}, "BBB": {"seq": 5, "epoch": "e1"}})
+    );
+    push(
+        &mut ws,
+        json!({"type": "subscribed", "symbols": ["AAA", "BBB"], "id": sub["id"],
+            "streams": {"AAA": {"epoch": "e1", "seq": 5, "recovered": true},
+                        "BBB": {"epoch": "e2", "seq": 2, "recovered": false}}}),
+    )
+    .await;
+    push_tick(&mut ws, "AAA", 4, 104.0).await; // the replay
+    push_tick(&mut ws, "AAA", 5, 105.0).await;
+    push_tick(&mut ws, "BBB", 2, 52.0).await; // another epoch: its latest tick
+    push_tick(&mut ws, "AAA", 5, 105.0).await; // already shown
+    push_tick(&mut ws, "AAA", 6, 106.0).await; // live
+    wait_for("AAA at seq 6", Duration::from_secs(10), || async move {
+        position(c, "AAA").await.filter(|(seq, _)| *seq == 6)
+    })
+    .await;
+
+    let spark = |sym: &'static str| async move {
+        let v = js(c, &format!("return window.marketmux.spark({sym:?})")).await;
+        serde_json::from_value::<Vec<f64>>(v).unwrap()
+    };
+    assert_eq!(
+        spark("AAA").await,
+        [101.0, 102.0, 103.0, 104.0, 105.0, 106.0]
+    );
+    assert_eq!(spark("BBB").await, [50.0, 52.0]);
+    assert_eq!(position(c, "BBB").await, Some((2, "e2".to_owned())));
+    assert_eq!(js(c, "return window.marketmux.duplicates()").await, 1);
+}
+
+/// After its node restarts, the page resubscribes each row from its position:
+/// the ticks published meanwhile (through a second node on the same Redis)
+/// are replayed, so the sparkline has no hole and no point twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs per-symbol seq on the server"]
+async fn page_resumes_its_rows_after_a_node_restart() {
+    let _one = SERIAL.lock().await;
+    let dir = fresh_dir("resume");
+    let redis = OwnRedis::start();
+    redis.wait_up().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut a = Gateway::start_on_redis(addr, &dir, &redis.url()).await;
+    let other = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let b = Gateway::start_on_redis(other, &dir, &redis.url()).await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&a.url("/?symbols=ZZRESUME")).await.unwrap();
+    wait_for(
+        "the node to name ZZRESUME's epoch",
+        Duration::from_secs(10),
+        || async move { position(c, "ZZRESUME").await },
+    )
+    .await;
+
+    let prices: Vec<f64> = (1..=9).map(|i| 100.0 + f64::from(i)).collect();
+    for &p in &prices[..3] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    let (_, epoch) = wait_for(
+        "seq 3 on the page",
+        Duration::from_secs(10),
+        || async move { position(c, "ZZRESUME").await.filter(|(seq, _)| *seq == 3) },
+    )
+    .await;
+
+    a.kill();
+    wait_for(
+        "the page to notice the lost connection",
+        Duration::from_secs(5),
+        || async move { (conn_state(c).await == "reconnecting").then_some(()) },
+    )
+    .await;
+    for &p in &prices[3..6] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    let _a = Gateway::start_on_redis(addr, &dir, &redis.url()).await;
+    wait_for(
+        "the replay of seq 4..6 after the restart",
+        Duration::from_secs(20),
+        || async move {
+            let at = position(c, "ZZRESUME").await?.0;
+            (conn_state(c).await == "live" && at == 6).then_some(())
+        },
+    )
+    .await;
+    for &p in &prices[6..] {
+        b.post_tick("ZZRESUME", p).await;
+    }
+    wait_for(
+        "seq 9 on the page",
+        Duration::from_secs(10),
+        || async move {
+            position(c, "ZZRESUME")
+                .await
+                .filter(|(seq, _)| *seq == 9)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    assert_eq!(position(c, "ZZRESUME").await, Some((9, epoch)));
+    let spark: Vec<f64> =
+        serde_json::from_value(js(c, "return window.marketmux.spark('ZZRESUME')").await).unwrap();
+    assert_eq!(spark, prices, "every price once, in order");
+    let duplicates = js(c, "return window.marketmux.duplicates()").await;
+    assert_eq!(duplicates, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

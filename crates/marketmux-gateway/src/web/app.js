@@ -5,6 +5,12 @@
 // only for rows on screen. Sparklines redraw at most every SPARK_MIN_MS; the
 // flash is a class set on update and cleared FLASH_MS later (no per-frame
 // animation work).
+//
+// Recovery: each row keeps its stream position {seq, epoch} (the epoch from
+// the `subscribed` reply's `streams`); after a reconnect the page resubscribes
+// with `since`, the node replays what the row missed, and a tick at or below
+// the row's last seq in the same epoch is ignored. Without an epoch from the
+// node, rows just take every tick.
 "use strict";
 (() => {
   const DEFAULT_SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA", "NFLX"];
@@ -39,6 +45,8 @@
   /** Tick messages received per symbol (also for symbols no longer shown). */
   const received = new Map();
   let receivedTotal = 0;
+  /** Ticks ignored: at or below their row's last seq in the same epoch. */
+  let duplicates = 0;
   let frameQueued = false;
   let sparkW = 0;
   let sparkH = 0;
@@ -87,6 +95,9 @@
       sparkAt: -Infinity, visible: true, stale: false,
       spark: new Float64Array(SPARK_POINTS), sparkLen: 0, sparkNext: 0,
       fresh: true, // the next tick may be the snapshot sent on subscribe: no latency sample
+      seq: 0, // last seq shown, in `epoch`
+      epoch: null, // named by the node in `subscribed`; null: no position to resume from
+      replayTo: 0, // ticks up to this seq were sent before the subscribe: no latency sample
     };
   }
 
@@ -167,9 +178,21 @@
     const r = rows.get(sym);
     const price = m.price;
     if (!r || typeof price !== "number") return;
+    const seq = m.seq;
+    if (r.epoch !== null && typeof seq === "number") {
+      if (typeof m.epoch === "string" && m.epoch !== r.epoch) {
+        r.epoch = m.epoch; // the stream started again
+        r.seq = 0;
+      }
+      if (seq <= r.seq) {
+        duplicates++;
+        return;
+      }
+      r.seq = seq;
+    }
     if (r.fresh) {
       r.fresh = false;
-    } else {
+    } else if (!(seq <= r.replayTo)) {
       const ts = Date.parse(m.timestamp);
       if (ts === ts) latency[latencyCount++ % LATENCY_SAMPLES] = Date.now() - ts;
     }
@@ -308,6 +331,8 @@
   let nextId = 1;
   /** Request id -> symbols, to tie an error reply to its rows. */
   const pending = new Map();
+  /** Ids of pending subscribes that carried positions (`since`). */
+  const resuming = new Set();
 
   function setConn(state, label) {
     connState = state;
@@ -321,25 +346,63 @@
     return true;
   }
 
-  /** Subscribes in requests the server accepts (symbol count and frame size). */
+  /**
+   * Subscribes in requests the server accepts (symbol count and frame size),
+   * each row with a position asking to resume from it (`since`).
+   */
   function subscribe(symbols) {
     let chunk = [];
+    let since = {};
+    let positions = 0;
     let bytes = 0;
     const flush = () => {
       if (!chunk.length) return;
       const id = nextId++;
-      if (send({ action: "subscribe", symbols: chunk, id })) pending.set(id, chunk);
+      const msg = { action: "subscribe", symbols: chunk, id };
+      if (positions) msg.since = since;
+      if (send(msg)) {
+        pending.set(id, chunk);
+        if (positions) resuming.add(id);
+      }
       chunk = [];
+      since = {};
+      positions = 0;
       bytes = 0;
     };
     for (const sym of symbols) {
       const r = rows.get(sym);
       if (r) r.fresh = true;
-      if (chunk.length >= MAX_SYMBOLS_PER_REQUEST || bytes + sym.length + 3 > MAX_REQUEST_BYTES) flush();
+      const pos = r && r.epoch !== null ? { seq: r.seq, epoch: r.epoch } : null;
+      const size = sym.length + 3 + (pos ? sym.length + 4 + JSON.stringify(pos).length : 0);
+      if (chunk.length >= MAX_SYMBOLS_PER_REQUEST || bytes + size > MAX_REQUEST_BYTES) flush();
       chunk.push(sym);
-      bytes += sym.length + 3;
+      if (pos) {
+        since[sym] = pos;
+        positions++;
+      }
+      bytes += size;
     }
     flush();
+  }
+
+  /**
+   * A `subscribed` reply's `streams`: where each row's stream stands. A row
+   * in the same epoch keeps its position (its replay follows or, when the
+   * node could not serve it, the latest tick); a new row, or one whose
+   * stream started again, takes the node's epoch and the next tick.
+   */
+  function onStreams(streams) {
+    for (const sym of Object.keys(streams)) {
+      const r = rows.get(sym);
+      const s = streams[sym];
+      if (!r || !s || typeof s.epoch !== "string" || typeof s.seq !== "number") continue;
+      r.fresh = false;
+      r.replayTo = s.seq;
+      if (s.epoch !== r.epoch) {
+        r.epoch = s.epoch;
+        r.seq = 0;
+      }
+    }
   }
 
   /**
@@ -384,6 +447,7 @@
       lastMessageAt = Date.now();
       setConn("live", reconnects ? `live · reconnected ×${reconnects}` : "live");
       pending.clear();
+      resuming.clear();
       identify();
       subscribe([...rows.keys()]);
     };
@@ -442,6 +506,10 @@
         onTick(m);
         break;
       case "subscribed":
+        pending.delete(m.id);
+        resuming.delete(m.id);
+        if (m.streams && typeof m.streams === "object") onStreams(m.streams);
+        break;
       case "unsubscribed":
         pending.delete(m.id);
         break;
@@ -459,6 +527,15 @@
   function onServerError(m) {
     const syms = pending.get(m.id);
     pending.delete(m.id);
+    if (resuming.delete(m.id) && syms && m.code === "invalid_request") {
+      // The node refused the positions: those rows start afresh rather than stay unsubscribed.
+      for (const s of syms) {
+        const r = rows.get(s);
+        if (r) r.epoch = null;
+      }
+      subscribe(syms);
+      return;
+    }
     if (m.code === "forbidden" && m.message && /identify/i.test(m.message)) {
       setAlertsStatus("This node does not tie sockets to users: fired alerts are not pushed here.");
       return;
@@ -771,6 +848,19 @@
     priced: () => [...rows.values()].filter((r) => r.price === r.price).length,
     received: (sym) => received.get(sym) || 0,
     receivedTotal: () => receivedTotal,
+    duplicates: () => duplicates,
+    /** A row's stream position, or null before the node named an epoch. */
+    position: (sym) => {
+      const r = rows.get(sym);
+      return r && r.epoch !== null ? { seq: r.seq, epoch: r.epoch } : null;
+    },
+    /** A row's sparkline prices, oldest first. */
+    spark: (sym) => {
+      const r = rows.get(sym);
+      if (!r) return [];
+      const start = r.sparkLen < SPARK_POINTS ? 0 : r.sparkNext;
+      return Array.from({ length: r.sparkLen }, (_, i) => r.spark[(start + i) % SPARK_POINTS]);
+    },
     state: () => connState,
     reconnects: () => reconnects,
     probe,
