@@ -22,6 +22,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::config::GatewayConfig;
 use crate::conn::{canned, ClientStream};
 use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, LimitHit, Refusal};
@@ -180,14 +181,7 @@ impl Entrance {
             admin,
             loopback: listener.local_addr()?.ip().is_loopback(),
         };
-        // Every error, whoever wrote it (a handler, an extractor, the router), is JSON.
-        let router = router
-            .fallback(crate::error::no_such_endpoint)
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                guard::admit,
-            ))
-            .layer(axum::middleware::map_response(crate::error::errors_as_json));
+        let router = guarded(router, &state);
         let max_connections = connection_cap(state.config.max_connections);
         Ok(Self {
             router,
@@ -269,10 +263,9 @@ impl Entrance {
         stop: CancellationToken,
     ) {
         let config = &self.state.config;
-        let max_head = config.max_header_bytes.max(MIN_HEAD_BYTES);
         let head_timeout = config.handshake_timeout;
         let fd = tcp.as_raw_fd();
-        let stream = ClientStream::new(tcp, max_head);
+        let stream = ClientStream::new(tcp, head_limit(config));
         let mid_request = stream.mid_request();
         let router = self.router.clone();
         let info = self.info;
@@ -286,10 +279,7 @@ impl Entrance {
             }
             router.clone().oneshot(req)
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(head_timeout)
-            .max_buf_size(max_head)
+        let conn = http1_builder(config)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
         tokio::pin!(conn);
@@ -333,6 +323,57 @@ impl Entrance {
 
 /// hyper's smallest read buffer, and so the smallest head limit.
 const MIN_HEAD_BYTES: usize = 8192;
+
+fn head_limit(config: &GatewayConfig) -> usize {
+    config.max_header_bytes.max(MIN_HEAD_BYTES)
+}
+
+/// HTTP/1 as every client connection gets it: a request head of at most
+/// [`GatewayConfig::max_header_bytes`] within [`GatewayConfig::handshake_timeout`]
+/// (from connecting, or from the previous answer).
+fn http1_builder(config: &GatewayConfig) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(head_limit(config));
+    b
+}
+
+/// `router` as a listener serves it: [`guard::admit`] in front of every
+/// route, and every error, whoever wrote it (a handler, an extractor, the
+/// router), in the JSON shape.
+pub fn guarded(router: Router, state: &Arc<GatewayState>) -> Router {
+    router
+        .fallback(crate::error::no_such_endpoint)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::admit,
+        ))
+        .layer(axum::middleware::map_response(crate::error::errors_as_json))
+}
+
+/// Serves one connection from `peer` over any byte stream, as the accept
+/// loop does but without the connection limits and the 408 on a slow head
+/// (fuzzing, tests). `router` comes from [`guarded`].
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<GatewayState>,
+    router: Router,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        router.clone().oneshot(req)
+    });
+    let stream = ClientStream::new(stream, head_limit(&state.config));
+    http1_builder(&state.config)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await
+}
 
 /// Answers every request of an over-limit connection with `answer`, then
 /// closes it; a client that sends nothing within a short time is just closed.
