@@ -417,7 +417,7 @@ pub fn raise_fd_limit() -> Option<u64> {
             }
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// `configured`, lowered to fit the descriptor limit less [`FD_RESERVE`].
