@@ -88,9 +88,12 @@ pub async fn admin_only(
     }
 }
 
-/// Hands the heap a profile's report freed back to the system (glibc keeps
-/// it otherwise, and a profile's report is the node's largest allocation).
+/// Hands a profile's memory back to the system: the symbol tables read to
+/// name its frames (~140 MB for a debug build, kept for the process's life
+/// otherwise; the next profile reads them again) and the heap its report
+/// freed (glibc keeps it otherwise).
 fn return_freed_memory() {
+    backtrace::clear_symbol_cache();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
