@@ -40,7 +40,7 @@ pub fn replace_hyper_error(head: &[u8], line_ended: bool, max_head: usize) -> Op
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?
         .get(..4)?;
-    if !head.ends_with(b"\r\n\r\n") {
+    if !matches!(status, b"400 " | b"414 " | b"431 ") || !head.ends_with(b"\r\n\r\n") {
         return None;
     }
     let lower = head.to_ascii_lowercase();

@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use hyper::body::{Frame, SizeHint};
+use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
@@ -125,6 +125,9 @@ pub fn check_head(
 pub async fn admit(State(state): State<Arc<GatewayState>>, req: Request, next: Next) -> Response {
     if let Err(e) = check_head(&state.config, req.method(), req.headers()) {
         return e.into_response();
+    }
+    if req.body().is_end_stream() {
+        return next.run(req).await;
     }
     let late = Arc::new(AtomicBool::new(false));
     let timeout = state.config.body_timeout;

@@ -148,7 +148,7 @@ pub async fn serve_admin(
 
 /// Connections answered with a refusal at a time; past it a connection over
 /// a limit is closed without an answer.
-const REFUSALS_IN_FLIGHT: usize = 256;
+const REFUSALS_IN_FLIGHT: usize = 64;
 /// Time an over-limit connection has to send its request head before it is
 /// closed without the refusal.
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -182,7 +182,12 @@ impl Entrance {
             loopback: listener.local_addr()?.ip().is_loopback(),
         };
         let router = guarded(router, &state);
-        let max_connections = connection_cap(state.config.max_connections);
+        // The admin listener's connections are not counted.
+        let max_connections = if admin {
+            0
+        } else {
+            connection_cap(state.config.max_connections)
+        };
         Ok(Self {
             router,
             state,
@@ -420,7 +425,8 @@ pub fn raise_fd_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
-/// `configured`, lowered to fit the descriptor limit less [`FD_RESERVE`].
+/// `configured`, lowered to fit the descriptor limit less [`FD_RESERVE`] and
+/// the connections being refused.
 fn connection_cap(configured: usize) -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -434,10 +440,10 @@ fn connection_cap(configured: usize) -> usize {
     }
     let fit = usize::try_from(lim.rlim_cur)
         .unwrap_or(usize::MAX)
-        .saturating_sub(FD_RESERVE)
+        .saturating_sub(FD_RESERVE + REFUSALS_IN_FLIGHT)
         .max(1);
     if configured == 0 || configured > fit {
-        tracing::warn!(
+        tracing::info!(
             configured,
             fd_limit = lim.rlim_cur,
             cap = fit,
@@ -471,5 +477,20 @@ async fn heartbeat(state: Arc<GatewayState>, stop: CancellationToken) {
             _ = every.tick() => state.registry.push_control_to_turn(&ping, turn, turns.into()),
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_stay_below_the_descriptor_limit() {
+        let limit = raise_fd_limit().expect("a descriptor limit");
+        if limit != libc::RLIM_INFINITY && limit > 1_000 {
+            let headroom = (FD_RESERVE + REFUSALS_IN_FLIGHT) as u64;
+            assert_eq!(connection_cap(usize::MAX) as u64, limit - headroom);
+        }
+        assert_eq!(connection_cap(10), 10);
     }
 }
