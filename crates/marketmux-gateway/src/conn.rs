@@ -126,23 +126,27 @@ impl<T: AsyncWrite + Unpin> ClientStream<T> {
         Poll::Ready(Ok(()))
     }
 
-    /// Takes a response head on its way out: replaced when it is one of
-    /// hyper's bodiless errors (then `true`).
-    fn intercept(&mut self, cx: &mut Context<'_>, head: &[u8]) -> io::Result<bool> {
-        if head.starts_with(b"HTTP/1.") {
-            self.mid_request.store(false, Relaxed);
-            let replacement = replace_hyper_error(head, self.line_ended, self.max_head);
-            self.line_ended = false;
-            if let Some(r) = replacement {
-                self.replacement = r;
-                // Goes out now, or on the flush hyper makes before closing.
-                if let Poll::Ready(Err(e)) = self.poll_replacement(cx) {
-                    return Err(e);
-                }
-                return Ok(true);
-            }
+    /// Looks at the start of a write: a response head ends the request under
+    /// way, and a bodiless one of hyper's errors, written `alone`, is
+    /// replaced (then `true`).
+    fn intercept(&mut self, cx: &mut Context<'_>, head: &[u8], alone: bool) -> io::Result<bool> {
+        if !head.starts_with(b"HTTP/1.") {
+            return Ok(false);
         }
-        Ok(false)
+        self.mid_request.store(false, Relaxed);
+        let line_ended = std::mem::take(&mut self.line_ended);
+        let Some(replacement) = alone
+            .then(|| replace_hyper_error(head, line_ended, self.max_head))
+            .flatten()
+        else {
+            return Ok(false);
+        };
+        self.replacement = replacement;
+        // Goes out now, or on the flush hyper makes before closing.
+        if let Poll::Ready(Err(e)) = self.poll_replacement(cx) {
+            return Err(e);
+        }
+        Ok(true)
     }
 }
 
@@ -173,7 +177,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientStream<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_replacement(cx))?;
-        if this.intercept(cx, buf)? {
+        if this.intercept(cx, buf, true)? {
             return Poll::Ready(Ok(buf.len()));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -187,8 +191,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientStream<T> {
         let this = self.get_mut();
         ready!(this.poll_replacement(cx))?;
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
-        if let (Some(head), None) = (filled.next(), filled.next()) {
-            if this.intercept(cx, head)? {
+        if let Some(head) = filled.next() {
+            if this.intercept(cx, head, filled.next().is_none())? {
                 return Poll::Ready(Ok(head.len()));
             }
         }

@@ -212,6 +212,17 @@ async fn request_heads_are_bounded_in_size_and_time() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(closed_within(&mut tcp, Duration::from_secs(3)).await);
 
+    // An idle keep-alive connection is closed at the head timeout without
+    // an answer nobody asked for.
+    let mut tcp = send(node.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let a = read_answer(&mut tcp, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(a.status, 200);
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut buf))
+        .await
+        .expect("closed after the head timeout");
+    assert_eq!(n.unwrap_or(0), 0, "{:?}", String::from_utf8_lossy(&buf));
+
     // A connection that sends nothing is closed without an answer.
     let mut tcp = TcpStream::connect(node.addr).await.unwrap();
     let mut buf = Vec::new();
