@@ -270,6 +270,31 @@ async fn connections_count_per_address_before_any_upgrade() {
 }
 
 #[tokio::test]
+async fn connections_past_the_node_cap_are_answered_503() {
+    let node = TestNode::start(GatewayConfig {
+        max_connections: 2,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let _held = [
+        TcpStream::connect(node.addr).await.unwrap(),
+        TcpStream::connect(node.addr).await.unwrap(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut tcp = send(node.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let a = read_answer(&mut tcp, Duration::from_secs(3)).await.unwrap();
+        if a.status == 503 {
+            assert_json_error(&a, 503, "unavailable");
+            break;
+        }
+        // The two held connections may not be accepted yet.
+        assert!(Instant::now() < deadline, "{a:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn an_http_1_0_upgrade_is_refused_not_switched() {
     let node = TestNode::start(GatewayConfig::default()).await;
     let mut tcp = send(
