@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-600}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-for target in client_request ingest_ticks ws_frames; do
+for target in client_request ingest_ticks ws_frames http_request; do
   mkdir -p "artifacts/$target" "work/$target"
   echo "== $target for ${secs}s"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "work/$target" "corpus/$target" \

@@ -1,8 +1,7 @@
 //! [`GatewayConfig`]: every limit of an edge node, with safe defaults.
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use marketmux_hub::QueueLimits;
 
@@ -25,11 +24,25 @@ pub struct GatewayConfig {
     pub ping_interval: Duration,
     /// A socket that sends nothing (not even a pong) for this long is closed with 1001.
     pub idle_timeout: Duration,
-    /// Time allowed to send the HTTP upgrade request once connected.
+    /// Time allowed for a request head (the upgrade request too), from
+    /// connecting or from the previous answer on the connection; past it the
+    /// client gets 408 and the connection is closed.
     pub handshake_timeout: Duration,
-    /// Open sockets on this node; further upgrades get 503.
+    /// Largest request head (request line and headers); past it 431 (414 for
+    /// the request line alone) and the connection is closed. At least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Time a request body may take to arrive after its head; past it 408 and
+    /// the connection is closed.
+    pub body_timeout: Duration,
+    /// `Host` values answered besides loopback names (`*`: any); `None`
+    /// answers any. A request naming another host gets 403 (DNS rebinding).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Open connections on this node, HTTP and WebSocket alike (also capped
+    /// below the process's descriptor limit); a connection past it is answered
+    /// 503 and closed.
     pub max_connections: usize,
-    /// Open sockets per client IP (0: no limit); further upgrades get 429.
+    /// Open connections per client IP, HTTP and WebSocket alike (0: no
+    /// limit); a connection past it is answered 429 and closed.
     pub max_connections_per_ip: usize,
     /// Whether `{"action":"identify"}` is honoured (dev role with auth off only).
     pub allow_identify: bool,
@@ -37,7 +50,8 @@ pub struct GatewayConfig {
     pub drain_period: Duration,
     /// Largest `POST /api/v1/ticks` body.
     pub max_ingest_body_bytes: usize,
-    /// When set, `/debug/*` endpoints need `Authorization: Bearer <token>`.
+    /// When set, `/debug/*` endpoints need `Authorization: Bearer <token>`;
+    /// unset, they answer only on a loopback or admin listener.
     pub admin_token: Option<String>,
     /// Tokens, the ingest token and the Origin allow-list (all off by default).
     pub auth: Arc<AuthConfig>,
@@ -53,6 +67,9 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 8 * 1024,
+            body_timeout: Duration::from_secs(10),
+            allowed_hosts: None,
             max_connections: 100_000,
             max_connections_per_ip: 2_000,
             allow_identify: false,

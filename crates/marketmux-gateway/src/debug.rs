@@ -2,21 +2,27 @@
 //! the running node, as pprof protobuf (for `go tool pprof`, speedscope) or as
 //! a flamegraph SVG.
 //!
-//! Bounded: 1–60 seconds, one profile at a time (409 otherwise), and guarded by
-//! the admin token when one is configured (401 without it).
+//! Bounded: 1–60 seconds, one profile at a time (409 otherwise); the heap the
+//! report took is handed back to the system afterwards.
+//!
+//! Who reaches `/debug/*` ([`admin_only`]): with `--admin-token`, whoever
+//! presents it (401 otherwise), on any listener; without it, only a loopback
+//! listener or the admin listener (`--admin-listen`) answers, any other 403.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, StatusCode};
+use http::{header, StatusCode};
 use pprof::protos::Message as _;
 use serde::Deserialize;
 
 use crate::auth::require_bearer;
 use crate::error::ApiError;
+use crate::server::ListenerInfo;
 use crate::state::GatewayState;
 
 /// Longest profile one request may ask for.
@@ -51,22 +57,58 @@ impl Drop for ProfilingSlot {
     }
 }
 
-/// Checks `Authorization: Bearer <admin token>` when an admin token is set.
-pub fn require_admin(state: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
-    require_bearer(
-        headers,
-        state.config.admin_token.as_deref(),
-        "this endpoint needs the admin token",
-    )
+/// Middleware of the admin routes: see the module doc.
+pub async fn admin_only(
+    State(state): State<Arc<GatewayState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let listener = req
+        .extensions()
+        .get::<ListenerInfo>()
+        .copied()
+        .unwrap_or_default();
+    let allowed = match state.config.admin_token.as_deref() {
+        Some(token) => require_bearer(
+            req.headers(),
+            Some(token),
+            "this endpoint needs the admin token",
+        ),
+        None if listener.admin || listener.loopback => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_only",
+            "debug endpoints answer on a loopback listener or on --admin-listen; \
+             set --admin-token to reach them here",
+        )),
+    };
+    match allowed {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Hands a profile's memory back to the system: the symbol tables read to
+/// name its frames (~140 MB for a debug build, kept for the process's life
+/// otherwise; the next profile reads them again) and the heap its report
+/// freed (glibc keeps it otherwise).
+fn return_freed_memory() {
+    backtrace::clear_symbol_cache();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The profile handler.
-pub async fn profile(
-    State(state): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    Query(q): Query<ProfileQuery>,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+pub async fn profile(Query(q): Query<ProfileQuery>) -> Result<Response, ApiError> {
+    let answer = run_profile(q).await;
+    return_freed_memory();
+    answer
+}
+
+async fn run_profile(q: ProfileQuery) -> Result<Response, ApiError> {
     let seconds = q.seconds.unwrap_or(10);
     if seconds == 0 || seconds > MAX_PROFILE_SECONDS {
         return Err(ApiError::bad_request(

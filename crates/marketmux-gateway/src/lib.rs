@@ -1,6 +1,10 @@
 //! The MarketMux edge gateway: WebSocket delivery and REST beside it.
 //!
-//! - [`server`]: routes, the accept loop (HTTP/1.1 with upgrades), heartbeat, drain.
+//! - [`server`]: routes, the accept loop (connection limits, HTTP/1.1 with
+//!   upgrades), the admin listener, heartbeat, drain.
+//! - [`conn`]: one client connection under hyper: JSON bodies on hyper's own errors.
+//! - [`guard`]: what every request passes on its head: `Host`, `Origin` and
+//!   `Content-Type` of writes, the body deadline.
 //! - [`ws`]: the WebSocket upgrade, framing, and the per-socket reader and writer.
 //! - [`rest`]: `/health`, `/ready`, `/price/{symbol}`, `POST /api/v1/ticks`, `/debug/vars`.
 //! - [`state`]: [`GatewayState`], what a node's requests and sockets share.
@@ -10,15 +14,17 @@
 //! - [`metrics`]: `/metrics` in Prometheus text format.
 //! - [`prometheus`]: reads Prometheus text back (tests, tools).
 //! - [`exporter`]: `/metrics` on its own address, for roles without a gateway.
-//! - [`limits`]: counters of refused upgrades and of limits hit, by reason.
-//! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand.
+//! - [`limits`]: counters of refusals and limits hit; a connection's slot under the limits.
+//! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand; who may reach `/debug/*`.
 //! - [`web`]: the live page at `/`.
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod debug;
 pub mod error;
 pub mod exporter;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod prometheus;
@@ -30,5 +36,5 @@ pub mod ws;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;
-pub use server::{router, serve};
+pub use server::{router, serve, serve_admin};
 pub use state::GatewayState;

@@ -1,10 +1,16 @@
-//! Counters of the node's limits at work: upgrades refused by reason, and
-//! requests refused by a per-socket or ingest limit. Each has a small fixed
-//! set of label values (never one per client or symbol).
+//! Counters of the node's limits at work: connections and upgrades refused
+//! by reason, and requests refused by a per-socket, request or ingest limit.
+//! Each has a small fixed set of label values (never one per client or
+//! symbol). [`ConnectionSlot`]: a connection's place under the per-address
+//! and per-node limits.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::metrics::LabelledCounters;
+use crate::state::GatewayState;
 
-/// Why an upgrade was refused.
+/// Why a connection or an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The node is shutting down.
@@ -32,6 +38,10 @@ pub enum LimitHit {
     FrameTooLarge,
     /// An ingest body over its byte or tick limit (413).
     IngestTooLarge,
+    /// A request head or body not received in time (408, connection closed).
+    RequestTimeout,
+    /// A request head over its byte limit (431 or 414, connection closed).
+    HeadTooLarge,
 }
 
 /// The counters behind `marketmux_upgrades_refused_total{reason}` and
@@ -39,7 +49,7 @@ pub enum LimitHit {
 #[derive(Debug)]
 pub struct LimitCounters {
     refused: LabelledCounters<6>,
-    hits: LabelledCounters<4>,
+    hits: LabelledCounters<6>,
 }
 
 impl Default for LimitCounters {
@@ -58,13 +68,15 @@ impl Default for LimitCounters {
                 "too_many_subscriptions",
                 "frame_too_large",
                 "ingest_too_large",
+                "request_timeout",
+                "head_too_large",
             ]),
         }
     }
 }
 
 impl LimitCounters {
-    /// Counts one refused upgrade.
+    /// Counts one refused connection or upgrade.
     pub fn refused(&self, why: Refusal) {
         self.refused.add(why as usize);
     }
@@ -94,15 +106,43 @@ impl LimitCounters {
         self.refused.render(
             out,
             "marketmux_upgrades_refused_total",
-            "WebSocket upgrades refused, by reason.",
+            "Connections and WebSocket upgrades refused, by reason.",
             "reason",
         );
         self.hits.render(
             out,
             "marketmux_limit_hits_total",
-            "Client requests refused by a per-socket or ingest limit.",
+            "Client requests refused by a per-socket, request or ingest limit.",
             "limit",
         );
+    }
+}
+
+/// One open connection's place under `--max-connections-per-ip` and
+/// `--max-connections`, from accept until the connection (or the WebSocket it
+/// became) is gone: released on drop. Shared (`Arc`) by the HTTP connection
+/// and the socket it upgrades to.
+pub struct ConnectionSlot {
+    state: Arc<GatewayState>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlot {
+    /// Takes a slot for `ip` if both limits allow; `total` is the node's cap.
+    pub fn take(state: &Arc<GatewayState>, ip: IpAddr, total: usize) -> Result<Self, Refusal> {
+        state
+            .registry
+            .reserve_ip(ip, state.config.max_connections_per_ip, total)?;
+        Ok(Self {
+            state: state.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.state.registry.release_ip(self.ip);
     }
 }
 

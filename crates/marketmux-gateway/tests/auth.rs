@@ -206,6 +206,7 @@ async fn ingest_needs_the_ingest_token() {
     let body = r#"{"symbol":"AAPL","price":1.5,"timestamp":"2026-05-12T15:04:05Z"}"#;
     let r = c
         .post(node.url("/api/v1/ticks"))
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await
@@ -213,6 +214,7 @@ async fn ingest_needs_the_ingest_token() {
     assert_eq!(r.status(), 401);
     let r = c
         .post(node.url("/api/v1/ticks"))
+        .header("content-type", "application/json")
         .bearer_auth("guess")
         .body(body)
         .send()
@@ -221,6 +223,7 @@ async fn ingest_needs_the_ingest_token() {
     assert_eq!(r.status(), 401);
     let r = c
         .post(node.url("/api/v1/ticks"))
+        .header("content-type", "application/json")
         .bearer_auth("ingest-secret")
         .body(body)
         .send()

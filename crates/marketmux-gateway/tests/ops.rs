@@ -60,15 +60,19 @@ async fn metrics_parse_and_move_when_ticks_flow() {
 async fn cpu_profile_as_pprof_and_flamegraph() {
     let node = TestNode::start(GatewayConfig::default()).await;
     let c = reqwest::Client::new();
-    // Something to sample while profiling.
-    let busy = tokio::task::spawn_blocking(|| {
-        let t = std::time::Instant::now();
-        let mut x = 0u64;
-        // Longer than both profiles together, with room for a slow start.
-        while t.elapsed().as_millis() < 5000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    // Something to sample while profiling, until both profiles are in (each
+    // reads the symbol tables afresh: seconds in a debug build).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = tokio::task::spawn_blocking({
+        let done = done.clone();
+        move || {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && t.elapsed().as_secs() < 60 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            x
         }
-        x
     });
     let url = node.url("/debug/pprof/profile?seconds=1");
     let (first, second) = tokio::join!(c.get(&url).send(), async {
@@ -89,6 +93,7 @@ async fn cpu_profile_as_pprof_and_flamegraph() {
         .send()
         .await
         .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(svg.status(), 200);
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     let svg = svg.text().await.unwrap();

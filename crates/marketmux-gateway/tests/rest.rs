@@ -35,7 +35,9 @@ async fn health_ready_price_and_ingest() {
         (c.delete(node.url("/health")), 405, "method_not_allowed"),
         (c.get(node.url("/price/%FF")), 400, "bad_request"),
         (
-            c.post(node.url("/api/v1/ticks")).body(big),
+            c.post(node.url("/api/v1/ticks"))
+                .header("content-type", "application/json")
+                .body(big),
             413,
             "body_too_large",
         ),
@@ -61,6 +63,7 @@ async fn health_ready_price_and_ingest() {
 
     let r = c
         .post(node.url("/api/v1/ticks"))
+        .header("content-type", "application/json")
         .body(
             r#"[{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z"},
                   {"symbol":"AAPL","price":149.0,"timestamp":"2026-05-12T15:04:04Z"}]"#,
@@ -103,6 +106,7 @@ async fn health_ready_price_and_ingest() {
     ] {
         let r = c
             .post(node.url("/api/v1/ticks"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -257,16 +257,25 @@ pub struct IngestArgs {
 /// Per-node limits shared by `dev` and `gateway`.
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// Token that `/debug/*` endpoints require as `Authorization: Bearer …` (unset: open).
+    /// Token that `/debug/*` endpoints require as `Authorization: Bearer …`, on
+    /// any listener (unset: they answer only on a loopback listener or `--admin-listen`).
     #[arg(long, env = "MARKETMUX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve `/debug/*` and `/metrics` on this address instead of `--listen`,
+    /// e.g. 127.0.0.1:9091 (unset: on `--listen`).
+    #[arg(long, env = "MARKETMUX_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// `Host` values answered besides loopback names, comma-separated, `*` for
+    /// any (unset: any on `gateway`, loopback names only on `dev`).
+    #[arg(long, env = "MARKETMUX_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Subscriptions per socket.
     #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
     /// Control messages per second per socket.
     #[arg(long, env = "MARKETMUX_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
     pub max_messages_per_sec: u32,
-    /// Open sockets per node.
+    /// Open connections per node, HTTP and WebSocket (also kept below the descriptor limit).
     #[arg(long, env = "MARKETMUX_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Bytes of ticks queued per socket before it conflates.
@@ -284,7 +293,7 @@ pub struct LimitArgs {
     /// Seconds over which sockets are closed (1012) at shutdown.
     #[arg(long, env = "MARKETMUX_DRAIN_SECS", default_value_t = 5.0)]
     pub drain_secs: f64,
-    /// Open sockets per client address (0: no limit).
+    /// Open connections per client address, HTTP and WebSocket (0: no limit).
     #[arg(
         long,
         env = "MARKETMUX_MAX_CONNECTIONS_PER_IP",
@@ -294,9 +303,17 @@ pub struct LimitArgs {
     /// Largest client frame or message, in bytes; a larger one closes the socket (1009).
     #[arg(long, env = "MARKETMUX_MAX_FRAME_BYTES", default_value_t = 4096)]
     pub max_frame_bytes: usize,
-    /// Seconds a new connection has to complete its HTTP upgrade request.
+    /// Seconds a connection has to send a request head (the upgrade request
+    /// too), from connecting or from its previous answer (408 past it).
     #[arg(long, env = "MARKETMUX_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
     pub handshake_timeout_secs: f64,
+    /// Largest request head, request line and headers, in bytes (431 or 414
+    /// past it; at least 8192).
+    #[arg(long, env = "MARKETMUX_MAX_HEADER_BYTES", default_value_t = 8192)]
+    pub max_header_bytes: usize,
+    /// Seconds a request body may take after its head (408 past it).
+    #[arg(long, env = "MARKETMUX_BODY_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub body_timeout_secs: f64,
     /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
@@ -379,6 +396,12 @@ impl LimitArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             max_frame_bytes: self.max_frame_bytes.max(125),
             handshake_timeout: secs(self.handshake_timeout_secs.max(0.1)),
+            max_header_bytes: self.max_header_bytes.max(8192),
+            body_timeout: secs(self.body_timeout_secs.max(0.1)),
+            allowed_hosts: self
+                .allowed_hosts
+                .clone()
+                .filter(|hosts| !hosts.iter().any(|h| h.trim() == "*")),
             max_ingest_body_bytes: self.max_ingest_body_bytes.max(1024),
             ..GatewayConfig::default()
         }

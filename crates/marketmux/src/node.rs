@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Node {
     /// The HTTP/WebSocket address (gRPC for `alerts`), if the role listens.
     pub addr: Option<SocketAddr>,
-    /// Where a role without a gateway serves `/metrics` (`--metrics-listen`).
+    /// Where `/metrics` is served apart from `addr`: `--metrics-listen` of a
+    /// role without a gateway, `--admin-listen` of `dev` and `gateway`.
     pub metrics_addr: Option<SocketAddr>,
     /// Cancel to start the graceful shutdown.
     pub shutdown: CancellationToken,

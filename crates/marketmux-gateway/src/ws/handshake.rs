@@ -1,7 +1,7 @@
-//! The HTTP/1.1 upgrade to WebSocket (RFC 6455 §4.2).
+//! The HTTP/1.1 upgrade to WebSocket (RFC 6455 §4.2); HTTP/1.0 has none.
 
 use base64::Engine as _;
-use http::{header, HeaderMap, HeaderValue, Method};
+use http::{header, HeaderMap, HeaderValue, Method, Version};
 
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -10,6 +10,8 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub enum HandshakeError {
     #[error("WebSocket upgrades use GET")]
     Method,
+    #[error("WebSocket upgrades need HTTP/1.1")]
+    HttpVersion,
     #[error("missing `Upgrade: websocket` or `Connection: upgrade`")]
     NotUpgrade,
     #[error("unsupported Sec-WebSocket-Version (this server speaks 13)")]
@@ -27,9 +29,17 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 /// Checks an upgrade request and returns the `Sec-WebSocket-Accept` value.
-pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
+pub fn accept_key(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<HeaderValue, HandshakeError> {
     if method != Method::GET {
         return Err(HandshakeError::Method);
+    }
+    // HTTP/1.0 has no upgrade: hyper would send the 101 and then close.
+    if version != Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
     }
     if !has_token(headers, header::UPGRADE, "websocket")
         || !has_token(headers, header::CONNECTION, "upgrade")
@@ -79,17 +89,22 @@ mod tests {
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
         );
+        let v11 = Version::HTTP_11;
         assert_eq!(
-            accept_key(&Method::GET, &h).unwrap(),
+            accept_key(&Method::GET, v11, &h).unwrap(),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(
-            accept_key(&Method::POST, &h).unwrap_err(),
+            accept_key(&Method::POST, v11, &h).unwrap_err(),
             HandshakeError::Method
+        );
+        assert_eq!(
+            accept_key(&Method::GET, Version::HTTP_10, &h).unwrap_err(),
+            HandshakeError::HttpVersion
         );
         h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
         assert_eq!(
-            accept_key(&Method::GET, &h).unwrap_err(),
+            accept_key(&Method::GET, v11, &h).unwrap_err(),
             HandshakeError::Version
         );
     }

@@ -40,10 +40,11 @@ impl ConnectionRegistry {
         self.opened.fetch_add(1, Relaxed);
     }
 
-    /// Admits one more socket from `ip` unless the node already holds `total`
-    /// or that address `per_ip` (0: no limit), refusing with
-    /// [`Refusal::MaxConnections`] or [`Refusal::PerIp`]; release it with
-    /// [`ConnectionRegistry::release_ip`] when the socket ends.
+    /// Admits one more connection (HTTP or WebSocket) from `ip` unless the
+    /// node already holds `total` or that address `per_ip` (0: no limit),
+    /// refusing with [`Refusal::MaxConnections`] or [`Refusal::PerIp`];
+    /// release it with [`ConnectionRegistry::release_ip`] when the connection
+    /// ends (see [`crate::limits::ConnectionSlot`]).
     pub fn reserve_ip(&self, ip: IpAddr, per_ip: usize, total: usize) -> Result<(), Refusal> {
         let mut inner = self.inner.lock();
         if total > 0 && inner.reserved >= total {
@@ -70,7 +71,7 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Client IPs with open sockets (for leak checks).
+    /// Client IPs with open connections (for leak checks).
     pub fn ips(&self) -> usize {
         self.inner.lock().per_ip.len()
     }

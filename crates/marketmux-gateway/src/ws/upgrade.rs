@@ -1,5 +1,6 @@
-//! `GET /ws`: admission (draining, limits, Origin, token), the handshake, and
-//! handing the socket to [`super::connection::serve`].
+//! `GET /ws`: admission (draining, Origin, token), the handshake, and
+//! handing the socket to [`super::connection::serve`]. The connection limits
+//! were applied when the connection was accepted ([`crate::server`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,8 +19,9 @@ use super::socket::{DirectHalf, SharedWriteHalf};
 
 use super::handshake::{accept_key, HandshakeError};
 use crate::auth::Identity;
+use crate::conn::ClientStream;
 use crate::error::ApiError;
-use crate::limits::Refusal;
+use crate::limits::{ConnectionSlot, Refusal};
 use crate::state::GatewayState;
 
 /// Answers the upgrade with 101 and serves the socket in a new task.
@@ -38,7 +40,7 @@ pub async fn ws_handler(
             ApiError::unavailable("server is shutting down; reconnect to another node"),
         );
     }
-    let accept = match accept_key(req.method(), req.headers()) {
+    let accept = match accept_key(req.method(), req.version(), req.headers()) {
         Ok(a) => a,
         Err(e @ HandshakeError::Version) => {
             let mut r = refuse(
@@ -67,32 +69,17 @@ pub async fn ws_handler(
         Ok(None) => (None, None),
         Err(e) => return refuse(Refusal::Auth, e.into_api_error()),
     };
-    let ip = peer.ip();
-    let (per_ip, total) = (
-        state.config.max_connections_per_ip,
-        state.config.max_connections,
-    );
-    if let Err(why) = state.registry.reserve_ip(ip, per_ip, total) {
-        let e = match why {
-            Refusal::PerIp => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                format!("at most {per_ip} connections per client address"),
-            ),
-            _ => ApiError::unavailable(format!(
-                "connection limit of this node reached ({total}); try another node"
-            )),
-        };
-        return refuse(why, e);
-    }
+    // The connection's place under the connection limits, taken at accept:
+    // the socket keeps it until it closes.
+    let slot = req.extensions().get::<Arc<ConnectionSlot>>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(task_state.clone(), upgraded, identity).await,
-            Err(e) => tracing::debug!(error = %e, "Upgrade failed"),
+            Ok(upgraded) => run(task_state, upgraded, identity).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "Upgrade failed"),
         }
-        task_state.registry.release_ip(ip);
+        drop(slot);
     });
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -108,9 +95,9 @@ pub async fn ws_handler(
 async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Identity>) {
     // Served by our own accept loop, the socket is a plain TcpStream: take it
     // back so reader and writer own their halves without a shared lock.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<ClientStream<TcpStream>>>() {
         Ok(parts) => {
-            let (rd, wr) = parts.io.into_inner().into_split();
+            let (rd, wr) = parts.io.into_inner().into_inner().into_split();
             let half = Arc::new(wr);
             let direct = DirectHalf::new(half.clone(), state.clone());
             let wr = SharedWriteHalf(half);

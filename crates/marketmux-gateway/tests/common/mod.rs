@@ -29,6 +29,11 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(config: GatewayConfig) -> Self {
+        Self::start_on(config, "127.0.0.1:0").await
+    }
+
+    /// A node listening on `bind` (e.g. `0.0.0.0:0`, a non-loopback listener).
+    pub async fn start_on(config: GatewayConfig, bind: &str) -> Self {
         let bus = InProcessBus::new();
         let hub = GatewayState::new_hub();
         let h = hub.clone();
@@ -37,8 +42,9 @@ impl TestNode {
             h.publish_batch(ticks);
         }));
         let state = GatewayState::new(config, hub, bus.clone(), bus.clone(), vec![bus.clone()]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let shutdown = CancellationToken::new();
         let router = marketmux_gateway::router(state.clone());
         let task = tokio::spawn(marketmux_gateway::serve(

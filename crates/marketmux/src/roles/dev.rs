@@ -19,6 +19,11 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     let mut config = args.limits.gateway_config()?;
     // `identify` stands in for authentication, so only while it is off.
     config.allow_identify = config.auth.jwt.is_none();
+    if args.limits.allowed_hosts.is_none() {
+        // A page elsewhere that rebinds its name to 127.0.0.1 names its own host.
+        config.allowed_hosts = Some(Vec::new());
+    }
+    marketmux_gateway::server::raise_fd_limit();
     let bus = InProcessBus::new();
     let hub = GatewayState::new_hub();
     let h = hub.clone();
@@ -58,8 +63,13 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     tracing::info!(%addr, feed_rate = args.feed_rate, symbols = args.feed_symbols, "MarketMux dev node ready: open http://{addr}/");
     let alert_routes = marketmux_gateway::auth::protect_user_routes(&state, alerts.routes());
     let prices = bus.clone();
+    let admin = super::gateway::admin_listener(&args.limits, &state, &shutdown)?;
+    let routes = match admin {
+        Some(_) => marketmux_gateway::server::public_router(state.clone()),
+        None => marketmux_gateway::router(state.clone()),
+    };
     let router = marketmux_gateway::web::SymbolDirectory::new(move || prices.prices().symbols())
-        .serve_on(marketmux_gateway::router(state.clone()).merge(alert_routes));
+        .serve_on(routes.merge(alert_routes));
     let task = tokio::spawn(marketmux_gateway::serve(
         listener,
         state,
@@ -68,7 +78,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     ));
     Ok(Node {
         addr: Some(addr),
-        metrics_addr: None,
+        metrics_addr: admin,
         shutdown,
         task,
     })

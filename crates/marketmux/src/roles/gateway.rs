@@ -9,6 +9,7 @@
 //! - `/price` and subscribe snapshots read `price:SYMBOL`; `/ready` is 503
 //!   while Redis is away, and ticks flow again after it is back.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use marketmux_gateway::GatewayState;
 use marketmux_hub::{Interest, SymbolHub};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::GatewayArgs;
+use crate::cli::{GatewayArgs, LimitArgs};
 use crate::node::Node;
 
 /// Starts an edge node; it runs until its [`Node::shutdown`] is cancelled.
@@ -61,12 +62,17 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     .await
     .with_context(|| format!("gateway: fired-alert channel on {}", redis.redacted_url()))?;
 
+    marketmux_gateway::server::raise_fd_limit();
     let listener = marketmux_gateway::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, redis = %redis.redacted_url(), prefix = %redis.prefix, sharded = redis.sharded, "MarketMux gateway ready");
     let shutdown = CancellationToken::new();
-    let mut router = marketmux_gateway::router(state.clone());
+    let admin = admin_listener(&args.limits, &state, &shutdown)?;
+    let mut router = match admin {
+        Some(_) => marketmux_gateway::server::public_router(state.clone()),
+        None => marketmux_gateway::router(state.clone()),
+    };
     if let Some(url) = &args.alerts_url {
         let alerts = marketmux_alerts::grpc::remote_rest_routes(url).context("--alerts-url")?;
         router = router.merge(marketmux_gateway::auth::protect_user_routes(&state, alerts));
@@ -80,10 +86,35 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     });
     Ok(Node {
         addr: Some(addr),
-        metrics_addr: None,
+        metrics_addr: admin,
         shutdown,
         task,
     })
+}
+
+/// Starts the admin listener (`/debug/*`, `/metrics`, `/health`) when
+/// `--admin-listen` is set; it stops with `shutdown`. Returns its address.
+pub fn admin_listener(
+    limits: &LimitArgs,
+    state: &Arc<GatewayState>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(at) = limits.admin_listen else {
+        return Ok(None);
+    };
+    let listener = marketmux_gateway::server::bind(at)
+        .with_context(|| format!("cannot listen on --admin-listen {at}"))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && limits.admin_token.is_none() {
+        tracing::warn!(%addr, "The admin listener is not on loopback and has no --admin-token: /debug/* is open to whoever reaches it");
+    }
+    tracing::info!(%addr, "Admin endpoints (/debug/*, /metrics) on their own listener");
+    tokio::spawn(marketmux_gateway::serve_admin(
+        listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Some(addr))
 }
 
 /// The Redis settings from the flags (`--redis-url`, else the seed's REDIS_ADDR).
