@@ -133,7 +133,7 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The brokers from the flag, else the seed's KAFKA_BROKERS.
+    /// The brokers from the flag, else the conventional KAFKA_BROKERS.
     pub fn brokers(&self) -> anyhow::Result<String> {
         self.kafka_brokers
             .clone()
