@@ -17,7 +17,7 @@ use crate::ws::registry::ConnectionRegistry;
 pub struct GatewayStats {
     /// Bytes written to sockets.
     pub bytes_written: AtomicU64,
-    /// write() batches (one per writer wake-up).
+    /// Socket writes, each carrying every frame queued at the time.
     pub write_batches: AtomicU64,
     /// Frames written (ticks and control).
     pub frames_written: AtomicU64,
