@@ -102,7 +102,8 @@ async fn run(brokers: String, db: String) {
             ids.push(client.create(new).await.expect("create over gRPC").id);
         }
     }
-    // Let instance b's periodic reload see the alerts created through a.
+    // Instance b learns of the alerts created through a from the change feed
+    // (and its periodic reload, 0.5 s here).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let publisher = KafkaPublisher::new(&KafkaConfig::new(brokers.clone()), "test").unwrap();
