@@ -135,3 +135,46 @@ async fn a_killed_listener_reconnects_and_asks_for_a_full_reload() {
     let end = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await;
     assert_eq!(end.expect("the feed ends at shutdown"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_read_leads_to_reloads_until_the_store_answers() {
+    let dir = TempDir::new();
+    let inner: Arc<dyn AlertStore> = Arc::new(sqlite_store(&dir).await);
+    let store = SwitchableStore::new(inner.clone());
+    let ev = Evaluator::new(store.clone(), Recorder::default().sink());
+    let (tx, feed) = mpsc::channel(8);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(follow::follow(
+        store.clone(),
+        ev.clone(),
+        feed,
+        stop.clone(),
+    ));
+
+    let a = inner
+        .add(&new_alert(1, "AAPL", "ABOVE", 1.0))
+        .await
+        .unwrap();
+    store.set_down(true);
+    tx.send(StoreEvent::Changed(a.id)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ev.is_empty(), "the store is down: nothing read yet");
+    // Created while the store was unreadable, announced by nobody.
+    let b = inner
+        .add(&new_alert(1, "MSFT", "ABOVE", 1.0))
+        .await
+        .unwrap();
+    store.set_down(false);
+    wait_for(Duration::from_secs(5), "both indexed by a reload", || {
+        ev.len() == 2
+    })
+    .await;
+    assert_eq!(
+        ev.on_tick(&tick("MSFT", 2.0)).await,
+        1,
+        "{b:?} is evaluated"
+    );
+
+    stop.cancel();
+    task.await.unwrap();
+}
