@@ -3,7 +3,6 @@
 //! - [`postgres`]: [`PgAlertStore`], for deployments (`--database-url`).
 //! - [`sqlite`]: [`SqliteAlertStore`], the embedded store of `marketmux dev`,
 //!   one file under `--data-dir` that survives restarts.
-//!
 //! - [`notify`]: the PostgreSQL change feed ([`StoreEvent`]s from
 //!   `LISTEN/NOTIFY`), which keeps every instance's index in step.
 //!
