@@ -75,6 +75,9 @@ pub struct DevArgs {
     /// Number of synthetic symbols.
     #[arg(long, env = "MARKETMUX_FEED_SYMBOLS", default_value_t = 40)]
     pub feed_symbols: usize,
+    /// Active alerts one user may have; creating more answers 409 `too_many_alerts`.
+    #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_alerts_per_user: u32,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -205,10 +208,15 @@ pub struct AlertsArgs {
     /// Where a group without committed offsets starts.
     #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Latest)]
     pub start_from: StartFromArg,
-    /// Seconds between reloads of the active alerts (to see alerts created
-    /// through other instances).
+    /// Seconds between full reloads of the active alerts: the safety net
+    /// behind the PostgreSQL change feed, which shows other instances'
+    /// creates and deletes at once.
     #[arg(long, env = "MARKETMUX_ALERTS_RELOAD_SECS", default_value_t = 5.0)]
     pub reload_secs: f64,
+    /// Active alerts one user may have; creating more answers RESOURCE_EXHAUSTED
+    /// (409 `too_many_alerts` through a gateway).
+    #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_alerts_per_user: u32,
     /// Redis on which fired alerts reach the gateways' sockets (also REDIS_ADDR);
     /// without it fired alerts are only stored and logged.
     #[arg(long, env = "MARKETMUX_REDIS_URL")]
