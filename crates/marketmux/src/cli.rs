@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use marketmux_gateway::auth::{AuthConfig, JwtVerifier};
+use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
 
@@ -344,11 +344,20 @@ pub struct SecurityArgs {
 }
 
 impl SecurityArgs {
-    /// The gateway's authentication settings; fails on an unreadable key.
+    /// The gateway's authentication settings. Fails closed: an unreadable
+    /// key, or an HS256 secret that is set but empty or shorter than
+    /// [`MIN_HS256_SECRET_BYTES`], is an error (the node does not start)
+    /// rather than authentication turned off or weakened.
     pub fn auth_config(&self) -> anyhow::Result<AuthConfig> {
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(secret), _) if !secret.is_empty() => Some(JwtVerifier::hs256(secret.as_bytes())),
-            (_, Some(path)) => {
+            (Some(secret), _) => Some(JwtVerifier::hs256(secret.as_bytes()).map_err(|e| {
+                anyhow::anyhow!(
+                    "--jwt-secret (MARKETMUX_JWT_SECRET): {e}; give a random secret of at \
+                     least {MIN_HS256_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`), \
+                     or unset it to run without authentication"
+                )
+            })?),
+            (None, Some(path)) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("cannot read --jwt-public-key {}", path.display()))?;
                 Some(
@@ -356,13 +365,29 @@ impl SecurityArgs {
                         .with_context(|| format!("--jwt-public-key {}", path.display()))?,
                 )
             }
-            _ => None,
+            (None, None) => None,
         };
         Ok(AuthConfig {
             jwt,
             ingest_token: self.ingest_token.clone().filter(|t| !t.is_empty()),
             allowed_origins: self.allowed_origins.clone().filter(|o| !o.is_empty()),
         })
+    }
+
+    /// How sockets and user APIs are authenticated, in words, for the
+    /// start-up log: `off`, or the algorithm and where its key comes from.
+    pub fn describe_auth(&self, config: &AuthConfig) -> String {
+        match (&config.jwt, &self.jwt_public_key) {
+            (None, _) => "off: sockets and the alert API are open to anyone".into(),
+            (Some(v), Some(path)) if self.jwt_secret.is_none() => {
+                format!(
+                    "on: JWT {:?} verified with the public key {}",
+                    v.algorithm(),
+                    path.display()
+                )
+            }
+            (Some(v), _) => format!("on: JWT {:?} with the shared secret", v.algorithm()),
+        }
     }
 }
 
@@ -371,10 +396,17 @@ fn secs(v: f64) -> Duration {
 }
 
 impl LimitArgs {
-    /// The gateway configuration these flags describe, authentication included.
+    /// The gateway configuration these flags describe, authentication
+    /// included; logs whether authentication is on and how.
     pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
         let mut config = self.to_config();
-        config.auth = std::sync::Arc::new(self.security.auth_config()?);
+        let auth = self.security.auth_config()?;
+        tracing::info!(
+            ingest_token = auth.ingest_token.is_some(),
+            "Authentication {}",
+            self.security.describe_auth(&auth)
+        );
+        config.auth = std::sync::Arc::new(auth);
         Ok(config)
     }
 
