@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use marketmux_core::ClockSkew;
 use marketmux_hub::QueueLimits;
 
 use crate::auth::AuthConfig;
@@ -50,6 +51,9 @@ pub struct GatewayConfig {
     pub drain_period: Duration,
     /// Largest `POST /api/v1/ticks` body.
     pub max_ingest_body_bytes: usize,
+    /// How far in the future an ingested tick's timestamp may be; a body with
+    /// one further ahead is refused whole (400 `timestamp_in_future`).
+    pub max_clock_skew: ClockSkew,
     /// When set, `/debug/*` endpoints need `Authorization: Bearer <token>`;
     /// unset, they answer only on a loopback or admin listener.
     pub admin_token: Option<String>,
@@ -75,6 +79,7 @@ impl Default for GatewayConfig {
             allow_identify: false,
             drain_period: Duration::from_secs(5),
             max_ingest_body_bytes: 4 * 1024 * 1024,
+            max_clock_skew: ClockSkew::default(),
             admin_token: None,
             auth: Arc::default(),
         }

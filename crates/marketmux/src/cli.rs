@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use marketmux_core::ClockSkew;
 use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
@@ -147,6 +148,23 @@ impl KafkaArgs {
     }
 }
 
+/// The bound on tick timestamps in the future, at every entrance (REST
+/// ingest, the Kafka bridge, the Finnhub feed).
+#[derive(Args, Debug, Clone)]
+pub struct ClockSkewArgs {
+    /// Seconds a tick's timestamp may be ahead of this node's clock; further
+    /// ahead it is refused (400 on REST) or dropped and counted (bridge, ingest).
+    #[arg(long, env = "MARKETMUX_MAX_CLOCK_SKEW_SECS", default_value_t = 60.0)]
+    pub max_clock_skew_secs: f64,
+}
+
+impl ClockSkewArgs {
+    /// The bound these flags describe.
+    pub fn clock_skew(&self) -> ClockSkew {
+        ClockSkew::new(secs(self.max_clock_skew_secs))
+    }
+}
+
 /// Where a role without a gateway serves `/metrics` and `/health`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct MetricsArgs {
@@ -163,6 +181,8 @@ pub struct BridgeArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub skew: ClockSkewArgs,
     /// Redis for latest prices and pub/sub (also REDIS_ADDR).
     #[arg(long, env = "MARKETMUX_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -234,6 +254,8 @@ pub struct IngestArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub skew: ClockSkewArgs,
     /// Finnhub API token (also FINNHUB_API_KEY).
     #[arg(long, env = "MARKETMUX_FINNHUB_TOKEN", hide_env_values = true)]
     pub finnhub_token: Option<String>,
@@ -317,6 +339,8 @@ pub struct LimitArgs {
     /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
+    #[command(flatten)]
+    pub skew: ClockSkewArgs,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -435,6 +459,7 @@ impl LimitArgs {
                 .clone()
                 .filter(|hosts| !hosts.iter().any(|h| h.trim() == "*")),
             max_ingest_body_bytes: self.max_ingest_body_bytes.max(1024),
+            max_clock_skew: self.skew.clock_skew(),
             ..GatewayConfig::default()
         }
     }
