@@ -15,9 +15,10 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Subscriptions per socket; a subscribe past it gets `too_many_subscriptions`.
     pub max_subscriptions: usize,
-    /// Control messages per second per socket (burst: twice that). Past it the
-    /// client gets `rate_limited`; a client that keeps going for another second's
-    /// worth is closed with 1008.
+    /// Client frames per second per socket (burst: twice that): every frame
+    /// counts, requests, pings, pongs and fragments alike. Past it the client
+    /// gets `rate_limited` and its messages are dropped; a client that keeps
+    /// going for another second's worth is closed with 1008.
     pub max_messages_per_sec: u32,
     /// Outgoing queue bounds (conflation, slow-consumer close).
     pub queue: QueueLimits,

@@ -294,7 +294,8 @@ pub struct LimitArgs {
     /// Subscriptions per socket.
     #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
-    /// Control messages per second per socket.
+    /// Client frames per second per socket, burst twice that: requests, pings,
+    /// pongs and fragments alike (`rate_limited` past it, then close 1008).
     #[arg(long, env = "MARKETMUX_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
     pub max_messages_per_sec: u32,
     /// Open connections per node, HTTP and WebSocket (also kept below the descriptor limit).

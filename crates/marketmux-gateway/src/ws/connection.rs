@@ -21,6 +21,8 @@ use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Most frames read while waiting for the client's close frame.
+const CLOSE_LINGER_FRAMES: usize = 64;
 /// Longest a subscribe waits for the price store's snapshots, all its symbols together.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A writer keeps at most this much buffer between batches.
@@ -74,11 +76,13 @@ pub async fn serve<R, W>(
     for s in session.subscriptions.drain() {
         state.hub.unsubscribe(&s, id);
     }
-    // Give the writer time to send the close frame, and the client to answer it.
+    // Give the writer time to send the close frame, and the client to answer
+    // it; a client that floods frames instead is not read for the whole linger.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Ok(m) = reader.next_message().await {
-            if matches!(m, Message::Close(_)) {
-                break;
+        for _ in 0..CLOSE_LINGER_FRAMES {
+            match reader.next_message().await {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
             }
         }
     })
@@ -195,7 +199,14 @@ impl Session {
                     self.queue
                         .push_control(frame::encode(OpCode::Pong, &payload));
                 }
-                Message::Pong => {}
+                // Frames that need no answer still cost the server a read and
+                // a decode: each counts against the budget, so a flood of them
+                // is told `rate_limited` and closed like any other.
+                Message::Pong | Message::Fragment => {
+                    if matches!(self.admit(), Admission::Closed) {
+                        return;
+                    }
+                }
                 Message::Close(code) => {
                     let reply = frame::close_reply(code);
                     self.queue.close_after_pending(CloseReason::new(reply, ""));
