@@ -304,8 +304,9 @@ pub struct LimitArgs {
     /// Bytes of ticks queued per socket before it conflates.
     #[arg(long, env = "MARKETMUX_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub queue_bytes: usize,
-    /// Seconds a socket may stay behind before it is closed (1008).
-    #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 10.0)]
+    /// Seconds the oldest unsent frame of a socket may wait; past it the
+    /// socket is behind and closed (1008 slow consumer), its queue freed.
+    #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 5.0)]
     pub max_lag_secs: f64,
     /// Seconds between server pings.
     #[arg(long, env = "MARKETMUX_PING_INTERVAL_SECS", default_value_t = 20.0)]

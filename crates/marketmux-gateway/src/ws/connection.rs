@@ -366,6 +366,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         buf.reserve(batch.len_bytes());
         let frames = batch.len() as u64;
         let queued_at = batch.queued_at;
+        let deadline = queue.lag_deadline(&batch);
         for f in batch.frames.drain(..).chain(batch.conflated.drain(..)) {
             buf.extend_from_slice(&f);
         }
@@ -374,11 +375,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if batch.frames.capacity() <= KEEP_SPARE_FRAMES {
             spare = batch.frames;
         }
+        // A client that stops reading is closed once the batch's oldest frame
+        // is older than the lag bound, even if nothing more is pushed to it.
+        let behind = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let written = tokio::select! {
             r = wr.write_all(&buf) => r,
-            // A client that stopped reading is closed by its queue's lag bound;
-            // the write it blocks is abandoned.
+            // The write a client that stopped reading blocks is abandoned.
             _ = queue.closed() => return,
+            _ = behind => {
+                queue.close_lagging();
+                return;
+            }
         };
         if let Err(e) = written {
             tracing::debug!(client = queue.id(), error = %e, "Socket write failed");
