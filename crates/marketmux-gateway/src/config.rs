@@ -15,6 +15,13 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Subscriptions per socket; a subscribe past it gets `too_many_subscriptions`.
     pub max_subscriptions: usize,
+    /// Subscriptions of all sockets of one client address together (0: no
+    /// limit); a subscribe past it gets `too_many_subscriptions`.
+    pub max_subscriptions_per_ip: usize,
+    /// Symbols followed on this node at once (its topics, each also a
+    /// channel subscribed upstream); a subscribe that would add one past it
+    /// gets `too_many_subscriptions`, symbols already followed stay open.
+    pub max_topics: usize,
     /// Client frames per second per socket (burst: twice that): every frame
     /// counts, requests, pings, pongs and fragments alike. Past it the client
     /// gets `rate_limited` and its messages are dropped; a client that keeps
@@ -67,6 +74,8 @@ impl Default for GatewayConfig {
         Self {
             max_frame_bytes: 4096,
             max_subscriptions: 1024,
+            max_subscriptions_per_ip: 20_000,
+            max_topics: 100_000,
             max_messages_per_sec: 50,
             queue: QueueLimits::default(),
             ping_interval: Duration::from_secs(20),

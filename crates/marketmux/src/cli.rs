@@ -294,6 +294,17 @@ pub struct LimitArgs {
     /// Subscriptions per socket.
     #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
+    /// Subscriptions of all sockets of one client address together (0: no limit).
+    #[arg(
+        long,
+        env = "MARKETMUX_MAX_SUBSCRIPTIONS_PER_IP",
+        default_value_t = 20_000
+    )]
+    pub max_subscriptions_per_ip: usize,
+    /// Symbols followed on this node at once; a subscribe that would add one
+    /// more is refused (`too_many_subscriptions`), followed ones stay open.
+    #[arg(long, env = "MARKETMUX_MAX_TOPICS", default_value_t = 100_000)]
+    pub max_topics: usize,
     /// Client frames per second per socket, burst twice that: requests, pings,
     /// pongs and fragments alike (`rate_limited` past it, then close 1008).
     #[arg(long, env = "MARKETMUX_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
@@ -440,6 +451,8 @@ impl LimitArgs {
     pub fn to_config(&self) -> GatewayConfig {
         GatewayConfig {
             max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_ip: self.max_subscriptions_per_ip,
+            max_topics: self.max_topics,
             max_messages_per_sec: self.max_messages_per_sec,
             max_connections: self.max_connections,
             queue: QueueLimits {
