@@ -3,7 +3,10 @@
 after 100 sockets subscribe to 1,000 distinct symbols each (100,000 topics of
 symbols nobody publishes), in requests of 250 symbols.
 
-    python3 scripts/measure/idle_topics.py [--binary PATH] [--extra-flags "..."]
+    python3 scripts/measure/idle_topics.py [--binary PATH] [--role dev|gateway]
+        [--extra-flags "..."]
+
+`--role gateway` needs Redis on 127.0.0.1:6379 (keys under a fresh prefix).
 """
 import argparse
 import json
@@ -41,11 +44,17 @@ def main():
     ap.add_argument("--binary", default="target/release/marketmux")
     ap.add_argument("--port", type=int, default=18932)
     ap.add_argument("--extra-flags", default="")
+    ap.add_argument("--role", choices=["dev", "gateway"], default="dev")
     a = ap.parse_args()
     data = tempfile.mkdtemp(prefix="marketmux-topics-")
+    if a.role == "dev":
+        role = ["dev", "--data-dir", data, "--feed-rate", "0"]
+    else:
+        role = ["gateway", "--redis-url", "redis://127.0.0.1:6379",
+                "--redis-prefix", f"measure{int(time.time())}:"]
     node = subprocess.Popen(
-        [a.binary, "dev", "--listen", f"127.0.0.1:{a.port}", "--data-dir", data,
-         "--feed-rate", "0", "--max-frame-bytes", "8192"] + shlex.split(a.extra_flags),
+        [a.binary] + role + ["--listen", f"127.0.0.1:{a.port}", "--max-frame-bytes", "8192"]
+        + shlex.split(a.extra_flags),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -80,7 +89,7 @@ def main():
         # sockets cost ~0.5 MiB, under 1 % of the total.
         topics = v.get("topics", 0)
         print(json.dumps({
-            "binary": a.binary, "topics": topics,
+            "binary": a.binary, "role": a.role, "topics": topics,
             "rss_kib_before": before, "rss_kib_after": after,
             "bytes_per_topic": round((after - before) * 1024 / max(topics, 1)),
         }))

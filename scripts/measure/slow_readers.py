@@ -4,7 +4,9 @@
 Starts the node (BINARY, default target/release/marketmux) with a synthetic
 feed, opens N sockets (small receive buffers) that subscribe to the feed's
 first symbols and never read, and prints the node's RSS: before, at the
-peak, when the node has closed them all (lag bound) and 5 s / 15 s later.
+peak, when the node has closed them all (lag bound; or after HOLD + 60 s,
+the kernel's socket buffers absorbing the first seconds), and 5 s / 15 s
+after the clients closed theirs.
 
     python3 scripts/measure/slow_readers.py [--binary PATH] [--sockets 5000]
 """
@@ -95,6 +97,7 @@ def main():
             time.sleep(0.5)
         closed_after = time.time() - start
         at_close = rss_mib(node.pid)
+        closed_by_node = {k: v.get(k) for k in ("connections", "slow_closed")}
         for s in socks:
             s.close()
         time.sleep(5)
@@ -107,7 +110,8 @@ def main():
                         "peak": round(peak, 1), "all_closed": round(at_close, 1),
                         "closed+5s": round(after5, 1), "closed+15s": round(after15, 1)},
             "peak_queued_mib": round(peak_queued / 2**20, 1),
-            "closed_by_node_after_s": round(closed_after, 1),
+            "waited_s": round(closed_after, 1),
+            "at_end_of_wait": closed_by_node,
         }))
     finally:
         node.terminate()
