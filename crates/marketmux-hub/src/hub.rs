@@ -168,7 +168,9 @@ impl SymbolHub {
                             self.take_topic_slot()?;
                             let t = Arc::new(Topic {
                                 inner: Mutex::new(TopicInner {
-                                    subscribers: IndexMap::new(),
+                                    // Most topics have one subscriber: room for
+                                    // one (the map would reserve three).
+                                    subscribers: IndexMap::with_capacity(1),
                                     latest: None,
                                     latest_ts: None,
                                     seq: 0,
