@@ -20,7 +20,8 @@ pub struct GatewayConfig {
     pub max_subscriptions_per_ip: usize,
     /// Symbols followed on this node at once (its topics, each also a
     /// channel subscribed upstream); a subscribe that would add one past it
-    /// gets `too_many_subscriptions`, symbols already followed stay open.
+    /// gets `too_many_subscriptions`, symbols already followed stay open
+    /// (0: no limit).
     pub max_topics: usize,
     /// Client frames per second per socket (burst: twice that): every frame
     /// counts, requests, pings, pongs and fragments alike. Past it the client

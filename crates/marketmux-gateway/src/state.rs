@@ -82,7 +82,10 @@ impl GatewayState {
         prices: Arc<dyn PriceStore>,
         readiness: Vec<Arc<dyn Readiness>>,
     ) -> Arc<Self> {
-        hub.set_max_topics(config.max_topics);
+        hub.set_max_topics(match config.max_topics {
+            0 => usize::MAX,
+            max => max,
+        });
         Arc::new(Self {
             hub,
             registry: ConnectionRegistry::default(),

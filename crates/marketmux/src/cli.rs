@@ -302,7 +302,8 @@ pub struct LimitArgs {
     )]
     pub max_subscriptions_per_ip: usize,
     /// Symbols followed on this node at once; a subscribe that would add one
-    /// more is refused (`too_many_subscriptions`), followed ones stay open.
+    /// more is refused (`too_many_subscriptions`), followed ones stay open
+    /// (0: no limit).
     #[arg(long, env = "MARKETMUX_MAX_TOPICS", default_value_t = 100_000)]
     pub max_topics: usize,
     /// Client frames per second per socket, burst twice that: requests, pings,
