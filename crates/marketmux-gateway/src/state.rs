@@ -63,6 +63,8 @@ pub struct GatewayState {
     pub draining: AtomicBool,
     /// Socket counters.
     pub stats: GatewayStats,
+    /// Subscriptions per client address, under `max_subscriptions_per_ip`.
+    pub subscriptions_per_ip: crate::limits::SubscriptionsPerIp,
     next_client_id: AtomicU64,
 }
 
@@ -80,6 +82,10 @@ impl GatewayState {
         prices: Arc<dyn PriceStore>,
         readiness: Vec<Arc<dyn Readiness>>,
     ) -> Arc<Self> {
+        hub.set_max_topics(match config.max_topics {
+            0 => usize::MAX,
+            max => max,
+        });
         Arc::new(Self {
             hub,
             registry: ConnectionRegistry::default(),
@@ -89,6 +95,7 @@ impl GatewayState {
             config,
             draining: AtomicBool::new(false),
             stats: GatewayStats::default(),
+            subscriptions_per_ip: Default::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

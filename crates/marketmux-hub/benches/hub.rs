@@ -23,7 +23,7 @@ fn fan_out(c: &mut Criterion) {
         let clients: Vec<_> = (0..n as u64)
             .map(|id| {
                 let q = hub.new_client(id, QueueLimits::default());
-                hub.subscribe(sym, &q);
+                hub.subscribe(sym, &q).expect("an unbounded hub");
                 q
             })
             .collect();
@@ -53,14 +53,14 @@ fn churn(c: &mut Criterion) {
     let _crowd: Vec<_> = (0..1_000u64)
         .map(|id| {
             let q = hub.new_client(id, QueueLimits::default());
-            hub.subscribe(sym, &q);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
             q
         })
         .collect();
     let q = hub.new_client(u64::MAX, QueueLimits::default());
     c.bench_function("subscribe_unsubscribe", |b| {
         b.iter(|| {
-            hub.subscribe(sym, &q);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
             hub.unsubscribe(&sym, q.id());
         })
     });

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -52,6 +52,16 @@ impl Default for HubConfig {
     }
 }
 
+/// A subscribe that would create a topic past the node's bound
+/// ([`SymbolHub::set_max_topics`]). Symbols that already have a topic can
+/// still be subscribed to, and every existing topic keeps flowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this node follows its limit of {max} symbols; subscribe to one already followed, or try another node")]
+pub struct TopicLimit {
+    /// The bound that was reached.
+    pub max: usize,
+}
+
 struct Topic {
     inner: Mutex<TopicInner>,
 }
@@ -77,6 +87,8 @@ pub struct SymbolHub {
     encoder: TickEncoder,
     interest: Mutex<Option<UnboundedSender<Interest>>>,
     stats: Arc<HubStats>,
+    /// Most topics at once (unbounded until [`SymbolHub::set_max_topics`]).
+    max_topics: AtomicU64,
 }
 
 /// Result of [`SymbolHub::subscribe`].
@@ -99,7 +111,14 @@ impl SymbolHub {
             encoder,
             interest: Mutex::new(None),
             stats: Arc::default(),
+            max_topics: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Bounds the topics (symbols with a local subscriber) this hub holds at
+    /// once: a subscribe that would create one more fails with [`TopicLimit`].
+    pub fn set_max_topics(&self, max: usize) {
+        self.max_topics.store(max as u64, Relaxed);
     }
 
     /// Sends [`Interest`] events to `tx` from now on.
@@ -128,8 +147,14 @@ impl SymbolHub {
         }
     }
 
-    /// Adds `client` to `symbol`'s subscribers and queues the newest known tick.
-    pub fn subscribe(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+    /// Adds `client` to `symbol`'s subscribers and queues the newest known
+    /// tick. Fails only when `symbol` has no topic yet and the hub holds its
+    /// bound of topics.
+    pub fn subscribe(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+    ) -> Result<Subscribed, TopicLimit> {
         let shard = self.shard(&symbol);
         loop {
             let existing = shard.read().get(&symbol).cloned();
@@ -140,9 +165,12 @@ impl SymbolHub {
                     match map.get(&symbol) {
                         Some(t) => t.clone(),
                         None => {
+                            self.take_topic_slot()?;
                             let t = Arc::new(Topic {
                                 inner: Mutex::new(TopicInner {
-                                    subscribers: IndexMap::new(),
+                                    // Most topics have one subscriber: room for
+                                    // one (the map would reserve three).
+                                    subscribers: IndexMap::with_capacity(1),
                                     latest: None,
                                     latest_ts: None,
                                     seq: 0,
@@ -150,7 +178,6 @@ impl SymbolHub {
                                 }),
                             });
                             map.insert(symbol, t.clone());
-                            self.stats.topics.fetch_add(1, Relaxed);
                             // Sent under the shard lock: per-symbol event order holds.
                             self.notify_interest(Interest::Added(symbol));
                             t
@@ -163,10 +190,10 @@ impl SymbolHub {
                 continue;
             }
             if inner.subscribers.contains_key(&client.id()) {
-                return Subscribed {
+                return Ok(Subscribed {
                     new: false,
                     snapshot_sent: false,
-                };
+                });
             }
             inner.subscribers.insert(client.id(), client.clone());
             self.stats.subscriptions.fetch_add(1, Relaxed);
@@ -178,11 +205,34 @@ impl SymbolHub {
                 }
                 None => false,
             };
-            return Subscribed {
+            return Ok(Subscribed {
                 new: true,
                 snapshot_sent,
-            };
+            });
         }
+    }
+
+    /// How many more topics the bound allows now.
+    pub fn topics_free(&self) -> u64 {
+        let max = self.max_topics.load(Relaxed);
+        max.saturating_sub(self.stats.topics.load(Relaxed))
+    }
+
+    /// Whether `symbol` has a topic here (at least one local subscriber).
+    pub fn has_topic(&self, symbol: &Symbol) -> bool {
+        self.shard(symbol).read().contains_key(symbol)
+    }
+
+    /// Counts one more topic if the bound allows (exact across shards).
+    fn take_topic_slot(&self) -> Result<(), TopicLimit> {
+        let max = self.max_topics.load(Relaxed);
+        self.stats
+            .topics
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| TopicLimit {
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            })
     }
 
     /// Removes `client` from `symbol`. Once this returns, no further tick of
@@ -371,9 +421,9 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &b);
-        hub.subscribe(Symbol::new("MSFT").unwrap(), &b);
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a).unwrap();
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &b).unwrap();
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &b).unwrap();
         assert_eq!(hub.publish(&tick("AAPL", 1.0)), 2);
         assert_eq!(hub.publish(&tick("MSFT", 2.0)), 1);
         assert_eq!(hub.publish(&tick("TSLA", 3.0)), 0);
@@ -389,8 +439,8 @@ mod tests {
     async fn a_batch_wakes_each_writer_once_and_keeps_order() {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
-        hub.subscribe(Symbol::new("MSFT").unwrap(), &a);
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a).unwrap();
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &a).unwrap();
         let ticks = [tick("AAPL", 1.0), tick("MSFT", 2.0), tick("AAPL", 3.0)];
         assert_eq!(hub.publish_batch(&ticks), 3);
         // One wake-up carries the whole batch.
@@ -409,15 +459,35 @@ mod tests {
     }
 
     #[test]
+    fn topics_are_bounded_and_existing_ones_stay_open() {
+        let hub = hub();
+        hub.set_max_topics(2);
+        let a = hub.new_client(1, QueueLimits::default());
+        let b = hub.new_client(2, QueueLimits::default());
+        let [x, y, z] = ["X", "Y", "Z"].map(|s| Symbol::new(s).unwrap());
+        hub.subscribe(x, &a).unwrap();
+        hub.subscribe(y, &a).unwrap();
+        assert_eq!(hub.subscribe(z, &b), Err(TopicLimit { max: 2 }));
+        assert_eq!(hub.subscriber_count(&z), 0);
+        // An existing topic takes more subscribers at the bound.
+        assert!(hub.subscribe(x, &b).unwrap().new);
+        assert_eq!(hub.stats().snapshot().topics, 2);
+        // A topic that closes frees its place.
+        hub.unsubscribe(&y, 1);
+        assert!(hub.subscribe(z, &b).is_ok());
+        assert_eq!(hub.stats().snapshot().topics, 2);
+    }
+
+    #[test]
     fn snapshot_on_subscribe_and_nothing_after_unsubscribe() {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe(aapl, &a);
+        hub.subscribe(aapl, &a).unwrap();
         hub.publish(&tick("AAPL", 1.0));
         hub.publish(&tick("AAPL", 2.0));
-        let sub = hub.subscribe(aapl, &b);
+        let sub = hub.subscribe(aapl, &b).unwrap();
         assert!(sub.new && sub.snapshot_sent);
         assert_eq!(drain(&b)[0]["price"], 2.0);
         assert!(hub.unsubscribe(&aapl, 2));
@@ -435,8 +505,8 @@ mod tests {
         let aapl = Symbol::new("AAPL").unwrap();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
-        hub.subscribe(aapl, &a);
-        hub.subscribe(aapl, &b);
+        hub.subscribe(aapl, &a).unwrap();
+        hub.subscribe(aapl, &b).unwrap();
         hub.unsubscribe(&aapl, 1);
         assert_eq!(hub.topic_count(), 1);
         hub.unsubscribe(&aapl, 2);
@@ -453,7 +523,7 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe(aapl, &a);
+        hub.subscribe(aapl, &a).unwrap();
         assert!(hub.offer_snapshot(&tick("AAPL", 1.0), &a));
         assert!(!hub.offer_snapshot(&tick("AAPL", 0.5), &a));
         hub.publish(&tick("AAPL", 2.0));
@@ -476,7 +546,7 @@ mod tests {
                     for i in 0..2_000u64 {
                         let q = hub.new_client(t * 1_000_000 + i, QueueLimits::default());
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
-                            hub.subscribe(*sym, &q);
+                            hub.subscribe(*sym, &q).unwrap();
                         }
                         hub.publish(&tick(syms[i as usize % 16].as_str(), 1.0));
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {

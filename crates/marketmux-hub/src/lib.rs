@@ -19,6 +19,6 @@ pub mod queue;
 pub mod stats;
 
 pub use direct::DirectSocket;
-pub use hub::{HubConfig, Interest, SymbolHub, TickEncoder};
+pub use hub::{HubConfig, Interest, SymbolHub, TickEncoder, TopicLimit};
 pub use queue::{Batch, ClientId, ClientQueue, CloseReason, PushOutcome, QueueLimits};
 pub use stats::HubStats;
