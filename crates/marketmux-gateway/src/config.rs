@@ -54,6 +54,13 @@ pub struct GatewayConfig {
     /// Open connections per client IP, HTTP and WebSocket alike (0: no
     /// limit); a connection past it is answered 429 and closed.
     pub max_connections_per_ip: usize,
+    /// Send buffer asked of the kernel for each accepted connection, in bytes
+    /// (Linux doubles it; 0: the kernel's own sizing, several MiB on
+    /// loopback). A client that stops reading fills it, then its frames wait
+    /// in the node's queue, where their age counts against `queue.max_lag`:
+    /// the smaller it is, the sooner such a client is found out, and the less
+    /// kernel memory it holds.
+    pub socket_send_buffer: usize,
     /// Whether `{"action":"identify"}` is honoured (dev role with auth off only).
     pub allow_identify: bool,
     /// On shutdown, sockets are closed with 1012 spread evenly over this period.
@@ -87,6 +94,7 @@ impl Default for GatewayConfig {
             allowed_hosts: None,
             max_connections: 100_000,
             max_connections_per_ip: 2_000,
+            socket_send_buffer: 64 * 1024,
             allow_identify: false,
             drain_period: Duration::from_secs(5),
             max_ingest_body_bytes: 4 * 1024 * 1024,

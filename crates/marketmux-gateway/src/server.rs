@@ -218,6 +218,10 @@ impl Entrance {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            if this.state.config.socket_send_buffer > 0 {
+                let _ = socket2::SockRef::from(&tcp)
+                    .set_send_buffer_size(this.state.config.socket_send_buffer);
+            }
             let slot = if this.info.admin {
                 None
             } else {

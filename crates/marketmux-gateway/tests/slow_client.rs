@@ -201,3 +201,59 @@ async fn a_client_that_stops_reading_is_closed_by_the_age_of_its_oldest_frame() 
     .await;
     drop(slow);
 }
+
+/// A client that stops reading a steady, slow stream is found out within
+/// seconds: the node caps each connection's kernel send buffer, so the
+/// frames soon wait in the node's queue, where their age counts. With the
+/// kernel's own sizing (several MiB on loopback) this stream would fill the
+/// buffers for minutes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_slow_stream_is_found_out_within_seconds() {
+    let node = TestNode::start(GatewayConfig {
+        queue: QueueLimits {
+            max_bytes: 64 * 1024 * 1024,
+            max_lag: Duration::from_secs(1),
+            max_control_bytes: 256 * 1024,
+        },
+        idle_timeout: Duration::from_secs(120),
+        ..GatewayConfig::default()
+    })
+    .await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(node.addr).await.unwrap();
+    slow.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sub = br#"{"action":"subscribe","symbol":"DRIP"}"#;
+    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(sub);
+    slow.write_all(&frame).await.unwrap();
+    node.eventually("subscribed", |s| {
+        s.hub.subscriber_count(&"DRIP".parse().unwrap()) == 1
+    })
+    .await;
+
+    // About 25 KB/s (250 ticks of ~100 bytes a second): nothing conflates,
+    // nothing reaches the byte bound; only the send buffer's size decides
+    // when frames start to wait.
+    let start = std::time::Instant::now();
+    let mut i = 0u64;
+    while node.state.hub.stats().snapshot().slow_closed == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a client that stopped reading a 25 KB/s stream was not closed within 20 s"
+        );
+        for _ in 0..25 {
+            i += 1;
+            node.publish("DRIP", 1.0 + i as f64);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.state.hub.stats().snapshot().conflated, 0);
+    drop(slow);
+}

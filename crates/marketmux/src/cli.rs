@@ -328,6 +328,10 @@ pub struct LimitArgs {
     /// socket is behind and closed (1008 slow consumer), its queue freed.
     #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 5.0)]
     pub max_lag_secs: f64,
+    /// Kernel send buffer per connection, in bytes (Linux doubles it; 0: the
+    /// kernel's own sizing): a client that stops reading is found out once it is full.
+    #[arg(long, env = "MARKETMUX_SOCKET_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub socket_send_buffer: usize,
     /// Seconds between server pings.
     #[arg(long, env = "MARKETMUX_PING_INTERVAL_SECS", default_value_t = 20.0)]
     pub ping_interval_secs: f64,
@@ -474,6 +478,7 @@ impl LimitArgs {
             drain_period: secs(self.drain_secs),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             max_connections_per_ip: self.max_connections_per_ip,
+            socket_send_buffer: self.socket_send_buffer,
             max_frame_bytes: self.max_frame_bytes.max(125),
             handshake_timeout: secs(self.handshake_timeout_secs.max(0.1)),
             max_header_bytes: self.max_header_bytes.max(8192),
