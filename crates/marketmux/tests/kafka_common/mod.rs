@@ -483,10 +483,12 @@ pub async fn every_record_read_twice(brokers: &str) {
     // Anything published again would have arrived by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(published.lock().messages, N, "each tick published once");
-    let v = view.lock();
-    assert_eq!(v.ticks, N, "no socket got a tick twice");
-    assert_eq!(v.out_of_order(), Vec::<String>::new());
-    drop(v);
+    let (ticks, out_of_order) = {
+        let v = view.lock();
+        (v.ticks, v.out_of_order())
+    };
+    assert_eq!(ticks, N, "no socket got a tick twice");
+    assert_eq!(out_of_order, Vec::<String>::new());
     second.stop().await.unwrap();
     gw.stop().await.unwrap();
     cleanup(&admin, &prefix).await;
