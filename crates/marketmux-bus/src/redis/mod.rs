@@ -346,12 +346,20 @@ impl PriceStore for RedisBus {
     /// answered, so a snapshot taken for a first local subscriber is never
     /// older than what its channel delivers next.
     async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
-        self.subscriber.settled().await;
+        let _ = self.subscriber.settled().await;
         self.store.latest(symbol).await
     }
 
     async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
-        self.subscriber.settled().await;
+        // Read only once this node's subscription is in effect: every tick
+        // published after the read then reaches the node live.
+        if !self.subscriber.settled().await {
+            metrics::error(Component::Redis, "subscribe");
+            return Err(BusError::Unavailable(
+                "redis: the node's subscription is not in effect yet; a replay could leave a hole"
+                    .into(),
+            ));
+        }
         self.store.open(symbol, since).await
     }
 
