@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(skew.check(&t).is_ok());
             assert!(t.price.is_finite() && t.price > 0.0);
             assert!(!t.symbol.as_str().is_empty());
-            let encoded = marketmux_core::encode_tick(&t, 1);
+            let encoded = marketmux_core::encode_tick(&t);
             assert!(encoded.contains(t.symbol.as_str()));
         }
     }

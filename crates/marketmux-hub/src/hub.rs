@@ -24,9 +24,9 @@ use crate::stats::HubStats;
 /// How many queues ahead the fan-out prefetches (see [`ClientQueue::prefetch`]).
 const PREFETCH_AHEAD: usize = 2;
 
-/// Encodes a tick (with its per-symbol sequence number) into the exact bytes
+/// Encodes a tick (with the `seq` the bus assigned it) into the exact bytes
 /// written to every subscriber. Called once per tick per node.
-pub type TickEncoder = Arc<dyn Fn(&Tick, u64) -> Bytes + Send + Sync>;
+pub type TickEncoder = Arc<dyn Fn(&Tick) -> Bytes + Send + Sync>;
 
 /// A change in the set of symbols this node's clients follow, for bus adapters
 /// that subscribe upstream only to what is needed. Per symbol, events arrive in
@@ -72,7 +72,6 @@ struct TopicInner {
     latest: Option<Bytes>,
     /// Timestamp of `latest`, so an older snapshot never replaces it.
     latest_ts: Option<marketmux_core::Timestamp>,
-    seq: u64,
     /// Set when the topic left its shard; a subscriber that raced must retry.
     removed: bool,
 }
@@ -173,7 +172,6 @@ impl SymbolHub {
                                     subscribers: IndexMap::with_capacity(1),
                                     latest: None,
                                     latest_ts: None,
-                                    seq: 0,
                                     removed: false,
                                 }),
                             });
@@ -316,8 +314,7 @@ impl SymbolHub {
         if inner.removed {
             return 0;
         }
-        inner.seq += 1;
-        let frame = (self.encoder)(tick, inner.seq);
+        let frame = (self.encoder)(tick);
         let subscribers = inner.subscribers.as_slice();
         for (i, client) in subscribers.values().enumerate() {
             if let Some((_, ahead)) = subscribers.get_index(i + PREFETCH_AHEAD) {
@@ -350,7 +347,7 @@ impl SymbolHub {
         {
             return false;
         }
-        let frame = (self.encoder)(tick, inner.seq);
+        let frame = (self.encoder)(tick);
         inner.latest = Some(frame.clone());
         inner.latest_ts = Some(tick.timestamp);
         client.push_tick(tick.symbol, &frame);
@@ -399,7 +396,7 @@ mod tests {
     fn hub() -> SymbolHub {
         SymbolHub::new(
             HubConfig { shards: 4 },
-            Arc::new(|t: &Tick, seq| Bytes::from(encode_tick(t, seq))),
+            Arc::new(|t: &Tick| Bytes::from(encode_tick(t))),
         )
     }
 
