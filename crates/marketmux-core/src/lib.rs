@@ -15,6 +15,6 @@ pub mod symbol;
 pub mod tick;
 
 pub use request::{ClientRequest, RequestError};
-pub use response::{encode_tick, ErrorCode, ServerMessage};
+pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use symbol::{Symbol, SymbolError};
 pub use tick::{Tick, TickError, Timestamp};

@@ -5,6 +5,14 @@
 //! parallel and ticks of one symbol reach every client in one order. The
 //! fan-out never waits on a client: [`ClientQueue::push_tick`] is a short,
 //! non-blocking critical section.
+//!
+//! Ticks carry the `seq` and epoch the bus assigned them; the hub keeps, per
+//! subscription, the last `seq` sent (see [`crate::subscription`]) so that no
+//! client gets a tick twice, and lets a subscription open in two steps:
+//! [`SymbolHub::subscribe_held`] follows the symbol at once but holds its live
+//! ticks, and [`SymbolHub::start`] queues the subscription's first frames (a
+//! replay of what the client missed, or the latest tick), then the held ticks
+//! above them: no gap and no duplicate where the two meet.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -13,20 +21,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{Position, ServerMessage, StreamState, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
 use crate::stats::HubStats;
+use crate::subscription::{Admit, Subscription};
 
 /// How many queues ahead the fan-out prefetches (see [`ClientQueue::prefetch`]).
 const PREFETCH_AHEAD: usize = 2;
 
-/// Encodes a tick (with its per-symbol sequence number) into the exact bytes
+/// Encodes a tick (with the `seq` the bus assigned it) into the exact bytes
 /// written to every subscriber. Called once per tick per node.
-pub type TickEncoder = Arc<dyn Fn(&Tick, u64) -> Bytes + Send + Sync>;
+pub type TickEncoder = Arc<dyn Fn(&Tick) -> Bytes + Send + Sync>;
+
+/// Encodes a control message (the notice that a symbol's stream started
+/// again) into the bytes written to one client.
+pub type ControlEncoder = Arc<dyn Fn(&ServerMessage<'_>) -> Bytes + Send + Sync>;
 
 /// A change in the set of symbols this node's clients follow, for bus adapters
 /// that subscribe upstream only to what is needed. Per symbol, events arrive in
@@ -57,14 +70,22 @@ struct Topic {
 }
 
 struct TopicInner {
-    subscribers: IndexMap<ClientId, Arc<ClientQueue>>,
-    /// The newest frame of this symbol, sent as the snapshot on subscribe.
-    latest: Option<Bytes>,
-    /// Timestamp of `latest`, so an older snapshot never replaces it.
-    latest_ts: Option<marketmux_core::Timestamp>,
-    seq: u64,
+    subscribers: IndexMap<ClientId, Subscription>,
+    /// The newest tick of this symbol and its frame, sent as the snapshot on
+    /// subscribe.
+    latest: Option<(Tick, Bytes)>,
     /// Set when the topic left its shard; a subscriber that raced must retry.
     removed: bool,
+}
+
+/// Whether `tick` is newer than `than` in the symbol's stream: a higher
+/// `seq` in the same epoch, or a new epoch; by timestamp for ticks the bus
+/// did not number.
+fn is_newer(tick: &Tick, than: &Tick) -> bool {
+    if tick.seq == 0 || than.seq == 0 {
+        return tick.timestamp >= than.timestamp;
+    }
+    tick.epoch != than.epoch || tick.seq > than.seq
 }
 
 type Shard = RwLock<HashMap<Symbol, Arc<Topic>>>;
@@ -75,17 +96,44 @@ pub struct SymbolHub {
     mask: usize,
     hasher: std::collections::hash_map::RandomState,
     encoder: TickEncoder,
+    control: ControlEncoder,
     interest: Mutex<Option<UnboundedSender<Interest>>>,
     stats: Arc<HubStats>,
 }
 
-/// Result of [`SymbolHub::subscribe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Result of [`SymbolHub::subscribe`] and [`SymbolHub::subscribe_held`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Subscribed {
-    /// False if the client already followed the symbol.
+    /// False if the client already followed the symbol (nothing changed).
     pub new: bool,
-    /// True if a snapshot (the newest tick) was queued to the client.
-    pub snapshot_sent: bool,
+    /// The newest tick this node has of the symbol. `subscribe` queued it to
+    /// the client; `subscribe_held` leaves that to [`SymbolHub::start`].
+    pub latest: Option<Tick>,
+}
+
+/// How a held subscription starts ([`SymbolHub::start`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamStart {
+    /// Replays `ticks` (those after `since`, in increasing `seq`) before the
+    /// live ticks: the client resumes exactly where it was.
+    Replay { since: Position, ticks: Vec<Tick> },
+    /// Sends the newest tick (`latest`, or this node's own when newer) before
+    /// the live ticks; `head` names the stream when no tick is known yet.
+    Latest {
+        latest: Option<Tick>,
+        head: Option<Position>,
+    },
+}
+
+/// What [`SymbolHub::start`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Started {
+    /// Ticks of the replay queued.
+    pub replayed: usize,
+    /// A replay was asked for but more live ticks arrived while opening than
+    /// could be held: the client got a `subscribed` notice with
+    /// `recovered:false` and the newest tick instead.
+    pub replay_abandoned: bool,
 }
 
 impl SymbolHub {
@@ -97,9 +145,17 @@ impl SymbolHub {
             mask: n - 1,
             hasher: Default::default(),
             encoder,
+            control: Arc::new(|m: &ServerMessage<'_>| Bytes::from(m.encode())),
             interest: Mutex::new(None),
             stats: Arc::default(),
         }
+    }
+
+    /// Encodes the control messages the hub sends itself (a stream's new
+    /// epoch) with `control` (plain JSON by default).
+    pub fn with_control_encoder(mut self, control: ControlEncoder) -> Self {
+        self.control = control;
+        self
     }
 
     /// Sends [`Interest`] events to `tx` from now on.
@@ -130,6 +186,17 @@ impl SymbolHub {
 
     /// Adds `client` to `symbol`'s subscribers and queues the newest known tick.
     pub fn subscribe(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+        self.join(symbol, client, false)
+    }
+
+    /// Adds `client` to `symbol`'s subscribers, holding its live ticks (at
+    /// most [`crate::subscription::MAX_HELD`]) until [`SymbolHub::start`]:
+    /// the caller queues its reply in between.
+    pub fn subscribe_held(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+        self.join(symbol, client, true)
+    }
+
+    fn join(&self, symbol: Symbol, client: &Arc<ClientQueue>, held: bool) -> Subscribed {
         let shard = self.shard(&symbol);
         loop {
             let existing = shard.read().get(&symbol).cloned();
@@ -144,8 +211,6 @@ impl SymbolHub {
                                 inner: Mutex::new(TopicInner {
                                     subscribers: IndexMap::new(),
                                     latest: None,
-                                    latest_ts: None,
-                                    seq: 0,
                                     removed: false,
                                 }),
                             });
@@ -162,26 +227,23 @@ impl SymbolHub {
             if inner.removed {
                 continue;
             }
+            let latest = inner.latest.as_ref().map(|(t, _)| *t);
             if inner.subscribers.contains_key(&client.id()) {
-                return Subscribed {
-                    new: false,
-                    snapshot_sent: false,
-                };
+                return Subscribed { new: false, latest };
             }
-            inner.subscribers.insert(client.id(), client.clone());
+            let mut sub = if held {
+                Subscription::holding(client.clone())
+            } else {
+                Subscription::live(client.clone())
+            };
+            if let (false, Some((tick, frame))) = (held, &inner.latest) {
+                sub.admit(tick);
+                client.push_tick(symbol, frame);
+                self.stats.deliveries.fetch_add(1, Relaxed);
+            }
+            inner.subscribers.insert(client.id(), sub);
             self.stats.subscriptions.fetch_add(1, Relaxed);
-            let snapshot_sent = match &inner.latest {
-                Some(frame) => {
-                    client.push_tick(symbol, frame);
-                    self.stats.deliveries.fetch_add(1, Relaxed);
-                    true
-                }
-                None => false,
-            };
-            return Subscribed {
-                new: true,
-                snapshot_sent,
-            };
+            return Subscribed { new: true, latest };
         }
     }
 
@@ -266,53 +328,191 @@ impl SymbolHub {
         if inner.removed {
             return 0;
         }
-        inner.seq += 1;
-        let frame = (self.encoder)(tick, inner.seq);
-        let subscribers = inner.subscribers.as_slice();
-        for (i, client) in subscribers.values().enumerate() {
+        let frame = (self.encoder)(tick);
+        let (mut sent, mut stale) = (0u64, 0u64);
+        let subscribers = inner.subscribers.as_mut_slice();
+        for i in 0..subscribers.len() {
             if let Some((_, ahead)) = subscribers.get_index(i + PREFETCH_AHEAD) {
-                ahead.prefetch();
+                ahead.queue.prefetch();
             }
-            if client.push_tick_deferred(tick.symbol, &frame, received).1 {
-                wake.push(client.clone());
+            let Some((_, sub)) = subscribers.get_index_mut(i) else {
+                break;
+            };
+            if sub.hold(tick, &frame) {
+                continue;
+            }
+            match sub.admit(tick) {
+                Admit::Send => {}
+                Admit::Stale => {
+                    stale += 1;
+                    continue;
+                }
+                Admit::NewEpoch => self.announce(sub, tick),
+            }
+            sent += 1;
+            if sub.queue.push_tick_deferred(tick.symbol, &frame, received).1 {
+                wake.push(sub.queue.clone());
             }
         }
-        let n = inner.subscribers.len();
-        if inner.latest_ts.is_none_or(|ts| tick.timestamp >= ts) {
-            inner.latest = Some(frame);
-            inner.latest_ts = Some(tick.timestamp);
+        if inner.latest.as_ref().is_none_or(|(t, _)| is_newer(tick, t)) {
+            inner.latest = Some((*tick, frame));
         }
         drop(inner);
         self.stats.ticks_encoded.fetch_add(1, Relaxed);
-        self.stats.deliveries.fetch_add(n as u64, Relaxed);
-        n
+        self.stats.deliveries.fetch_add(sent, Relaxed);
+        if stale > 0 {
+            self.stats.stale_dropped.fetch_add(stale, Relaxed);
+        }
+        sent as usize
     }
 
-    /// Offers a snapshot fetched from a price store after `client` subscribed.
-    /// Queued only if the topic has seen no live tick yet (a live tick is newer
-    /// or equal and was already queued). Returns true if it was queued.
-    pub fn offer_snapshot(&self, tick: &Tick, client: &Arc<ClientQueue>) -> bool {
-        let Some(topic) = self.shard(&tick.symbol).read().get(&tick.symbol).cloned() else {
+    /// Tells `sub`'s client that `tick` starts a new life of its symbol's
+    /// stream: a `subscribed` notice naming the new epoch, `recovered:false`.
+    fn announce(&self, sub: &Subscription, tick: &Tick) {
+        let symbols = [tick.symbol];
+        let streams = [StreamState {
+            symbol: tick.symbol,
+            epoch: tick.epoch,
+            seq: tick.seq,
+            recovered: Some(false),
+        }];
+        let notice = (self.control)(&ServerMessage::Subscribed {
+            symbols: &symbols,
+            streams: &streams,
+            id: None,
+        });
+        sub.queue.push_control(notice);
+        self.stats.stream_restarts.fetch_add(1, Relaxed);
+    }
+
+    /// Whether `client`'s held subscription to `symbol` received more live
+    /// ticks than it can hold (it will start from the newest, not recover).
+    pub fn hold_overflowed(&self, symbol: &Symbol, client: ClientId) -> bool {
+        let Some(topic) = self.shard(symbol).read().get(symbol).cloned() else {
             return false;
         };
-        let mut inner = topic.inner.lock();
-        if inner.removed || inner.latest.is_some() || !inner.subscribers.contains_key(&client.id())
-        {
-            return false;
+        let inner = topic.inner.lock();
+        inner
+            .subscribers
+            .get(&client)
+            .is_some_and(Subscription::overflowed)
+    }
+
+    /// Starts `client`'s subscription to `symbol` made by
+    /// [`SymbolHub::subscribe_held`]: queues its first ticks (`start`), then
+    /// the live ticks held meanwhile that are newer, and from then on every
+    /// live tick. Nothing happens if the subscription is gone or already live.
+    pub fn start(&self, symbol: &Symbol, client: &Arc<ClientQueue>, start: StreamStart) -> Started {
+        let mut started = Started::default();
+        let Some(topic) = self.shard(symbol).read().get(symbol).cloned() else {
+            return started;
+        };
+        let mut guard = topic.inner.lock();
+        let inner = &mut *guard;
+        let Some(sub) = inner.subscribers.get_mut(&client.id()) else {
+            return started;
+        };
+        let Some(held) = sub.take_held() else {
+            return started;
+        };
+        let mut delivered = 0u64;
+        let start = match start {
+            StreamStart::Replay { since, ticks } if held.overflowed => {
+                started.replay_abandoned = true;
+                let newest = held.ticks.last().map(|(t, _)| *t);
+                let head = newest.and_then(|t| t.position()).unwrap_or(Position {
+                    epoch: since.epoch,
+                    seq: ticks.last().map_or(since.seq, |t| t.seq),
+                });
+                let symbols = [*symbol];
+                let streams = [StreamState {
+                    symbol: *symbol,
+                    epoch: head.epoch,
+                    seq: head.seq,
+                    recovered: Some(false),
+                }];
+                client.push_control((self.control)(&ServerMessage::Subscribed {
+                    symbols: &symbols,
+                    streams: &streams,
+                    id: None,
+                }));
+                StreamStart::Latest {
+                    latest: newest,
+                    head: Some(head),
+                }
+            }
+            other => other,
+        };
+        match start {
+            StreamStart::Replay { since, ticks } => {
+                sub.set_position(since);
+                let frames: Vec<Bytes> = ticks
+                    .iter()
+                    .filter(|t| {
+                        t.symbol == *symbol && t.epoch == since.epoch && sub.admit(t) == Admit::Send
+                    })
+                    .map(|t| (self.encoder)(t))
+                    .collect();
+                started.replayed = frames.len();
+                delivered += frames.len() as u64;
+                client.push_replay(*symbol, frames);
+            }
+            StreamStart::Latest { latest, head } => {
+                let own = inner.latest.as_ref();
+                let newest = match (latest, own) {
+                    (Some(t), Some((o, frame))) if !is_newer(&t, o) || t == *o => {
+                        Some((*o, frame.clone()))
+                    }
+                    (Some(t), _) => Some((t, (self.encoder)(&t))),
+                    (None, Some((o, frame))) => Some((*o, frame.clone())),
+                    (None, None) => None,
+                };
+                if let Some(head) = head {
+                    sub.set_position(Position {
+                        epoch: head.epoch,
+                        seq: 0,
+                    });
+                }
+                // A tick of an older life of the stream than the one named is not sent.
+                let newest = newest.filter(|(t, _)| {
+                    head.is_none_or(|h| t.position().is_none_or(|p| p.epoch == h.epoch))
+                });
+                if let Some((tick, frame)) = newest {
+                    if let Some(position) = tick.position() {
+                        sub.set_position(position);
+                    }
+                    client.push_tick(*symbol, &frame);
+                    delivered += 1;
+                }
+            }
         }
-        let frame = (self.encoder)(tick, inner.seq);
-        inner.latest = Some(frame.clone());
-        inner.latest_ts = Some(tick.timestamp);
-        client.push_tick(tick.symbol, &frame);
-        self.stats.deliveries.fetch_add(1, Relaxed);
-        true
+        for (tick, frame) in held.ticks {
+            match sub.admit(&tick) {
+                Admit::Send => {}
+                Admit::Stale => continue,
+                Admit::NewEpoch => self.announce(sub, &tick),
+            }
+            client.push_tick(*symbol, &frame);
+            delivered += 1;
+        }
+        drop(guard);
+        self.stats.deliveries.fetch_add(delivered, Relaxed);
+        started
+    }
+
+    /// Where `client`'s stream of `symbol` stands (the last tick sent to it),
+    /// once its epoch is known.
+    pub fn position(&self, symbol: &Symbol, client: ClientId) -> Option<Position> {
+        let topic = self.shard(symbol).read().get(symbol).cloned()?;
+        let inner = topic.inner.lock();
+        inner.subscribers.get(&client)?.position()
     }
 
     /// The newest frame of `symbol` seen by this node, if it has subscribers.
     pub fn latest_frame(&self, symbol: &Symbol) -> Option<Bytes> {
         let topic = self.shard(symbol).read().get(symbol).cloned()?;
         let inner = topic.inner.lock();
-        inner.latest.clone()
+        inner.latest.as_ref().map(|(_, f)| f.clone())
     }
 
     /// Number of subscribers of `symbol` on this node.
