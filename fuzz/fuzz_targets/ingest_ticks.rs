@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         for t in ticks {
             assert!(t.price.is_finite() && t.price > 0.0);
             assert!(!t.symbol.as_str().is_empty());
-            let encoded = marketmux_core::encode_tick(&t, 1);
+            let encoded = marketmux_core::encode_tick(&t);
             assert!(encoded.contains(t.symbol.as_str()));
         }
     }

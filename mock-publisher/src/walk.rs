@@ -1,6 +1,6 @@
 //! [`RandomWalk`]: geometric random-walk prices that look like a market.
 
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::{Epoch, Symbol, Tick, Timestamp};
 use rand::Rng;
 
 /// The default universe: (symbol, starting price).
@@ -99,6 +99,8 @@ impl RandomWalk {
             price,
             timestamp: Timestamp::now(),
             volume: Some(volume),
+            seq: 0,
+            epoch: Epoch::default(),
         }
     }
 }

@@ -463,12 +463,7 @@ mod tests {
     }
 
     fn tick(sym: &str, price: f64) -> Tick {
-        Tick {
-            symbol: Symbol::new(sym).unwrap(),
-            price,
-            timestamp: Timestamp::now(),
-            volume: None,
-        }
+        Tick::new(Symbol::new(sym).unwrap(), price, Timestamp::now(), None).unwrap()
     }
 
     /// An evaluator over a fresh `MemStore`, and the ids its sink received.

@@ -3,16 +3,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Symbol, Tick};
-use parking_lot::RwLock;
+use marketmux_core::{Position, Symbol, Tick};
+use parking_lot::{Mutex, RwLock};
 
+use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
+use crate::streams::SymbolStreams;
 use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPublisher};
 
-/// Publishing stores the latest price and hands the tick straight to the
-/// node's handler (the hub), in the caller's order.
+/// Publishing numbers each tick in its symbol's stream, keeps it in history,
+/// stores the latest price and hands the tick straight to the node's
+/// handlers (the hub), in the caller's order. One lock covers numbering and
+/// delivery, so concurrent publishers' ticks reach the handlers in `seq` order.
 #[derive(Default)]
 pub struct InProcessBus {
     prices: LatestPrices,
+    streams: Mutex<SymbolStreams>,
     handlers: RwLock<Vec<TickHandler>>,
     batch_handlers: RwLock<Vec<BatchHandler>>,
 }
@@ -21,9 +26,17 @@ pub struct InProcessBus {
 pub type BatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 
 impl InProcessBus {
-    /// An empty bus with no handler.
+    /// An empty bus with no handler and the default history.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_history(HistoryConfig::default())
+    }
+
+    /// An empty bus keeping `history` of each symbol.
+    pub fn with_history(history: HistoryConfig) -> Arc<Self> {
+        Arc::new(Self {
+            streams: Mutex::new(SymbolStreams::new(history)),
+            ..Self::default()
+        })
     }
 
     /// Adds a receiver of every published tick (the hub, an alert evaluator).
@@ -43,16 +56,39 @@ impl InProcessBus {
 
     /// Publishes without awaiting (the call is synchronous in process).
     pub fn publish_now(&self, ticks: &[Tick]) {
+        self.publish_origins(ticks.iter().map(|t| (*t, None)));
+    }
+
+    /// Numbers, keeps and delivers the ticks whose origin was not accepted
+    /// before; returns how many were dropped as duplicates.
+    fn publish_origins(
+        &self,
+        ticks: impl ExactSizeIterator<Item = (Tick, Option<Origin>)>,
+    ) -> usize {
+        let mut accepted = Vec::with_capacity(ticks.len());
+        let mut dropped = 0;
+        let mut streams = self.streams.lock();
+        for (tick, origin) in ticks {
+            match streams.accept(&tick, origin) {
+                Some(t) => accepted.push(t),
+                None => dropped += 1,
+            }
+        }
+        if accepted.is_empty() {
+            return dropped;
+        }
         let handlers = self.handlers.read();
-        for tick in ticks {
+        for tick in &accepted {
             self.prices.put_if_newer(tick);
             for h in handlers.iter() {
                 h(tick);
             }
         }
         for h in self.batch_handlers.read().iter() {
-            h(ticks);
+            h(&accepted);
         }
+        drop(streams);
+        dropped
     }
 }
 
@@ -62,12 +98,34 @@ impl TickPublisher for InProcessBus {
         self.publish_now(&ticks);
         Ok(())
     }
+
+    async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
+        Ok(self.publish_origins(ticks.into_iter()))
+    }
 }
 
 #[async_trait]
 impl PriceStore for InProcessBus {
     async fn latest(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
         Ok(self.prices.get(symbol))
+    }
+
+    /// Read under the publishing lock: every tick after `head` is delivered
+    /// to the handlers after this returns.
+    async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
+        let mut streams = self.streams.lock();
+        let latest = self.prices.get(symbol);
+        Ok(streams.open(symbol, since, latest))
+    }
+
+    async fn history(
+        &self,
+        symbol: &Symbol,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BusError> {
+        let limit = limit.min(MAX_HISTORY_PAGE);
+        Ok(self.streams.lock().history(symbol, since, limit))
     }
 }
 

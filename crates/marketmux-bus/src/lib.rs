@@ -1,13 +1,18 @@
 //! Where accepted ticks go, and where the latest price of each symbol lives.
 //!
 //! - [`TickPublisher`]: accepts ticks (from `POST /api/v1/ticks`, the synthetic
-//!   feed, an ingestor) and returns once the bus has them.
-//! - [`PriceStore`]: the latest price per symbol; an older tick never replaces
-//!   a newer one.
+//!   feed, an ingestor, the Kafka bridge) and returns once the bus has them.
+//!   Where a tick enters the bus it gets its symbol's next `seq` (one stream
+//!   per symbol, the same on every node); a redelivered one is dropped there.
+//! - [`PriceStore`]: the latest price per symbol (an older tick never replaces
+//!   a newer one), and each symbol's stream: head, history, recovery.
+//! - [`stream`]: the stream types ([`Origin`], [`StreamOpen`], [`HistoryPage`],
+//!   [`HistoryConfig`]).
 //! - [`TickHandler`], [`TickBatchHandler`]: the callbacks through which a bus
 //!   delivers ticks to a node (the gateway wires them to the hub).
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
-//! - [`in_process`]: both, in memory, for the `dev` role and tests.
+//! - [`in_process`]: both, in memory, for the `dev` role and tests; its
+//!   streams live in [`streams`].
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
 //! - [`testing`]: a `redis-server` of a test's own.
@@ -16,22 +21,27 @@ pub mod in_process;
 pub mod latest;
 pub mod metrics;
 pub mod redis;
+pub mod stream;
+pub mod streams;
 pub mod testing;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{Position, Symbol, Tick};
 
 pub use in_process::InProcessBus;
 pub use latest::LatestPrices;
 pub use redis::{RedisBus, RedisConfig};
+pub use stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
 
-/// Receives every tick the bus delivers to this node. Must not block.
+/// Receives every tick the bus delivers to this node (with its `seq` and
+/// `epoch`). Must not block.
 pub type TickHandler = Arc<dyn Fn(&Tick) + Send + Sync>;
 
-/// Receives the ticks a bus delivers to this node, in arrival order, as many
-/// at once as arrived together. Must not block.
+/// Receives the ticks a bus delivers to this node (with their `seq` and
+/// `epoch`), in arrival order, as many at once as arrived together. Must
+/// not block.
 pub type TickBatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 
 /// Why a bus or store operation failed.
@@ -46,8 +56,22 @@ pub enum BusError {
 /// Accepts ticks into the bus.
 #[async_trait]
 pub trait TickPublisher: Send + Sync {
-    /// Publishes `ticks` in order; returns once the bus acknowledged all of them.
+    /// Publishes `ticks` in order; returns once the bus acknowledged all of
+    /// them. Every accepted tick gets its symbol's next `seq`.
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError>;
+
+    /// Like [`TickPublisher::publish`], but a tick whose origin was already
+    /// accepted (at or below the last `sequence` accepted from that producer
+    /// for that symbol) is dropped: no `seq`, it reaches no client. Returns
+    /// how many were dropped as duplicates.
+    ///
+    /// The default, for sinks that assign no `seq` (Kafka), forwards every
+    /// tick and drops none.
+    async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
+        self.publish(ticks.into_iter().map(|(t, _)| t).collect())
+            .await
+            .map(|()| 0)
+    }
 }
 
 /// The latest price of each symbol.
@@ -63,6 +87,23 @@ pub trait PriceStore: Send + Sync {
     async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
         self.latest(symbol).await
     }
+
+    /// Opens `symbol`'s stream for a new subscriber of this node; see
+    /// [`StreamOpen`]. Creates the symbol's epoch when it has none. No hole:
+    /// every tick after `head` is delivered live to this node (Redis: the
+    /// node's subscription is in effect before the read, as for
+    /// [`PriceStore::snapshot`]).
+    async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError>;
+
+    /// One page of `symbol`'s history: the first `limit` kept ticks after
+    /// `since`, or the last `limit` without it (`limit` at most
+    /// [`MAX_HISTORY_PAGE`]).
+    async fn history(
+        &self,
+        symbol: &Symbol,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BusError>;
 }
 
 /// Whether a component can serve now (backs `/ready`).

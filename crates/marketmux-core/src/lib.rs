@@ -2,6 +2,7 @@
 //!
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
+//! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
 //! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
 //! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
@@ -11,10 +12,12 @@ pub mod auth;
 pub mod ingest;
 pub mod request;
 pub mod response;
+pub mod stream;
 pub mod symbol;
 pub mod tick;
 
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
+pub use stream::{Epoch, EpochError, Position};
 pub use symbol::{Symbol, SymbolError};
 pub use tick::{Tick, TickError, Timestamp};

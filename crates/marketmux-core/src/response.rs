@@ -181,9 +181,10 @@ fn push_id(out: &mut String, id: Option<&str>) {
 /// Encodes a tick for clients:
 /// `{"type":"tick","symbol":"AAPL","price":150.25,"timestamp":"…","seq":7}`.
 ///
-/// `seq` is the node's per-symbol sequence number: a client that sees a jump
-/// knows ticks were conflated away (it always has the newest price).
-pub fn encode_tick(tick: &Tick, seq: u64) -> String {
+/// `seq` is the symbol's sequence number, the same on every node (omitted
+/// while unassigned): a client that sees a jump knows ticks were conflated
+/// away (it always has the newest price) and may fetch them from history.
+pub fn encode_tick(tick: &Tick) -> String {
     let mut out = String::with_capacity(128);
     out.push_str(r#"{"type":"tick","symbol":""#);
     out.push_str(tick.symbol.as_str());
@@ -196,7 +197,10 @@ pub fn encode_tick(tick: &Tick, seq: u64) -> String {
         out.push_str(r#","volume":"#);
         push_f64(&mut out, v);
     }
-    let _ = write!(out, r#","seq":{seq}}}"#);
+    if tick.seq != 0 {
+        let _ = write!(out, r#","seq":{}"#, tick.seq);
+    }
+    out.push('}');
     out
 }
 
@@ -223,7 +227,13 @@ mod tests {
             Some(0.25),
         )
         .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&encode_tick(&t, 9)).unwrap();
+        let unsequenced: serde_json::Value = serde_json::from_str(&encode_tick(&t)).unwrap();
+        assert!(unsequenced.get("seq").is_none());
+        let t = t.sequenced(crate::Position {
+            epoch: crate::Epoch::from_raw(7),
+            seq: 9,
+        });
+        let v: serde_json::Value = serde_json::from_str(&encode_tick(&t)).unwrap();
         assert_eq!(v["type"], "tick");
         assert_eq!(v["symbol"], "BINANCE:BTCUSDT");
         assert_eq!(v["price"], 64_000.5);

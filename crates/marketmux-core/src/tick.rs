@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::stream::{Epoch, Position};
 use crate::symbol::Symbol;
 
 /// Nanoseconds since the Unix epoch, UTC.
@@ -63,6 +64,12 @@ pub struct Tick {
     pub timestamp: Timestamp,
     /// Traded volume, when the source reports one (finite, not negative).
     pub volume: Option<f64>,
+    /// The symbol's sequence number, assigned where the tick entered the bus
+    /// (0: not assigned yet).
+    pub seq: u64,
+    /// The life of the symbol's sequence `seq` belongs to
+    /// (`Epoch::default()`: not assigned yet).
+    pub epoch: Epoch,
 }
 
 /// Why a tick was refused.
@@ -81,7 +88,8 @@ pub enum TickError {
 }
 
 impl Tick {
-    /// Builds a tick, checking the price and volume.
+    /// Builds a tick, checking the price and volume; `seq` and `epoch` are
+    /// left unassigned.
     pub fn new(
         symbol: Symbol,
         price: f64,
@@ -101,6 +109,25 @@ impl Tick {
             price,
             timestamp,
             volume,
+            seq: 0,
+            epoch: Epoch::default(),
+        })
+    }
+
+    /// The same tick at `position` of its symbol's stream.
+    pub fn sequenced(self, position: Position) -> Tick {
+        Tick {
+            seq: position.seq,
+            epoch: position.epoch,
+            ..self
+        }
+    }
+
+    /// Where the tick is in its symbol's stream, once assigned.
+    pub fn position(&self) -> Option<Position> {
+        (self.seq != 0 && self.epoch.is_set()).then_some(Position {
+            epoch: self.epoch,
+            seq: self.seq,
         })
     }
 }

@@ -68,7 +68,7 @@ pub struct GatewayState {
 
 /// The hub's encoder for this gateway: a complete WebSocket text frame, built once.
 pub fn ws_tick_encoder() -> TickEncoder {
-    Arc::new(|tick: &Tick, seq: u64| frame::text_frame(&encode_tick(tick, seq)))
+    Arc::new(|tick: &Tick| frame::text_frame(&encode_tick(tick)))
 }
 
 impl GatewayState {

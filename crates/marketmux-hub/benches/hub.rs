@@ -11,7 +11,7 @@ use marketmux_hub::{HubConfig, QueueLimits, SymbolHub};
 fn hub() -> SymbolHub {
     SymbolHub::new(
         HubConfig::default(),
-        Arc::new(|t: &Tick, seq| Bytes::from(encode_tick(t, seq))),
+        Arc::new(|t: &Tick| Bytes::from(encode_tick(t))),
     )
 }
 
@@ -74,7 +74,7 @@ fn encoding(c: &mut Criterion) {
         Some(0.5),
     )
     .unwrap();
-    c.bench_function("encode_tick", |b| b.iter(|| encode_tick(&tick, 42)));
+    c.bench_function("encode_tick", |b| b.iter(|| encode_tick(&tick)));
     let text = r#"{"action":"subscribe","symbols":["AAPL","MSFT","BINANCE:BTCUSDT"],"id":7}"#;
     c.bench_function("parse_client_request", |b| {
         b.iter(|| marketmux_core::ClientRequest::parse(text))

@@ -549,7 +549,7 @@ mod tests {
     fn hub() -> SymbolHub {
         SymbolHub::new(
             HubConfig { shards: 4 },
-            Arc::new(|t: &Tick, seq| Bytes::from(encode_tick(t, seq))),
+            Arc::new(|t: &Tick| Bytes::from(encode_tick(t))),
         )
     }
 
@@ -618,7 +618,7 @@ mod tests {
         hub.publish(&tick("AAPL", 1.0));
         hub.publish(&tick("AAPL", 2.0));
         let sub = hub.subscribe(aapl, &b);
-        assert!(sub.new && sub.snapshot_sent);
+        assert!(sub.new && sub.latest.is_some_and(|t| t.price == 2.0));
         assert_eq!(drain(&b)[0]["price"], 2.0);
         assert!(hub.unsubscribe(&aapl, 2));
         assert!(!hub.unsubscribe(&aapl, 2));
@@ -646,20 +646,6 @@ mod tests {
         assert!(rx.try_recv().is_err());
         let s = hub.stats().snapshot();
         assert_eq!((s.topics, s.subscriptions), (0, 0));
-    }
-
-    #[test]
-    fn offered_snapshot_never_overrides_a_live_tick() {
-        let hub = hub();
-        let a = hub.new_client(1, QueueLimits::default());
-        let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe(aapl, &a);
-        assert!(hub.offer_snapshot(&tick("AAPL", 1.0), &a));
-        assert!(!hub.offer_snapshot(&tick("AAPL", 0.5), &a));
-        hub.publish(&tick("AAPL", 2.0));
-        let got = drain(&a);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1]["price"], 2.0);
     }
 
     #[test]

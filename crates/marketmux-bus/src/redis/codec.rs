@@ -1,15 +1,17 @@
 //! The tick as Redis holds it: one JSON object, the same bytes in the
 //! `price:SYMBOL` key and on the symbol's channel.
 //!
-//! `{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z","volume":12.0,"ts_ns":1778598245123456000}`
+//! `{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z","volume":12.0,"ts_ns":1778598245123456000,"seq":42,"epoch":"k3f9"}`
 //!
+//! `seq` and `epoch` are appended by the script that assigns them: the
+//! publisher sends the object open ([`encode_open`]), the script closes it.
 //! `timestamp` is for people and other readers (redis-cli, the seed's tools);
 //! `ts_ns` (nanoseconds since the epoch) is exact and is what the Lua script
 //! compares. A payload without `ts_ns` is read from `timestamp`.
 
 use std::borrow::Cow;
 
-use marketmux_core::{Symbol, Tick, TickError, Timestamp};
+use marketmux_core::{Epoch, EpochError, Position, Symbol, Tick, TickError, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Why a Redis payload is not a tick.
@@ -19,6 +21,8 @@ pub enum CodecError {
     Json(#[from] serde_json::Error),
     #[error("invalid tick: {0}")]
     Tick(#[from] TickError),
+    #[error("invalid epoch: {0}")]
+    Epoch(#[from] EpochError),
 }
 
 #[derive(Serialize)]
@@ -42,10 +46,26 @@ struct WireIn<'a> {
     volume: Option<f64>,
     #[serde(default)]
     ts_ns: Option<i64>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(borrow, default)]
+    epoch: Option<Cow<'a, str>>,
 }
 
-/// Encodes `tick` as the JSON stored in Redis and published on its channel.
+/// Encodes `tick` as the JSON stored in Redis and published on its channel
+/// (with `seq` and `epoch` when assigned).
 pub fn encode(tick: &Tick) -> String {
+    let mut json = encode_open(tick);
+    if let Some(p) = tick.position() {
+        json.push_str(&position_fields(p));
+    }
+    json.push('}');
+    json
+}
+
+/// The tick's JSON without `seq`, `epoch` and the closing brace: what the
+/// publishing script completes once it has numbered the tick.
+pub fn encode_open(tick: &Tick) -> String {
     let wire = WireOut {
         symbol: tick.symbol.as_str(),
         price: tick.price,
@@ -55,7 +75,14 @@ pub fn encode(tick: &Tick) -> String {
     };
     // Serializing plain numbers and strings cannot fail; `{}` would be refused
     // by `decode`, never taken for a tick.
-    serde_json::to_string(&wire).unwrap_or_else(|_| String::from("{}"))
+    let mut json = serde_json::to_string(&wire).unwrap_or_else(|_| String::from("{}"));
+    json.pop();
+    json
+}
+
+/// `,"seq":N,"epoch":"E"`, as the script appends them.
+fn position_fields(p: Position) -> String {
+    format!(r#","seq":{},"epoch":"{}""#, p.seq, p.epoch)
 }
 
 /// Decodes and validates a tick read from Redis.
@@ -67,7 +94,15 @@ pub fn decode(bytes: &[u8]) -> Result<Tick, CodecError> {
         (None, Some(ts)) => Timestamp::parse_rfc3339(&ts)?,
         (None, None) => return Err(TickError::Missing("timestamp").into()),
     };
-    Ok(Tick::new(symbol, wire.price, timestamp, wire.volume)?)
+    let tick = Tick::new(symbol, wire.price, timestamp, wire.volume)?;
+    let epoch = match wire.epoch {
+        Some(e) => e.parse::<Epoch>()?,
+        None => Epoch::default(),
+    };
+    Ok(tick.sequenced(Position {
+        epoch,
+        seq: wire.seq,
+    }))
 }
 
 #[cfg(test)]
@@ -84,6 +119,14 @@ mod tests {
         let no_volume = Tick { volume: None, ..t };
         assert!(!encode(&no_volume).contains("volume"));
         assert_eq!(decode(encode(&no_volume).as_bytes()).unwrap(), no_volume);
+        let numbered = t.sequenced(Position {
+            epoch: Epoch::from_raw(1_000),
+            seq: 42,
+        });
+        let json = encode(&numbered);
+        assert!(json.ends_with(r#","seq":42,"epoch":"rs"}"#), "{json}");
+        assert_eq!(decode(json.as_bytes()).unwrap(), numbered);
+        assert_eq!(format!("{}}}", encode_open(&t)), encode(&t));
     }
 
     #[test]
@@ -95,6 +138,8 @@ mod tests {
             &br#"{"symbol":"AAPL","price":1.5}"#[..],
             br#"{"symbol":"AA PL","price":1.5,"ts_ns":1}"#,
             br#"{"symbol":"AAPL","price":-1,"ts_ns":1}"#,
+            br#"{"symbol":"AAPL","price":1,"ts_ns":1,"seq":1,"epoch":"K!"}"#,
+            br#"{"symbol":"AAPL","price":1,"ts_ns":1,"seq":-1}"#,
             b"{}",
             b"not json",
         ] {

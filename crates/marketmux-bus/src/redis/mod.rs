@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{Position, Symbol, Tick};
 use tokio::sync::watch;
 
 pub use health::RedisHealth;
@@ -38,6 +38,7 @@ pub use store::RedisPriceStore;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
 use crate::metrics::{self, Component};
+use crate::stream::{HistoryPage, StreamOpen};
 use crate::{BusError, PriceStore, Readiness, TickBatchHandler, TickPublisher};
 
 /// The operations whose Redis failures `/metrics` counts.
@@ -330,6 +331,20 @@ impl PriceStore for RedisBus {
     async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
         self.subscriber.settled().await;
         self.store.latest(symbol).await
+    }
+
+    async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
+        self.subscriber.settled().await;
+        self.store.open(symbol, since).await
+    }
+
+    async fn history(
+        &self,
+        symbol: &Symbol,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BusError> {
+        self.store.history(symbol, since, limit).await
     }
 }
 

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::*;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{Position, Symbol, Tick};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
 use crate::redis::{codec, unavailable};
+use crate::stream::{HistoryPage, StreamOpen};
 use crate::{BusError, PriceStore};
 
 /// Most keys in one `MGET`.
@@ -93,6 +94,27 @@ impl PriceStore for RedisPriceStore {
                 )))
             }
         }
+    }
+
+    async fn open(
+        &self,
+        _symbol: &Symbol,
+        _since: Option<Position>,
+    ) -> Result<StreamOpen, BusError> {
+        Err(BusError::Unavailable(
+            "redis: streams not yet available".into(),
+        ))
+    }
+
+    async fn history(
+        &self,
+        _symbol: &Symbol,
+        _since: Option<u64>,
+        _limit: usize,
+    ) -> Result<HistoryPage, BusError> {
+        Err(BusError::Unavailable(
+            "redis: history not yet available".into(),
+        ))
     }
 }
 
