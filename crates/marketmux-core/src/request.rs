@@ -175,7 +175,9 @@ fn positions_of(
     symbols: &[Symbol],
 ) -> Result<Vec<(Symbol, Position)>, String> {
     let serde_json::Value::Object(map) = since else {
-        return Err(r#"`since` must be an object such as {"AAPL":{"seq":120,"epoch":"k3f9"}}"#.into());
+        return Err(
+            r#"`since` must be an object such as {"AAPL":{"seq":120,"epoch":"k3f9"}}"#.into(),
+        );
     };
     if map.len() > MAX_SYMBOLS_PER_REQUEST {
         return Err(format!(
@@ -291,8 +293,20 @@ mod tests {
         assert_eq!(
             since,
             [
-                (sym("AAPL"), Position { epoch: epoch("k3f9"), seq: 120 }),
-                (sym("MSFT"), Position { epoch: epoch("1"), seq: 0 }),
+                (
+                    sym("AAPL"),
+                    Position {
+                        epoch: epoch("k3f9"),
+                        seq: 120
+                    }
+                ),
+                (
+                    sym("MSFT"),
+                    Position {
+                        epoch: epoch("1"),
+                        seq: 0
+                    }
+                ),
             ]
         );
     }
@@ -300,7 +314,9 @@ mod tests {
     #[test]
     fn a_bad_since_is_an_invalid_request_with_its_id() {
         let too_many = {
-            let names: Vec<String> = (0..=MAX_SYMBOLS_PER_REQUEST).map(|i| format!("\"S{i}\"")).collect();
+            let names: Vec<String> = (0..=MAX_SYMBOLS_PER_REQUEST)
+                .map(|i| format!("\"S{i}\""))
+                .collect();
             let since: Vec<String> = (0..=MAX_SYMBOLS_PER_REQUEST)
                 .map(|i| format!(r#""S{i}":{{"seq":1,"epoch":"a"}}"#))
                 .collect();
@@ -325,9 +341,14 @@ mod tests {
             r#"{"BAD SYMBOL":{"seq":1,"epoch":"a"}}"#,
         ];
         for since in cases {
-            let text = format!(r#"{{"action":"subscribe","symbol":"AAPL","since":{since},"id":9}}"#);
+            let text =
+                format!(r#"{{"action":"subscribe","symbol":"AAPL","since":{since},"id":9}}"#);
             let e = ClientRequest::parse(&text).unwrap_err();
-            assert_eq!((e.code, e.id.as_deref()), (ErrorCode::InvalidRequest, Some("9")), "{text}");
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (ErrorCode::InvalidRequest, Some("9")),
+                "{text}"
+            );
             assert!(e.message.contains("since"), "{text}: {}", e.message);
         }
         let e = ClientRequest::parse(&too_many).unwrap_err();

@@ -117,8 +117,9 @@ pub enum StreamStart {
     /// Replays `ticks` (those after `since`, in increasing `seq`) before the
     /// live ticks: the client resumes exactly where it was.
     Replay { since: Position, ticks: Vec<Tick> },
-    /// Sends the newest tick (`latest`, or this node's own when newer) before
-    /// the live ticks; `head` names the stream when no tick is known yet.
+    /// Sends `latest` (when None, this node's newest tick, if any) before the
+    /// live ticks above it; `head` names the stream the client was told of
+    /// (a tick of another epoch is then not sent).
     Latest {
         latest: Option<Tick>,
         head: Option<Position>,
@@ -350,7 +351,11 @@ impl SymbolHub {
                 Admit::NewEpoch => self.announce(sub, tick),
             }
             sent += 1;
-            if sub.queue.push_tick_deferred(tick.symbol, &frame, received).1 {
+            if sub
+                .queue
+                .push_tick_deferred(tick.symbol, &frame, received)
+                .1
+            {
                 wake.push(sub.queue.clone());
             }
         }
@@ -458,13 +463,10 @@ impl SymbolHub {
                 client.push_replay(*symbol, frames);
             }
             StreamStart::Latest { latest, head } => {
-                let own = inner.latest.as_ref();
-                let newest = match (latest, own) {
-                    (Some(t), Some((o, frame))) if !is_newer(&t, o) || t == *o => {
-                        Some((*o, frame.clone()))
-                    }
+                let newest = match (latest, &inner.latest) {
+                    (Some(t), Some((own, frame))) if t == *own => Some((t, frame.clone())),
                     (Some(t), _) => Some((t, (self.encoder)(&t))),
-                    (None, Some((o, frame))) => Some((*o, frame.clone())),
+                    (None, Some((own, frame))) => Some((*own, frame.clone())),
                     (None, None) => None,
                 };
                 if let Some(head) = head {
@@ -473,7 +475,7 @@ impl SymbolHub {
                         seq: 0,
                     });
                 }
-                // A tick of an older life of the stream than the one named is not sent.
+                // A tick of another life of the stream than the one named is not sent.
                 let newest = newest.filter(|(t, _)| {
                     head.is_none_or(|h| t.position().is_none_or(|p| p.epoch == h.epoch))
                 });

@@ -165,11 +165,7 @@ mod tests {
     }
 
     fn sub() -> Subscription {
-        Subscription::live(ClientQueue::new(
-            1,
-            QueueLimits::default(),
-            Arc::default(),
-        ))
+        Subscription::live(ClientQueue::new(1, QueueLimits::default(), Arc::default()))
     }
 
     #[test]

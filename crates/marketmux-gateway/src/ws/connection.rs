@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use marketmux_core::{ClientRequest, ErrorCode, ServerMessage, Symbol};
 use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
+
+use super::recovery;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -21,8 +23,6 @@ use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// Longest a subscribe waits for the price store's snapshots, all its symbols together.
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A writer keeps at most this much buffer between batches.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest frame list (in slots) a writer keeps between batches.
@@ -242,8 +242,8 @@ impl Session {
             Err(e) => return self.error(e.code, &e.message, e.id.as_deref()),
         };
         match req {
-            ClientRequest::Subscribe { symbols, id } => {
-                self.subscribe(symbols, id.as_deref()).await
+            ClientRequest::Subscribe { symbols, since, id } => {
+                self.subscribe(symbols, since, id.as_deref()).await
             }
             ClientRequest::Unsubscribe { symbols, id } => {
                 for s in &symbols {
@@ -276,7 +276,12 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<&str>) {
+    async fn subscribe(
+        &mut self,
+        symbols: Vec<Symbol>,
+        since: Vec<(Symbol, marketmux_core::Position)>,
+        id: Option<&str>,
+    ) {
         if let Some(filter) = self.identity.as_ref().and_then(|i| i.symbols.as_ref()) {
             if let Some(denied) = symbols.iter().find(|s| !filter.allows(s)) {
                 let msg = format!("your token does not allow subscribing to {denied}");
@@ -298,31 +303,19 @@ impl Session {
             self.state.stats.limits.hit(LimitHit::TooManySubscriptions);
             return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
-        // The ack goes first; each snapshot follows it, then live ticks.
+        for s in &fresh {
+            self.subscriptions.insert(*s);
+        }
+        // Follows the new symbols at once (their live ticks held), finds
+        // where each stream stands, queues the reply, then each symbol's
+        // first ticks and what was held.
+        let plan = recovery::open(&self.state, &self.queue, &symbols, &fresh, &since).await;
         self.reply(ServerMessage::Subscribed {
             symbols: &symbols,
+            streams: &plan.streams,
             id,
         });
-        let mut unknown = Vec::new();
-        for s in fresh {
-            self.subscriptions.insert(s);
-            if !self.state.hub.subscribe(s, &self.queue).snapshot_sent {
-                unknown.push(s);
-            }
-        }
-        if unknown.is_empty() {
-            return;
-        }
-        // Symbols this node has no tick of yet: ask the price store, all at
-        // once under one bound, so a store that is down costs this socket's
-        // reader SNAPSHOT_TIMEOUT once, not once per symbol.
-        let prices = &self.state.prices;
-        let lookups = futures_util::future::join_all(unknown.iter().map(|s| prices.snapshot(s)));
-        if let Ok(found) = tokio::time::timeout(SNAPSHOT_TIMEOUT, lookups).await {
-            for tick in found.into_iter().filter_map(|r| r.ok().flatten()) {
-                self.state.hub.offer_snapshot(&tick, &self.queue);
-            }
-        }
+        plan.start(&self.state, &self.queue);
     }
 }
 
