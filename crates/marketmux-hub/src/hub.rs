@@ -650,6 +650,84 @@ mod tests {
         assert_eq!((s.topics, s.subscriptions), (0, 0));
     }
 
+    fn numbered(s: &str, price: f64, epoch: u64, seq: u64) -> Tick {
+        tick(s, price).sequenced(Position {
+            epoch: marketmux_core::Epoch::from_raw(epoch),
+            seq,
+        })
+    }
+
+    #[test]
+    fn a_held_subscription_replays_then_sends_only_newer_held_ticks() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a);
+        // Live ticks 5 and 6 arrive while the store is read; 5 is in the replay too.
+        hub.publish(&numbered("AAPL", 5.0, 7, 5));
+        hub.publish(&numbered("AAPL", 6.0, 7, 6));
+        assert!(drain(&a).is_empty(), "held until the start");
+        let since = Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 2,
+        };
+        let replay = (3..=5).map(|i| numbered("AAPL", i as f64, 7, i)).collect();
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Replay {
+                since,
+                ticks: replay,
+            },
+        );
+        assert_eq!(
+            started,
+            Started {
+                replayed: 3,
+                replay_abandoned: false
+            }
+        );
+        hub.publish(&numbered("AAPL", 6.0, 7, 6));
+        hub.publish(&numbered("AAPL", 7.0, 7, 7));
+        let seqs: Vec<u64> = drain(&a)
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_hold_that_overflows_abandons_the_replay_for_the_newest_tick() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a);
+        let n = crate::subscription::MAX_HELD as u64 + 10;
+        for seq in 1..=n {
+            hub.publish(&numbered("AAPL", 1.0, 7, seq));
+        }
+        assert!(hub.hold_overflowed(&aapl, 1));
+        let since = Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 0,
+        };
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Replay {
+                since,
+                ticks: vec![],
+            },
+        );
+        assert!(started.replay_abandoned);
+        let got = drain(&a);
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["streams"]["AAPL"]["recovered"], false);
+        assert_eq!(got[0]["streams"]["AAPL"]["seq"], n);
+        assert_eq!(got[1]["seq"], n);
+        assert_eq!(got.len(), 2);
+    }
+
     #[test]
     fn concurrent_churn_leaves_nothing_behind() {
         let hub = Arc::new(hub());
