@@ -310,7 +310,7 @@ async fn the_replay_meets_the_live_stream_without_gap_or_duplicate_under_a_fast_
             while !stop.load(Ordering::Relaxed) {
                 node.publish("FAST", 1.0 + (n % 1000) as f64);
                 n += 1;
-                if n % 16 == 0 {
+                if n.is_multiple_of(16) {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }
