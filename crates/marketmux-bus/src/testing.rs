@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 pub struct OwnRedis {
     child: Option<Child>,
     port: u16,
+    /// A directory of its own (cluster nodes), removed when dropped.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
@@ -28,9 +30,35 @@ impl OwnRedis {
     /// # Panics
     /// When `redis-server` cannot be run (with what to install).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a Redis Cluster node (`--cluster-enabled yes`) on a free port,
+    /// with its cluster state in a directory of its own; no slot is
+    /// assigned (enough for `CLUSTER KEYSLOT`, or to join a cluster).
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run, or no temporary directory made.
+    pub fn start_cluster_node() -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("marketmux-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the cluster node's state");
+        let path = dir.to_string_lossy().into_owned();
+        let mut node = Self::start_with(port, &["--cluster-enabled", "yes", "--dir", &path]);
+        node.dir = Some(dir);
+        node
+    }
+
+    /// Starts `redis-server` on `port` with more arguments.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run (with what to install).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -40,6 +68,7 @@ impl OwnRedis {
         Self {
             child: Some(child),
             port,
+            dir: None,
         }
     }
 
@@ -101,6 +130,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -49,7 +49,7 @@ async fn admin(config: &RedisConfig) -> Client {
 }
 
 async fn cleanup(admin: &Client, keys: &KeySpace, symbols: &[Symbol]) {
-    let keys: Vec<String> = symbols.iter().map(|s| keys.price_key(s)).collect();
+    let keys: Vec<String> = symbols.iter().flat_map(|s| keys.symbol_keys(s)).collect();
     let _: i64 = admin.del(keys).await.unwrap();
 }
 

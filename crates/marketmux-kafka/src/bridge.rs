@@ -5,14 +5,16 @@
 //! its offsets are committed only after the sink accepted it. If the sink
 //! fails, the same batch is retried (with backoff) and nothing later is read
 //! meanwhile. If the process dies, the uncommitted batch is read again by the
-//! member that gets the partition: the sink sees it twice, which the Redis
-//! latest-price store's timestamp guard makes harmless.
+//! member that gets the partition. Every tick goes to the sink with its
+//! origin (the record's producer and producer sequence), so the sink drops
+//! what it accepted before (Redis: in the script that assigns `seq`): a
+//! record read twice reaches no client twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use marketmux_bus::TickPublisher;
+use marketmux_bus::{Origin, TickPublisher};
 use marketmux_core::Tick;
 use tokio_util::sync::CancellationToken;
 
@@ -29,12 +31,15 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 pub struct BridgeStats {
     /// Batches forwarded and committed.
     pub batches: AtomicU64,
-    /// Ticks forwarded to the sink (redeliveries included).
+    /// Ticks the sink accepted (not counting the ones it dropped as duplicates).
     pub ticks: AtomicU64,
     /// Sink calls that failed (then retried).
     pub sink_failures: AtomicU64,
-    /// Records seen again (redelivery after a rebalance or crash).
+    /// Records this bridge saw again (a redelivery to it), not sent to the sink.
     pub duplicates: AtomicU64,
+    /// Records dropped as already accepted: those above, plus the ones the
+    /// sink recognised (another bridge forwarded them before a failover).
+    pub dropped_duplicates: AtomicU64,
     /// Sequence numbers skipped by producers' records seen here.
     pub missing: AtomicU64,
 }
@@ -99,19 +104,26 @@ impl Bridge {
             let (dups, missing) = (sequences.duplicates, sequences.missing);
             // Records this bridge already forwarded (a broker that kept a
             // retried produce twice, a partition read again here) are not
-            // published to clients a second time (records without producer
-            // metadata are Unchecked and always go through). A replay
-            // across a failover (another bridge forwarded it) is not caught
-            // here: that needs state in Redis (see docs/kafka.md).
-            let mut ticks: Vec<Tick> = Vec::with_capacity(batch.ticks.len());
+            // sent again. A replay across a failover (another bridge
+            // forwarded it) is recognised by the sink from the origin.
+            // Records without producer metadata are Unchecked: no origin.
+            let mut ticks = Vec::with_capacity(batch.ticks.len());
             for t in &batch.ticks {
-                if sequences.observe(t.tick.symbol, &t.meta) != SequenceCheck::Duplicate {
-                    ticks.push(t.tick);
-                }
+                let origin = match sequences.observe(t.tick.symbol, &t.meta) {
+                    SequenceCheck::Duplicate => continue,
+                    SequenceCheck::Unchecked => None,
+                    SequenceCheck::InOrder | SequenceCheck::Gap(_) => Some(Origin {
+                        producer_id: t.meta.producer_id,
+                        sequence: t.meta.sequence,
+                    }),
+                };
+                ticks.push((t.tick, origin));
             }
+            let seen_here = sequences.duplicates - dups;
+            stats.duplicates.fetch_add(seen_here, Ordering::Relaxed);
             stats
-                .duplicates
-                .fetch_add(sequences.duplicates - dups, Ordering::Relaxed);
+                .dropped_duplicates
+                .fetch_add(seen_here, Ordering::Relaxed);
             stats
                 .missing
                 .fetch_add(sequences.missing - missing, Ordering::Relaxed);
@@ -145,10 +157,12 @@ impl Bridge {
     }
 }
 
-/// Sends `ticks` until the sink accepts them; false if stopped first.
+/// Sends `ticks` until the sink accepts them; false if stopped first. A
+/// retry after a failure may find some of them accepted already: the sink
+/// drops those by their origin.
 async fn forward(
     sink: &dyn TickPublisher,
-    ticks: Vec<Tick>,
+    ticks: Vec<(Tick, Option<Origin>)>,
     stats: &BridgeStats,
     shutdown: &CancellationToken,
 ) -> bool {
@@ -158,9 +172,13 @@ async fn forward(
     let n = ticks.len() as u64;
     let mut retry = FIRST_RETRY;
     loop {
-        match sink.publish(ticks.clone()).await {
-            Ok(()) => {
-                stats.ticks.fetch_add(n, Ordering::Relaxed);
+        match sink.publish_from(ticks.clone()).await {
+            Ok(dropped) => {
+                let dropped = dropped as u64;
+                stats.ticks.fetch_add(n - dropped.min(n), Ordering::Relaxed);
+                stats
+                    .dropped_duplicates
+                    .fetch_add(dropped, Ordering::Relaxed);
                 return true;
             }
             Err(e) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use marketmux_bus::HistoryConfig;
 use marketmux_gateway::auth::{AuthConfig, JwtVerifier};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
@@ -76,7 +77,32 @@ pub struct DevArgs {
     #[arg(long, env = "MARKETMUX_FEED_SYMBOLS", default_value_t = 40)]
     pub feed_symbols: usize,
     #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// How much of each symbol's stream is kept for recovery and `GET /history`
+/// (`dev`, `gateway`, `bridge`: kept where `seq` is assigned).
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// Ticks of each symbol kept (the newest); 0 turns history off.
+    #[arg(long, env = "MARKETMUX_HISTORY_SIZE", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub history_size: u32,
+    /// Seconds a kept tick stays kept; 0 turns history off.
+    #[arg(long, env = "MARKETMUX_HISTORY_TTL_SECS", default_value_t = 600)]
+    pub history_ttl_secs: u64,
+}
+
+impl HistoryArgs {
+    /// As the bus takes it.
+    pub fn config(&self) -> HistoryConfig {
+        HistoryConfig {
+            size: self.history_size as usize,
+            ttl: Duration::from_secs(self.history_ttl_secs),
+        }
+    }
 }
 
 /// Flags of the `gateway` role.
@@ -117,6 +143,8 @@ pub struct GatewayArgs {
     /// The alerts role's gRPC API, for the REST alert endpoints.
     #[arg(long, env = "MARKETMUX_ALERTS_URL")]
     pub alerts_url: Option<String>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -178,6 +206,8 @@ pub struct BridgeArgs {
     /// Where a group without committed offsets starts.
     #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Earliest)]
     pub start_from: StartFromArg,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// Flags of the `alerts` role.
@@ -433,6 +463,16 @@ mod tests {
     }
 
     #[test]
+    fn history_defaults_and_bounds() {
+        match Cli::parse_from(["marketmux", "bridge"]).role {
+            Some(Role::Bridge(a)) => assert_eq!(a.history.config(), HistoryConfig::default()),
+            other => panic!("{other:?}"),
+        }
+        let too_big = Cli::try_parse_from(["marketmux", "gateway", "--history-size", "100001"]);
+        assert!(too_big.is_err());
+    }
+
+    #[test]
     fn no_role_means_dev_on_localhost() {
         let cli = Cli::parse_from(["marketmux"]);
         assert!(cli.role.is_none());
@@ -453,9 +493,13 @@ mod tests {
             "0",
             "--max-subscriptions",
             "3",
+            "--history-size",
+            "0",
         ]);
         match cli.role {
             Some(Role::Dev(a)) => {
+                assert!(!a.history.config().enabled());
+                assert_eq!(a.history.config().ttl, Duration::from_secs(600));
                 assert_eq!(a.feed_rate, 0.0);
                 assert_eq!(a.limits.to_config().max_subscriptions, 3);
             }

@@ -8,6 +8,13 @@
 //! Sharded pub/sub (Redis Cluster) names the channel `ticks:{price:AAPL}`: the
 //! hash tag puts the channel in the same slot as the key, so the one Lua call
 //! that sets the key may also `SPUBLISH` to the channel.
+//!
+//! A symbol's stream lives beside its price, under the same hash tag (so in
+//! the same cluster slot, and `price:AAPL` keeps its plain, redis-cli
+//! friendly name): `stream:{price:AAPL}` (a hash: `epoch`, last `seq`),
+//! `history:{price:AAPL}` (a list of the kept ticks) and
+//! `producers:{price:AAPL}` (a hash: the last sequence accepted from each
+//! producer, for recognising redeliveries).
 
 use marketmux_core::Symbol;
 
@@ -50,10 +57,41 @@ impl KeySpace {
         format!("{}price:{}", self.prefix, symbol)
     }
 
+    /// `NAME:{price:SYMBOL}` under the prefix: in the price key's slot.
+    fn tagged(&self, name: &str, symbol: &Symbol) -> String {
+        format!("{p}{name}:{{{p}price:{symbol}}}", p = self.prefix)
+    }
+
+    /// The hash of `symbol`'s stream: its `epoch` and last `seq`.
+    pub fn stream_key(&self, symbol: &Symbol) -> String {
+        self.tagged("stream", symbol)
+    }
+
+    /// The list of `symbol`'s kept ticks, oldest first.
+    pub fn history_key(&self, symbol: &Symbol) -> String {
+        self.tagged("history", symbol)
+    }
+
+    /// The hash of the last sequence accepted from each producer of `symbol`.
+    pub fn producers_key(&self, symbol: &Symbol) -> String {
+        self.tagged("producers", symbol)
+    }
+
+    /// Every key of `symbol`, in the order the scripts take them: price,
+    /// stream, history, producers. All in one hash slot.
+    pub fn symbol_keys(&self, symbol: &Symbol) -> [String; 4] {
+        [
+            self.price_key(symbol),
+            self.stream_key(symbol),
+            self.history_key(symbol),
+            self.producers_key(symbol),
+        ]
+    }
+
     /// The pub/sub channel carrying the ticks of `symbol`.
     pub fn channel(&self, symbol: &Symbol) -> String {
         if self.sharded {
-            format!("{p}ticks:{{{p}price:{symbol}}}", p = self.prefix)
+            self.tagged("ticks", symbol)
         } else {
             format!("{}ticks:{}", self.prefix, symbol)
         }
@@ -84,5 +122,15 @@ mod tests {
             fred::util::redis_keyslot(k.price_key(&s).as_bytes())
         );
         assert!(KeySpace::new("a{b}", false).is_err());
+        assert_eq!(k.stream_key(&s), "t1:stream:{t1:price:AAPL}");
+        assert_eq!(k.history_key(&s), "t1:history:{t1:price:AAPL}");
+        assert_eq!(k.producers_key(&s), "t1:producers:{t1:price:AAPL}");
+        for key in k.symbol_keys(&s) {
+            assert_eq!(
+                fred::util::redis_keyslot(key.as_bytes()),
+                fred::util::redis_keyslot(k.price_key(&s).as_bytes()),
+                "{key}"
+            );
+        }
     }
 }

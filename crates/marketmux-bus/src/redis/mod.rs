@@ -2,7 +2,10 @@
 //!
 //! - [`keys`]: [`KeySpace`], key and channel names (`price:SYMBOL`, `ticks:SYMBOL`, a prefix).
 //! - [`codec`]: the tick JSON stored in `price:SYMBOL` and published on channels.
-//! - [`script`]: the Lua script that sets the latest price only if newer and publishes.
+//! - [`script`]: the Lua script that accepts a tick: drops a redelivery,
+//!   numbers it, sets the latest price only if newer, keeps it in history, publishes.
+//! - [`streams`]: [`RedisStreams`], a symbol's stream for a new subscriber
+//!   (head, latest, replay) and history pages, one script call each.
 //! - [`publisher`]: [`RedisPublisher`], a batch of ticks in one pipeline.
 //! - [`store`]: [`RedisPriceStore`], `price:SYMBOL`, concurrent reads batched in `MGET`s.
 //! - [`subscriber`]: [`RedisSubscriber`], one subscriber connection per node,
@@ -20,6 +23,7 @@ pub mod keys;
 pub mod publisher;
 pub mod script;
 pub mod store;
+pub mod streams;
 pub mod subscriber;
 
 use std::sync::Arc;
@@ -35,10 +39,11 @@ pub use health::RedisHealth;
 pub use keys::KeySpace;
 pub use publisher::RedisPublisher;
 pub use store::RedisPriceStore;
+pub use streams::RedisStreams;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
 use crate::metrics::{self, Component};
-use crate::stream::{HistoryPage, StreamOpen};
+use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen};
 use crate::{BusError, PriceStore, Readiness, TickBatchHandler, TickPublisher};
 
 /// The operations whose Redis failures `/metrics` counts.
@@ -74,6 +79,9 @@ pub struct RedisConfig {
     pub message_buffer: usize,
     /// Latest-price reads waiting for Redis; past it a read fails at once.
     pub max_pending_reads: usize,
+    /// How much history each symbol keeps (publishing), and how old a kept
+    /// tick may be (reading).
+    pub history: HistoryConfig,
     /// How often both connections are PINGed for readiness.
     pub ping_interval: Duration,
     /// A PING not answered within this long makes the node unready.
@@ -92,6 +100,7 @@ impl Default for RedisConfig {
             reconnect_max_delay: Duration::from_secs(5),
             message_buffer: 16 * 1024,
             max_pending_reads: 64 * 1024,
+            history: HistoryConfig::default(),
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_secs(1),
         }
@@ -213,10 +222,12 @@ impl RedisBus {
         metrics::register(Component::Redis, REDIS_OPS);
         let client = config.connect_client().await?;
         let subscriber_client = config.connect_subscriber().await?;
-        let publisher = RedisPublisher::new(client.clone(), keys.clone());
+        let publisher =
+            RedisPublisher::new(client.clone(), keys.clone()).with_history(config.history);
         publisher.load_script().await?;
         let store =
-            RedisPriceStore::bounded(client.clone(), keys.clone(), config.max_pending_reads);
+            RedisPriceStore::bounded(client.clone(), keys.clone(), config.max_pending_reads)
+                .with_history(config.history);
         let (stop, stop_rx) = watch::channel(false);
         let subscriber = RedisSubscriber::start(
             subscriber_client.clone(),
@@ -297,6 +308,12 @@ impl RedisBus {
 #[async_trait]
 impl TickPublisher for RedisBus {
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
+        self.publish_from(ticks.into_iter().map(|t| (t, None)).collect())
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
         let refuse = |why: String| {
             metrics::error(Component::Redis, "publish");
             Err(BusError::Unavailable(why))
@@ -307,7 +324,7 @@ impl TickPublisher for RedisBus {
         let Some(generation) = self.subscriber.serving() else {
             return refuse("redis: subscriber connection not subscribed".into());
         };
-        self.publisher.publish(ticks).await?;
+        let duplicates = self.publisher.publish_from(ticks).await?;
         if !self.subscriber.passed(generation).await {
             return refuse(
                 "redis: the subscriber connection dropped while publishing; \
@@ -315,7 +332,7 @@ impl TickPublisher for RedisBus {
                     .into(),
             );
         }
-        Ok(())
+        Ok(duplicates)
     }
 }
 

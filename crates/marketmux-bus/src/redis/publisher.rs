@@ -1,5 +1,6 @@
-//! [`RedisPublisher`]: accepts ticks into Redis: latest price and pub/sub in
-//! one atomic Lua call per tick, a batch in one pipeline.
+//! [`RedisPublisher`]: accepts ticks into Redis: duplicate check, `seq`,
+//! latest price, history and pub/sub in one atomic Lua call per tick
+//! ([`super::script`]), a batch in one pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -7,11 +8,13 @@ use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
-use marketmux_core::Tick;
+use marketmux_core::{Epoch, Tick};
 
 use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
 use crate::redis::{codec, script, unavailable, RedisConfig};
+use crate::stream::{HistoryConfig, Origin};
+use crate::streams::{MAX_PRODUCERS, PRODUCER_TTL};
 use crate::{BusError, TickPublisher};
 
 /// Publishes ticks to Redis. A batch is one pipeline of `EVALSHA` calls, sent
@@ -20,33 +23,54 @@ pub struct RedisPublisher {
     client: Client,
     keys: KeySpace,
     script: Script,
+    history: HistoryConfig,
     stored: AtomicU64,
     stale: AtomicU64,
+    duplicates: AtomicU64,
 }
 
 /// One tick's script call.
 struct Call {
-    key: String,
+    keys: [String; 4],
     args: Vec<String>,
+}
+
+/// What the script did with one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepted {
+    /// Numbered and published; true if it became the latest price.
+    Published { latest: bool },
+    /// Its origin was accepted before: dropped.
+    Duplicate,
 }
 
 impl RedisPublisher {
     /// A publisher over a connected `client`.
+    /// A publisher over a connected `client`, keeping the default history.
     pub fn new(client: Client, keys: KeySpace) -> Self {
         Self {
             client,
             keys,
             script: script::accept_tick_script(),
+            history: HistoryConfig::default(),
             stored: AtomicU64::new(0),
             stale: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps `history` of each symbol it publishes to.
+    pub fn with_history(mut self, history: HistoryConfig) -> Self {
+        self.history = history;
+        self
     }
 
     /// Connects a command client for `config` and loads the script: all a
     /// process needs to publish (the bridge, `mock-publisher --redis-url`).
     pub async fn connect(config: &RedisConfig) -> Result<Self, BusError> {
         let keys = KeySpace::new(&config.prefix, config.sharded)?;
-        let publisher = Self::new(config.connect_client().await?, keys);
+        let publisher =
+            Self::new(config.connect_client().await?, keys).with_history(config.history);
         publisher.load_script().await?;
         Ok(publisher)
     }
@@ -61,42 +85,75 @@ impl RedisPublisher {
         (self.stored.load(Relaxed), self.stale.load(Relaxed))
     }
 
-    fn call(&self, tick: &Tick) -> Call {
+    /// Ticks dropped because their origin was accepted before.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Relaxed)
+    }
+
+    fn call(&self, tick: &Tick, origin: Option<Origin>, epoch: Epoch) -> Call {
         let sharded = if self.keys.sharded() { "1" } else { "0" };
+        let (producer, sequence) = match origin.filter(|o| o.producer_id != 0 && o.sequence != 0) {
+            Some(o) => (o.producer_id.to_string(), o.sequence.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let (size, ttl) = if self.history.enabled() {
+            (self.history.size, self.history.ttl.as_millis())
+        } else {
+            (0, 0)
+        };
         Call {
-            key: self.keys.price_key(&tick.symbol),
+            keys: self.keys.symbol_keys(&tick.symbol),
             args: vec![
                 tick.timestamp.0.to_string(),
-                codec::encode(tick),
+                codec::encode_open(tick),
                 self.keys.channel(&tick.symbol),
                 sharded.to_owned(),
+                epoch.to_string(),
+                size.to_string(),
+                ttl.to_string(),
+                producer,
+                sequence,
+                MAX_PRODUCERS.to_string(),
+                PRODUCER_TTL.as_millis().to_string(),
             ],
         }
     }
 
     /// Sends `calls` as one pipeline; one result per call, in order.
-    async fn run(&self, calls: &[&Call]) -> Result<Vec<Result<i64, Error>>, BusError> {
+    async fn run(&self, calls: &[&Call]) -> Result<Vec<Result<Accepted, Error>>, BusError> {
         // fred's Pipeline has no Lua methods: EVALSHA as a custom command,
-        // routed (in a cluster) by the slot of its one key.
+        // routed (in a cluster) by the slot of its keys (all in one slot).
         let pipeline = self.client.pipeline();
         let sha = self.script.sha1().to_string();
         for c in calls {
-            let slot = fred::util::redis_keyslot(c.key.as_bytes());
+            let slot = fred::util::redis_keyslot(c.keys[0].as_bytes());
             let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
-            let mut args: Vec<&str> = Vec::with_capacity(3 + c.args.len());
-            args.extend([sha.as_str(), "1", c.key.as_str()]);
+            let mut args: Vec<&str> = Vec::with_capacity(2 + c.keys.len() + c.args.len());
+            args.extend([sha.as_str(), "4"]);
+            args.extend(c.keys.iter().map(String::as_str));
             args.extend(c.args.iter().map(String::as_str));
             let () = pipeline.custom(cmd, args).await.map_err(unavailable)?;
         }
-        Ok(pipeline.try_all::<i64>().await)
+        Ok(pipeline
+            .try_all::<Vec<i64>>()
+            .await
+            .into_iter()
+            .map(|r| r.and_then(accepted))
+            .collect())
     }
 
-    /// Stores and publishes `ticks` in one pipelined round of script calls.
-    async fn publish_in_order(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
+    /// Numbers, stores and publishes `ticks` in one pipelined round of script
+    /// calls; returns how many were dropped as duplicates.
+    async fn publish_in_order(
+        &self,
+        ticks: Vec<(Tick, Option<Origin>)>,
+    ) -> Result<usize, BusError> {
         if ticks.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let calls: Vec<Call> = ticks.iter().map(|t| self.call(t)).collect();
+        // Used only by a symbol that has no epoch yet.
+        let epoch = Epoch::random();
+        let calls: Vec<Call> = ticks.iter().map(|(t, o)| self.call(t, *o, epoch)).collect();
         let all: Vec<&Call> = calls.iter().collect();
         let mut results = self.run(&all).await?;
 
@@ -117,17 +174,33 @@ impl RedisPublisher {
             }
         }
 
-        let (mut stored, mut stale) = (0, 0);
+        let (mut stored, mut stale, mut duplicates) = (0, 0, 0);
         for r in results {
             match r {
-                Ok(1) => stored += 1,
-                Ok(_) => stale += 1,
+                Ok(Accepted::Published { latest: true }) => stored += 1,
+                Ok(Accepted::Published { latest: false }) => stale += 1,
+                Ok(Accepted::Duplicate) => duplicates += 1,
                 Err(e) => return Err(unavailable(e)),
             }
         }
         self.stored.fetch_add(stored, Relaxed);
         self.stale.fetch_add(stale, Relaxed);
-        Ok(())
+        self.duplicates.fetch_add(duplicates, Relaxed);
+        Ok(duplicates as usize)
+    }
+}
+
+/// Reads the script's `{latest, seq}` reply.
+fn accepted(reply: Vec<i64>) -> Result<Accepted, Error> {
+    match reply.as_slice() {
+        [-1, _] => Ok(Accepted::Duplicate),
+        [latest, seq] if *seq > 0 => Ok(Accepted::Published {
+            latest: *latest == 1,
+        }),
+        other => Err(Error::new(
+            fred::error::ErrorKind::Parse,
+            format!("unexpected reply from the accept script: {other:?}"),
+        )),
     }
 }
 
@@ -138,6 +211,12 @@ fn is_noscript(e: &Error) -> bool {
 #[async_trait]
 impl TickPublisher for RedisPublisher {
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), BusError> {
+        self.publish_from(ticks.into_iter().map(|t| (t, None)).collect())
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
         let published = self.publish_in_order(ticks).await;
         if published.is_err() {
             metrics::error(Component::Redis, "publish");

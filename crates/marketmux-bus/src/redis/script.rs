@@ -1,21 +1,35 @@
-//! The Lua script that accepts one tick into Redis atomically: it stores the
-//! tick as the latest price only if it is not older than the stored one, and
-//! publishes it on the symbol's channel either way.
+//! The Lua script that accepts one tick into Redis atomically, in one call:
+//!
+//! 1. a tick whose producer sequence is at or below the last one accepted
+//!    from that producer for that symbol is a redelivery: dropped, nothing
+//!    else happens (no seq, no publish, no latest-price change);
+//! 2. the tick gets the symbol's next `seq` (the symbol's epoch is created
+//!    here on its first tick, or by the first `open`);
+//! 3. it is stored as the latest price only if it is not older than the
+//!    stored one;
+//! 4. it is appended to the symbol's history (trimmed by count and age);
+//! 5. it is published on the symbol's channel, with its `seq` and `epoch`.
 //!
 //! Why publish a stale tick: clients see every tick of a symbol in the order
 //! the system accepted it (DESIGN: "only the latest-price store compares
-//! timestamps"). The script returns 1 if the tick became the latest price and
-//! 0 if a newer one was already stored.
+//! timestamps"). Because one script numbers and publishes, and Redis runs
+//! scripts one at a time, ticks of a symbol are published in `seq` order.
 //!
-//! Timestamps are compared as exact decimal integers (`ts_ns`), not as Lua
-//! numbers: nanoseconds since 1970 exceed a double's 53-bit mantissa. A stored
-//! value without `ts_ns` (written by another tool) is replaced.
+//! Timestamps and producer sequences are compared as exact decimal integers,
+//! not as Lua numbers: nanoseconds since 1970 exceed a double's 53-bit
+//! mantissa. A stored value without `ts_ns` (written by another tool) is
+//! replaced.
+//!
+//! Keys (one hash slot: see [`super::keys`]): `KEYS[1]` the price key,
+//! `KEYS[2]` the stream hash (`epoch`, `seq`), `KEYS[3]` the history list
+//! (`"<accepted ms> <tick JSON>"`, oldest first, consecutive seqs),
+//! `KEYS[4]` the producers hash (producer id → `"<sequence> <ms>"`).
 
 use fred::types::scripts::Script;
 
-/// `KEYS[1]` price key; `ARGV[1]` the tick's `ts_ns`; `ARGV[2]` the tick JSON;
-/// `ARGV[3]` the channel; `ARGV[4]` `"1"` for `SPUBLISH`, else `PUBLISH`.
-pub const ACCEPT_TICK_LUA: &str = r#"
+/// Shared by the scripts: exact comparison of decimal integers, and the
+/// age trimming of a history list.
+pub(crate) const LUA_PRELUDE: &str = r#"
 local function older(a, b)
   local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
   if na ~= nb then return na end
@@ -23,22 +37,89 @@ local function older(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
 end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function trim_age(key, ttl, now)
+  while true do
+    local first = redis.call('LINDEX', key, 0)
+    if not first or tonumber(string.match(first, '^(%d+)')) >= now - ttl then return end
+    redis.call('LPOP', key)
+  end
+end
+local function new_epoch(stream, history, epoch)
+  redis.call('HSET', stream, 'epoch', epoch, 'seq', 0)
+  redis.call('DEL', history)
+  return epoch
+end
+"#;
+
+/// `ARGV[1]` the tick's `ts_ns`; `ARGV[2]` the tick JSON without its closing
+/// brace; `ARGV[3]` the channel; `ARGV[4]` `"1"` for `SPUBLISH`; `ARGV[5]` the
+/// epoch to create if the symbol has none; `ARGV[6]` history size; `ARGV[7]`
+/// history age in ms; `ARGV[8]` producer id (`""`: none); `ARGV[9]` producer
+/// sequence; `ARGV[10]` most producers remembered; `ARGV[11]` how long the
+/// producers hash outlives its last write, ms.
+///
+/// Returns `{1, seq}` when the tick became the latest price, `{0, seq}` when
+/// a newer one was stored, `{-1, 0}` when it was dropped as a duplicate.
+const ACCEPT_TICK_BODY: &str = r#"
+local now = nil
+if ARGV[8] ~= '' then
+  local last = redis.call('HGET', KEYS[4], ARGV[8])
+  if last and not older(string.match(last, '^(%d+)') or '0', ARGV[9]) then
+    return {-1, 0}
+  end
+  now = now_ms()
+  if not last and redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[10]) then
+    local all = redis.call('HGETALL', KEYS[4])
+    local stalest, at = nil, nil
+    for i = 1, #all, 2 do
+      local t = tonumber(string.match(all[i + 1], ' (%d+)$')) or 0
+      if not at or t < at then stalest, at = all[i], t end
+    end
+    if stalest then redis.call('HDEL', KEYS[4], stalest) end
+  end
+  redis.call('HSET', KEYS[4], ARGV[8], ARGV[9] .. ' ' .. now)
+  redis.call('PEXPIRE', KEYS[4], ARGV[11])
+end
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then epoch = new_epoch(KEYS[2], KEYS[3], ARGV[5]) end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
 local stored = 0
 local cur = redis.call('GET', KEYS[1])
 local cur_ts = cur and string.match(cur, '"ts_ns":(%-?%d+)')
 if not cur_ts or not older(ARGV[1], cur_ts) then
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], json)
   stored = 1
 end
-if ARGV[4] == '1' then
-  redis.call('SPUBLISH', ARGV[3], ARGV[2])
+local size, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+if size > 0 and ttl > 0 then
+  now = now or now_ms()
+  redis.call('RPUSH', KEYS[3], now .. ' ' .. json)
+  redis.call('LTRIM', KEYS[3], -size, -1)
+  trim_age(KEYS[3], ttl, now)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 else
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  -- Kept ticks must have consecutive seqs: a tick not kept ends the history.
+  redis.call('DEL', KEYS[3])
 end
-return stored
+if ARGV[4] == '1' then
+  redis.call('SPUBLISH', ARGV[3], json)
+else
+  redis.call('PUBLISH', ARGV[3], json)
+end
+return {stored, seq}
 "#;
+
+/// The accept script's full source.
+pub fn accept_tick_lua() -> String {
+    format!("{LUA_PRELUDE}{ACCEPT_TICK_BODY}")
+}
 
 /// The script with its SHA-1, for `EVALSHA`.
 pub fn accept_tick_script() -> Script {
-    Script::from_lua(ACCEPT_TICK_LUA)
+    Script::from_lua(accept_tick_lua())
 }

@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
+use crate::redis::streams::RedisStreams;
 use crate::redis::{codec, unavailable};
-use crate::stream::{HistoryPage, StreamOpen};
+use crate::stream::{HistoryConfig, HistoryPage, StreamOpen};
 use crate::{BusError, PriceStore};
 
 /// Most keys in one `MGET`.
@@ -36,10 +37,12 @@ struct Read {
     reply: Reply,
 }
 
-/// Reads the latest tick of a symbol from Redis. Cheap to share; the batching
-/// task ends when the store is dropped.
+/// Reads the latest tick of a symbol from Redis, and its stream
+/// ([`RedisStreams`]). The batching task ends when the store is dropped.
 pub struct RedisPriceStore {
     keys: KeySpace,
+    client: Client,
+    streams: RedisStreams,
     reads: mpsc::Sender<Read>,
     /// Longest a read waits, in the queue and in Redis together.
     deadline: Duration,
@@ -56,8 +59,10 @@ impl RedisPriceStore {
     pub fn bounded(client: Client, keys: KeySpace, max_pending: usize) -> Self {
         let deadline = client.perf_config().default_command_timeout;
         let (reads, rx) = mpsc::channel(max_pending.max(1));
-        tokio::spawn(batch_reads(client, rx));
+        tokio::spawn(batch_reads(client.clone(), rx));
         Self {
+            streams: RedisStreams::new(client.clone(), keys.clone(), HistoryConfig::default()),
+            client,
             keys,
             reads,
             deadline: if deadline.is_zero() {
@@ -66,6 +71,12 @@ impl RedisPriceStore {
                 deadline
             },
         }
+    }
+
+    /// Serves no kept tick older than `history.ttl`.
+    pub fn with_history(mut self, history: HistoryConfig) -> Self {
+        self.streams = RedisStreams::new(self.client.clone(), self.keys.clone(), history);
+        self
     }
 }
 
@@ -96,25 +107,25 @@ impl PriceStore for RedisPriceStore {
         }
     }
 
-    async fn open(
-        &self,
-        _symbol: &Symbol,
-        _since: Option<Position>,
-    ) -> Result<StreamOpen, BusError> {
-        Err(BusError::Unavailable(
-            "redis: streams not yet available".into(),
-        ))
+    async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
+        let opened = self.streams.open(symbol, since).await;
+        if opened.is_err() {
+            metrics::error(Component::Redis, "read");
+        }
+        opened
     }
 
     async fn history(
         &self,
-        _symbol: &Symbol,
-        _since: Option<u64>,
-        _limit: usize,
+        symbol: &Symbol,
+        since: Option<u64>,
+        limit: usize,
     ) -> Result<HistoryPage, BusError> {
-        Err(BusError::Unavailable(
-            "redis: history not yet available".into(),
-        ))
+        let page = self.streams.history(symbol, since, limit).await;
+        if page.is_err() {
+            metrics::error(Component::Redis, "read");
+        }
+        page
     }
 }
 

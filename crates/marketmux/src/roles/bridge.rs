@@ -30,6 +30,7 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
         url,
         prefix: args.redis_prefix.clone(),
         sharded: args.redis_sharded,
+        history: args.history.config(),
         ..RedisConfig::default()
     };
     let client = redis
@@ -37,7 +38,7 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
         .await
         .with_context(|| format!("bridge: Redis at {}", redis.redacted_url()))?;
     let keys = KeySpace::new(&redis.prefix, redis.sharded).context("bridge: Redis key prefix")?;
-    let publisher = RedisPublisher::new(client, keys);
+    let publisher = RedisPublisher::new(client, keys).with_history(redis.history);
     publisher.load_script().await.with_context(|| {
         format!(
             "bridge: loading the tick script into {}",
@@ -112,6 +113,11 @@ fn bridge_series(bridge: Arc<BridgeStats>, consumer: Arc<ConsumerStats>) -> Role
                 "marketmux_bridge_duplicates_total",
                 "Records this bridge had already forwarded (skipped).",
                 bridge.duplicates.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_dropped_duplicates_total",
+                "Records dropped as already accepted (same producer and sequence), here or where seq is assigned.",
+                bridge.dropped_duplicates.load(Relaxed),
             ),
             (
                 "marketmux_bridge_sequence_gaps_total",

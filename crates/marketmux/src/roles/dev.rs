@@ -24,7 +24,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         config.allowed_hosts = Some(Vec::new());
     }
     marketmux_gateway::server::raise_fd_limit();
-    let bus = InProcessBus::new();
+    let bus = InProcessBus::with_history(args.history.config());
     let hub = GatewayState::new_hub();
     let h = hub.clone();
     // Whole batches: each client's writer wakes once per batch, not per tick.

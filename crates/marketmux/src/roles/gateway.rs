@@ -133,6 +133,7 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
         sharded: args.redis_sharded,
         unsubscribe_linger: linger,
         max_pending_reads: args.redis_max_pending_reads.max(1),
+        history: args.history.config(),
         ..RedisConfig::default()
     })
 }

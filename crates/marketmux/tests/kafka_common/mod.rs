@@ -43,7 +43,7 @@ pub fn run_tag() -> String {
     format!("K{:X}", now ^ u64::from(std::process::id()))
 }
 
-async fn admin(url: &str) -> Client {
+pub async fn admin(url: &str) -> Client {
     let config = marketmux_bus::RedisConfig {
         url: url.into(),
         ..Default::default()
@@ -54,7 +54,7 @@ async fn admin(url: &str) -> Client {
     }
 }
 
-async fn cleanup(admin: &Client, prefix: &str) {
+pub async fn cleanup(admin: &Client, prefix: &str) {
     let keys: Vec<String> = admin
         .custom(
             CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
@@ -73,7 +73,7 @@ fn role(args: &[&str]) -> Role {
     Cli::parse_from(argv).role.expect("a role")
 }
 
-async fn gateway(brokers: &str, redis: &str, prefix: &str) -> Node {
+pub async fn gateway(brokers: &str, redis: &str, prefix: &str) -> Node {
     let Role::Gateway(args) = role(&[
         "gateway",
         "--listen",
@@ -92,7 +92,7 @@ async fn gateway(brokers: &str, redis: &str, prefix: &str) -> Node {
         .expect("gateway starts")
 }
 
-async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
+pub async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
     let Role::Bridge(args) = role(&[
         "bridge",
         "--kafka-brokers",
@@ -116,16 +116,29 @@ async fn bridge(brokers: &str, redis: &str, prefix: &str, group: &str) -> Node {
 }
 
 /// Last price seen per symbol on one socket, every distinct price it got,
-/// and how many ticks (replays after a bridge failover count twice).
+/// how many ticks, and the `seq`s of each symbol in arrival order.
 #[derive(Default)]
-struct SocketView {
-    last: HashMap<String, f64>,
-    prices: HashSet<u64>,
-    ticks: usize,
+pub struct SocketView {
+    pub last: HashMap<String, f64>,
+    pub prices: HashSet<u64>,
+    pub ticks: usize,
+    pub seqs: HashMap<String, Vec<u64>>,
+}
+
+impl SocketView {
+    /// Symbols whose `seq` did not increase from one tick to the next (a
+    /// tick seen twice, or an older one after a newer one).
+    pub fn out_of_order(&self) -> Vec<String> {
+        self.seqs
+            .iter()
+            .filter(|(_, s)| s.windows(2).any(|w| w[0] >= w[1]) || s.contains(&0))
+            .map(|(sym, s)| format!("{sym}: {s:?}"))
+            .collect()
+    }
 }
 
 /// A client on `addr` following `symbols`; its view is updated in the background.
-async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> {
+pub async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .expect("websocket");
@@ -157,10 +170,12 @@ async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> 
                 if j["type"] == "tick" {
                     let mut v = v.lock();
                     let price = j["price"].as_f64().unwrap_or_default();
+                    let symbol = j["symbol"].as_str().unwrap_or_default().to_owned();
                     v.ticks += 1;
                     v.prices.insert(price as u64);
-                    v.last
-                        .insert(j["symbol"].as_str().unwrap_or_default().to_owned(), price);
+                    let seq = j["seq"].as_u64().unwrap_or_default();
+                    v.seqs.entry(symbol.clone()).or_default().push(seq);
+                    v.last.insert(symbol, price);
                 }
             }
         }
@@ -168,20 +183,35 @@ async fn socket(addr: SocketAddr, symbols: &[String]) -> Arc<Mutex<SocketView>> 
     view
 }
 
+/// What was published on the prefix's tick channels for this run's symbols.
+#[derive(Default)]
+pub struct Published {
+    /// Every distinct price.
+    pub prices: HashSet<u64>,
+    /// Every message (a tick published twice counts twice).
+    pub messages: usize,
+}
+
+impl Published {
+    pub fn len(&self) -> usize {
+        self.prices.len()
+    }
+}
+
 /// Every distinct price of this run's symbols (named `{tag}...`) published
 /// on the prefix's tick channels. The bridges read the topic from its start,
 /// so other tests' ticks on a shared broker are published too: they are ignored.
-async fn channel_watch(
+pub async fn channel_watch(
     redis: &str,
     prefix: &str,
     tag: &str,
-) -> (SubscriberClient, Arc<Mutex<HashSet<u64>>>) {
+) -> (SubscriberClient, Arc<Mutex<Published>>) {
     let config = marketmux_bus::RedisConfig {
         url: redis.into(),
         ..Default::default()
     };
     let sub = config.connect_subscriber().await.expect("redis subscriber");
-    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let seen = Arc::new(Mutex::new(Published::default()));
     let s = seen.clone();
     let tag = tag.to_owned();
     let mut rx = sub.message_rx();
@@ -191,7 +221,9 @@ async fn channel_watch(
             let j: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
             let ours = j["symbol"].as_str().is_some_and(|s| s.starts_with(&tag));
             if let (true, Some(p)) = (ours, j["price"].as_f64()) {
-                s.lock().insert(p as u64);
+                let mut s = s.lock();
+                s.prices.insert(p as u64);
+                s.messages += 1;
             }
         }
     });
@@ -201,7 +233,7 @@ async fn channel_watch(
     (sub, seen)
 }
 
-async fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ok() {
         assert!(
@@ -330,7 +362,10 @@ pub async fn pipeline(brokers: &str, n: usize, exactly_once_in_kafka: bool) {
         || published.lock().len() == n,
     )
     .await;
-    assert_eq!(*published.lock(), (1..=n as u64).collect::<HashSet<u64>>());
+    assert_eq!(
+        published.lock().prices,
+        (1..=n as u64).collect::<HashSet<u64>>()
+    );
 
     // The latest of each symbol in Redis and on both gateways' /price.
     for symbol in &symbols {
@@ -380,12 +415,82 @@ pub async fn pipeline(brokers: &str, n: usize, exactly_once_in_kafka: bool) {
         )
         .await;
         let v = view.lock();
-        assert!(v.ticks >= n, "socket {i}: {} ticks for {n} prices", v.ticks);
+        assert_eq!(v.ticks, n, "socket {i}: {} ticks for {n} prices", v.ticks);
+        assert_eq!(v.out_of_order(), Vec::<String>::new(), "socket {i}");
+    }
+    // A record the surviving bridge read again reached Redis' channels at most once.
+    if exactly_once_in_kafka {
+        assert_eq!(published.lock().messages, n, "published once each");
     }
 
     bridge_b.stop().await.unwrap();
     ga.stop().await.unwrap();
     gb.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
+
+/// Every record read twice: a second bridge (a group of its own, from the
+/// topic's start) re-reads every record a first bridge forwarded, as a
+/// surviving bridge re-reads a dead one's uncommitted batch. Redis drops
+/// them where `seq` is assigned: nothing is published again, no socket gets
+/// a tick twice, and the second bridge counts them as dropped duplicates.
+/// Needs a topic of its own (a fresh broker).
+pub async fn every_record_read_twice(brokers: &str) {
+    const N: usize = 200;
+    let redis = redis_url();
+    let admin = admin(&redis).await;
+    let tag = run_tag();
+    let prefix = format!("mmtest:redeliver:{tag}:");
+    let symbols: Vec<String> = (0..4).map(|i| format!("{tag}.R{i}")).collect();
+    let gw = gateway(brokers, &redis, &prefix).await;
+    let first = bridge(brokers, &redis, &prefix, &format!("mmtest-first-{tag}")).await;
+    let (_sub, published) = channel_watch(&redis, &prefix, &tag).await;
+    let view = socket(gw.http_addr(), &symbols).await;
+    let t0 = Timestamp::now().0;
+    let body: Vec<Json> = (0..N)
+        .map(|i| {
+            json!({"symbol": symbols[i % symbols.len()], "price": (i + 1) as f64,
+                        "timestamp": Timestamp(t0 + i as i64 * 1_000).to_rfc3339()})
+        })
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/ticks", gw.http_addr()))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    eventually("the socket got every tick", Duration::from_secs(60), || {
+        view.lock().prices.len() == N
+    })
+    .await;
+    first.stop().await.unwrap();
+
+    let second = bridge(brokers, &redis, &prefix, &format!("mmtest-second-{tag}")).await;
+    let mut dropped = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dropped < N as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = scrape(second.metrics_addr()).await;
+        dropped = m["marketmux_bridge_dropped_duplicates_total"];
+    }
+    assert_eq!(
+        dropped, N as f64,
+        "the second bridge's records were all dropped"
+    );
+    let m = scrape(second.metrics_addr()).await;
+    assert_eq!(m["marketmux_bridge_ticks_forwarded_total"], 0.0);
+    // Anything published again would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(published.lock().messages, N, "each tick published once");
+    let (ticks, out_of_order) = {
+        let v = view.lock();
+        (v.ticks, v.out_of_order())
+    };
+    assert_eq!(ticks, N, "no socket got a tick twice");
+    assert_eq!(out_of_order, Vec::<String>::new());
+    second.stop().await.unwrap();
+    gw.stop().await.unwrap();
     cleanup(&admin, &prefix).await;
 }
 
