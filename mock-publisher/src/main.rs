@@ -28,6 +28,13 @@ struct Args {
     /// Sharded pub/sub (SPUBLISH), as the gateways' --redis-sharded.
     #[arg(long, env = "MARKETMUX_REDIS_SHARDED")]
     redis_sharded: bool,
+    /// With --redis-url: ticks of each symbol kept in Redis history, as the
+    /// bridge's --history-size; 0 = off.
+    #[arg(long, env = "MARKETMUX_HISTORY_SIZE", default_value_t = 1_000)]
+    history_size: usize,
+    /// With --redis-url: no kept tick older than this, as the bridge's; 0 = off.
+    #[arg(long, env = "MARKETMUX_HISTORY_TTL_SECS", default_value_t = 600)]
+    history_ttl_secs: u64,
     /// Publish to Kafka instead of HTTP: idempotent, acks=all, key = symbol.
     #[arg(long, env = "MARKETMUX_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
@@ -85,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
             url,
             prefix: args.redis_prefix,
             sharded: args.redis_sharded,
+            history: marketmux_bus::HistoryConfig {
+                size: args.history_size,
+                ttl: std::time::Duration::from_secs(args.history_ttl_secs),
+            },
             ..Default::default()
         };
         return redis_sink::run(config, rx).await;

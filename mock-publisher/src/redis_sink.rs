@@ -1,6 +1,7 @@
 //! `--redis-url`: ticks straight into Redis, as the bridge does: each tick
-//! becomes the latest price (if newer) and is published on its symbol's
-//! channel; one pipeline per batch. Keeps going through a Redis restart.
+//! gets its symbol's next seq, becomes the latest price (if newer), is kept
+//! in history and published on its symbol's channel; one pipeline per batch.
+//! Keeps going through a Redis restart.
 
 use marketmux_bus::redis::{RedisConfig, RedisPublisher};
 use marketmux_bus::TickPublisher as _;

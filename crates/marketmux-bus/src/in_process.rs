@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use marketmux_core::{Position, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 
+use crate::saved::{self, SavedError};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
 use crate::streams::SymbolStreams;
 use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPublisher};
@@ -47,6 +48,31 @@ impl InProcessBus {
     /// Adds a receiver of every published batch, in order.
     pub fn add_batch_handler(&self, handler: BatchHandler) {
         self.batch_handlers.write().push(handler);
+    }
+
+    /// Writes every symbol's stream (epoch, seq, kept ticks, latest tick) to
+    /// `path`, for [`InProcessBus::restore_streams`] after a clean restart.
+    /// Returns how many streams were saved.
+    pub fn save_streams(&self, path: &std::path::Path) -> Result<usize, SavedError> {
+        let streams = self.streams.lock();
+        let all = streams.iter().map(|(s, st)| (s, st, self.prices.get(s)));
+        saved::save(path, all)
+    }
+
+    /// Reads (and removes) what [`InProcessBus::save_streams`] wrote, so the
+    /// symbols keep their epochs and sequences; call before publishing.
+    /// Without a file, nothing changes (every symbol starts a new epoch).
+    pub fn restore_streams(&self, path: &std::path::Path) -> Result<usize, SavedError> {
+        let restored = saved::take(path)?;
+        let n = restored.len();
+        let mut streams = self.streams.lock();
+        for (symbol, stream, latest) in restored {
+            if let Some(t) = latest {
+                self.prices.put_if_newer(&t);
+            }
+            streams.restore(symbol, stream);
+        }
+        Ok(n)
     }
 
     /// The in-memory latest prices.

@@ -12,7 +12,7 @@
 //!   delivers ticks to a node (the gateway wires them to the hub).
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests; its
-//!   streams live in [`streams`].
+//!   streams live in [`streams`], saved across a clean restart by [`saved`].
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
 //! - [`testing`]: a `redis-server` of a test's own.
@@ -21,6 +21,7 @@ pub mod in_process;
 pub mod latest;
 pub mod metrics;
 pub mod redis;
+pub mod saved;
 pub mod stream;
 pub mod streams;
 pub mod testing;

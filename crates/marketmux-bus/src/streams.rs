@@ -189,6 +189,22 @@ impl SymbolStreams {
     }
 }
 
+impl SymbolStreams {
+    /// Every stream, for saving.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Symbol, &SymbolStream)> {
+        self.streams.iter()
+    }
+
+    /// Puts back a saved stream (its kept ticks trimmed to today's bounds).
+    pub(crate) fn restore(&mut self, symbol: Symbol, mut stream: SymbolStream) {
+        stream.trim(&self.history, now_ms());
+        if !self.history.enabled() {
+            stream.kept.clear();
+        }
+        self.streams.insert(symbol, stream);
+    }
+}
+
 /// The first `limit` kept ticks with seq above `after`.
 fn kept_after(stream: &SymbolStream, after: u64, limit: usize) -> Vec<Tick> {
     // Kept seqs are consecutive: index arithmetic, no search.

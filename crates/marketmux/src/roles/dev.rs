@@ -25,6 +25,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     }
     marketmux_gateway::server::raise_fd_limit();
     let bus = InProcessBus::with_history(args.history.config());
+    let saved_streams = restore_streams(&bus, &args)?;
     let hub = GatewayState::new_hub();
     let h = hub.clone();
     // Whole batches: each client's writer wakes once per batch, not per tick.
@@ -70,18 +71,47 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     };
     let router = marketmux_gateway::web::SymbolDirectory::new(move || prices.prices().symbols())
         .serve_on(routes.merge(alert_routes));
-    let task = tokio::spawn(marketmux_gateway::serve(
-        listener,
-        state,
-        router,
-        shutdown.clone(),
-    ));
+    let serving = marketmux_gateway::serve(listener, state, router, shutdown.clone());
+    let task = tokio::spawn(async move {
+        let served = serving.await;
+        // Stopped: nothing publishes any more.
+        match bus.save_streams(&saved_streams) {
+            Ok(n) => {
+                tracing::info!(streams = n, path = %saved_streams.display(), "Symbol streams saved")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Symbol streams not saved; they start new epochs next time")
+            }
+        }
+        served
+    });
     Ok(Node {
         addr: Some(addr),
         metrics_addr: admin,
         shutdown,
         task,
     })
+}
+
+/// Where the dev node keeps its symbols' streams across a clean restart.
+const STREAMS_FILE: &str = "streams.json";
+
+/// Puts back the streams saved by the last clean stop under `--data-dir`;
+/// returns the file to save them to at the next.
+fn restore_streams(bus: &InProcessBus, args: &DevArgs) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let path = args.data_dir.join(STREAMS_FILE);
+    match bus.restore_streams(&path) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(streams = n, path = %path.display(), "Symbol streams restored: same epochs, sequences go on")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Saved symbol streams unreadable; every symbol starts a new epoch")
+        }
+    }
+    Ok(path)
 }
 
 /// How often `/ready` learns whether the alert store answers.
