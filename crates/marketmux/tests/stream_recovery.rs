@@ -323,3 +323,87 @@ async fn a_flushed_redis_starts_a_new_epoch_and_subscribers_are_told() {
     assert_eq!(ticks(&mut again, 1).await, [(1, 3.0)]);
     node.stop().await.unwrap();
 }
+
+/// The seam under load on Redis: while 2,000 ticks/s of one symbol are
+/// posted to one node, clients of another node leave and come back with
+/// their position; each ends with every `seq` exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resume_while_two_thousand_ticks_a_second_arrive() {
+    const CLIENTS: usize = 20;
+    const BATCH: usize = 20; // every 10 ms: 2,000 ticks/s
+    const BATCHES: usize = 200;
+    let url = redis_url();
+    let prefix = unique_prefix("seam");
+    let admin = admin(&url).await;
+    let feed_node = gateway(&url, &prefix, &[]).await;
+    let node = gateway(&url, &prefix, &[]).await;
+    let feed_addr = feed_node.http_addr();
+    let feeder = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut every = tokio::time::interval(Duration::from_millis(10));
+        let mut n = 0u32;
+        for _ in 0..BATCHES {
+            every.tick().await;
+            let batch: Vec<Json> = (0..BATCH)
+                .map(|_| {
+                    n += 1;
+                    json!({"symbol": "ZZSEAM", "price": 100.0 + f64::from(n % 1000) / 10.0,
+                           "timestamp": Timestamp::now().to_rfc3339()})
+                })
+                .collect();
+            let r = http
+                .post(format!("http://{feed_addr}/api/v1/ticks"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    });
+
+    let addr = node.http_addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50 + 60 * c as u64)).await;
+                let mut ws = client(addr).await;
+                let reply =
+                    subscribe(&mut ws, json!({"action":"subscribe","symbol":"ZZSEAM"})).await;
+                let epoch = reply["streams"]["ZZSEAM"]["epoch"].clone();
+                // The latest tick, then a few live ones.
+                let mut seen: Vec<u64> = ticks(&mut ws, 5).await.iter().map(|t| t.0).collect();
+                drop(ws);
+                tokio::time::sleep(Duration::from_millis(20 + 13 * c as u64 % 100)).await;
+                let mut ws = client(addr).await;
+                let at = *seen.last().unwrap();
+                let reply = subscribe(
+                    &mut ws,
+                    json!({"action":"subscribe","symbol":"ZZSEAM",
+                           "since":{"ZZSEAM":{"seq":at,"epoch":epoch}}}),
+                )
+                .await;
+                assert_eq!(reply["streams"]["ZZSEAM"]["recovered"], true, "{reply}");
+                let last = (BATCH * BATCHES) as u64;
+                while *seen.last().unwrap() < last {
+                    let m = next(&mut ws).await;
+                    assert_eq!(m["type"], "tick", "{m}");
+                    seen.push(m["seq"].as_u64().unwrap());
+                }
+                (seen, at)
+            })
+        })
+        .collect();
+    feeder.await.unwrap();
+    for (c, task) in clients.into_iter().enumerate() {
+        let (seen, resumed_at) = task.await.unwrap();
+        let first = seen[0];
+        assert_eq!(
+            seen,
+            (first..=(BATCH * BATCHES) as u64).collect::<Vec<_>>(),
+            "client {c} (resumed from {resumed_at}): every seq once, in order"
+        );
+    }
+    feed_node.stop().await.unwrap();
+    node.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
