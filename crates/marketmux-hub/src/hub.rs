@@ -480,11 +480,15 @@ impl SymbolHub {
                     head.is_none_or(|h| t.position().is_none_or(|p| p.epoch == h.epoch))
                 });
                 if let Some((tick, frame)) = newest {
-                    if let Some(position) = tick.position() {
-                        sub.set_position(position);
+                    // Without a named head the client learns the stream here.
+                    let admitted = sub.admit(&tick);
+                    if admitted == Admit::NewEpoch {
+                        self.announce(sub, &tick);
                     }
-                    client.push_tick(*symbol, &frame);
-                    delivered += 1;
+                    if admitted != Admit::Stale {
+                        client.push_tick(*symbol, &frame);
+                        delivered += 1;
+                    }
                 }
             }
         }
@@ -726,6 +730,43 @@ mod tests {
         assert_eq!(got[0]["streams"]["AAPL"]["seq"], n);
         assert_eq!(got[1]["seq"], n);
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_start_without_a_named_stream_announces_it_with_the_latest_tick() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a);
+        hub.publish(&numbered("AAPL", 4.0, 7, 4));
+        // The store did not answer: no head was named in the reply.
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Latest {
+                latest: None,
+                head: None,
+            },
+        );
+        assert_eq!(started, Started::default());
+        let got = drain(&a);
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["streams"]["AAPL"]["seq"], 4);
+        assert_eq!(
+            (got[1]["seq"].as_u64(), got.len()),
+            (Some(4), 2),
+            "the tick once"
+        );
+        // A named head: the latest tick follows the reply without a notice.
+        let b = hub.new_client(2, QueueLimits::default());
+        hub.subscribe_held(aapl, &b);
+        let head = Some(Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 4,
+        });
+        hub.start(&aapl, &b, StreamStart::Latest { latest: None, head });
+        let got = drain(&b);
+        assert_eq!((got.len(), got[0]["seq"].as_u64()), (1, Some(4)));
     }
 
     #[test]
