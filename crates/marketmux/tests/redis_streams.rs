@@ -1,0 +1,186 @@
+//! One stream per symbol across gateway nodes on one Redis, over real
+//! sockets: ticks posted at either node reach the clients of both with the
+//! same `seq`, one more per tick, in order; a node started later continues
+//! the sequence; after Redis loses its data the sequence starts again. Uses the Redis at 127.0.0.1:6379 (or
+//! MARKETMUX_TEST_REDIS_URL) under a key prefix of its own, deleted at the end.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser as _;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use futures_util::{SinkExt as _, StreamExt as _};
+use marketmux::cli::{Cli, Role};
+use marketmux::node::Node;
+use marketmux_core::Timestamp;
+use serde_json::{json, Value as Json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn redis_url() -> String {
+    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn admin(url: &str) -> Client {
+    let config = marketmux_bus::RedisConfig {
+        url: url.into(),
+        ..Default::default()
+    };
+    config.connect_client().await.unwrap_or_else(|e| {
+        panic!("this test needs a Redis server: {e}; start one with `redis-server`")
+    })
+}
+
+async fn cleanup(admin: &Client, prefix: &str) {
+    let keys: Vec<String> = admin
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
+            vec![format!("{prefix}*")],
+        )
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = admin.del(keys).await.unwrap();
+    }
+}
+
+async fn gateway(url: &str, prefix: &str) -> Node {
+    let cli = Cli::parse_from([
+        "marketmux",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        url,
+        "--redis-prefix",
+        prefix,
+        "--drain-secs",
+        "0",
+    ]);
+    let Some(Role::Gateway(args)) = cli.role else {
+        panic!("not the gateway role")
+    };
+    marketmux::roles::gateway::start(args)
+        .await
+        .expect("gateway starts")
+}
+
+async fn subscribed(addr: SocketAddr, symbol: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"action": "subscribe", "symbol": symbol}).to_string(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let j = next(&mut ws).await;
+        if j["type"] == "subscribed" {
+            return ws;
+        }
+    }
+}
+
+async fn next(ws: &mut Ws) -> Json {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// `(price, seq)` of the next `n` ticks.
+async fn ticks(ws: &mut Ws, n: usize) -> Vec<(f64, u64)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let j = next(ws).await;
+        if j["type"] == "tick" {
+            got.push((j["price"].as_f64().unwrap(), j["seq"].as_u64().unwrap_or(0)));
+        }
+    }
+    got
+}
+
+async fn post(addr: SocketAddr, symbol: &str, prices: &[f64]) {
+    let body: Vec<Json> = prices
+        .iter()
+        .map(|p| json!({"symbol": symbol, "price": p, "timestamp": Timestamp::now().to_rfc3339()}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/ticks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_nodes_send_the_same_seq_for_the_same_tick() {
+    let url = redis_url();
+    let admin = admin(&url).await;
+    let prefix = format!(
+        "mmtest:streams:{}:{}:",
+        std::process::id(),
+        Timestamp::now().0
+    );
+    let (a, b) = (gateway(&url, &prefix).await, gateway(&url, &prefix).await);
+    let mut on_a = subscribed(a.http_addr(), "SEQ").await;
+    let mut on_b = subscribed(b.http_addr(), "SEQ").await;
+    // Posted at both nodes, alternately: one sequence for the symbol.
+    for round in 0..5 {
+        let base = f64::from(round * 10);
+        post(a.http_addr(), "SEQ", &[base + 1.0, base + 2.0]).await;
+        post(b.http_addr(), "SEQ", &[base + 3.0]).await;
+    }
+    let want: Vec<(f64, u64)> = (0..5)
+        .flat_map(|r| {
+            let base = f64::from(r * 10);
+            [base + 1.0, base + 2.0, base + 3.0]
+        })
+        .zip(1..)
+        .collect();
+    assert_eq!(ticks(&mut on_a, 15).await, want);
+    assert_eq!(ticks(&mut on_b, 15).await, want);
+
+    // A node that starts now continues the same sequence (its snapshot is
+    // the latest tick, with its seq), rather than numbering from 1.
+    let c = gateway(&url, &prefix).await;
+    let mut on_c = subscribed(c.http_addr(), "SEQ").await;
+    assert_eq!(ticks(&mut on_c, 1).await, [(43.0, 15)]);
+    post(c.http_addr(), "SEQ", &[50.0]).await;
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(ticks(ws, 1).await, [(50.0, 16)]);
+    }
+    c.stop().await.unwrap();
+
+    // Redis loses its data: the sequence starts again at 1 on both nodes.
+    let cleared: i64 = admin
+        .custom(
+            CustomCommand::new_static("DEL", ClusterHash::FirstKey, false),
+            vec![
+                format!("{prefix}stream:{{{prefix}price:SEQ}}"),
+                format!("{prefix}history:{{{prefix}price:SEQ}}"),
+                format!("{prefix}price:SEQ"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, 3);
+    post(b.http_addr(), "SEQ", &[99.0]).await;
+    assert_eq!(ticks(&mut on_a, 1).await, [(99.0, 1)]);
+    assert_eq!(ticks(&mut on_b, 1).await, [(99.0, 1)]);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
