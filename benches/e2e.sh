@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of issue 3: the standard scenarios against a release
+# End-to-end benchmark: the standard scenarios against a release
 # MarketMux (`marketmux dev --feed-rate 0`) and against NATS's WebSocket
 # listener (benches/nats.conf), then one table with ratios.
 #

@@ -17,7 +17,7 @@ pub struct Cli {
     /// Number of clients.
     #[arg(short = 'c', long, default_value_t = 100)]
     pub clients: usize,
-    /// One symbol every client follows (the seed's form).
+    /// One symbol every client follows (the simplest form).
     #[arg(long, conflicts_with_all = ["symbols", "symbol_list"])]
     pub symbol: Option<String>,
     /// Use N generated symbols (S0001, S0002, ...).

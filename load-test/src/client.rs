@@ -719,7 +719,7 @@ mod tests {
         let m = &texts(&f)[0];
         assert_eq!(m["symbols"][0], "AAPL");
         assert_eq!(m["since"]["AAPL"]["seq"], 7);
-        // --no-recovery: the seed form again, no position.
+        // --no-recovery: the plain form again, no position.
         let (f, _) = subscribe_frames(&["AAPL"], &mut one, false, [0; 4]);
         assert_eq!(&f[6..], br#"{"action":"subscribe","symbol":"AAPL"}"#);
     }

@@ -7,7 +7,7 @@
 //! - [`client`]: one simulated client: setup, counting ticks, reconnects.
 //! - [`recovery`]: each symbol's position `{seq, epoch}` across reconnects, and
 //!   what replays, gaps and duplicates count as.
-//! - [`message`], [`rfc3339`]: reading a tick's symbol, timestamp and seq without allocating.
+//! - [`message`], [`rfc3339`]: reading a tick's symbol, timestamp and seq, fast.
 //! - [`nats`]: the NATS text protocol (subscriber parsing, TCP publisher).
 //! - [`publisher`]: ticks at a fixed rate, via `POST /api/v1/ticks` or NATS `PUB`.
 //! - [`stats`]: shared counters, latency histograms.

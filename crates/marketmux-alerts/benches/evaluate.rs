@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use marketmux_alerts::{
-    Alert, AlertIndex, AlertStore, Condition, Evaluator, FiredAlert, NewAlert, StoreError,
+    Alert, AlertIndex, AlertPage, AlertStore, Condition, Evaluator, FiredAlert, ListQuery,
+    NewAlert, StoreError,
 };
 use marketmux_core::{Symbol, Tick, Timestamp};
 use parking_lot::Mutex;
@@ -47,11 +48,17 @@ struct StubStore(Vec<Alert>);
 
 #[async_trait]
 impl AlertStore for StubStore {
-    async fn create(&self, _: &NewAlert) -> Result<Alert, StoreError> {
+    async fn create(&self, _: &NewAlert, _: u32) -> Result<Alert, StoreError> {
         Err(StoreError::Internal("stub".into()))
     }
-    async fn list(&self, _: i64, _: bool) -> Result<Vec<Alert>, StoreError> {
-        Ok(Vec::new())
+    async fn list(&self, _: i64, _: &ListQuery) -> Result<AlertPage, StoreError> {
+        Ok(AlertPage {
+            alerts: Vec::new(),
+            next_after_id: None,
+        })
+    }
+    async fn get(&self, _: i64) -> Result<Option<Alert>, StoreError> {
+        Ok(None)
     }
     async fn delete(&self, _: i64, _: Option<i64>) -> Result<bool, StoreError> {
         Ok(false)

@@ -27,22 +27,26 @@ pub struct AlertEngine {
 }
 
 impl AlertEngine {
-    /// Loads the active alerts from `store` and spawns the evaluation task.
-    /// `reload_every` re-reads the store's active alerts periodically, for
-    /// deployments where other instances create alerts.
+    /// Loads the active alerts from `store` and spawns the evaluation task,
+    /// and, when the store has a change feed (PostgreSQL), the task that
+    /// applies other instances' creates and deletes at once.
+    /// `reload_every` also re-reads the store's active alerts periodically,
+    /// as a safety net. Each user may have `max_per_user` active alerts.
     pub async fn start(
         store: Arc<dyn AlertStore>,
         sink: AlertSink,
         reload_every: Option<Duration>,
+        max_per_user: u32,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
         let evaluator = Evaluator::new(store.clone(), sink);
         let loaded = evaluator.reload().await?;
         tracing::info!(active = loaded, "Alert index loaded");
+        crate::follow::spawn(store.clone(), evaluator.clone(), shutdown.clone());
         let inbox = Arc::new(TickInbox::new());
         tokio::spawn(evaluator.clone().run(inbox.clone(), reload_every, shutdown));
         let service: Arc<dyn AlertService> =
-            LocalAlertService::new(store.clone(), Some(evaluator.clone()));
+            LocalAlertService::with_cap(store.clone(), Some(evaluator.clone()), max_per_user);
         Ok(Self {
             store,
             evaluator,

@@ -172,8 +172,12 @@ impl Evaluator {
         Ok(n)
     }
 
-    /// Starts watching a newly created alert.
+    /// Starts watching an active alert (created, or read again). An alert
+    /// whose fire is pending stays out of the index: the retry fires it.
     pub fn track(&self, alert: Alert) {
+        if self.pending.lock().contains_key(&alert.id) {
+            return;
+        }
         let mut live = self.live.lock();
         live.record(|| Change::Track(alert.clone()));
         live.index.insert(alert);
@@ -355,6 +359,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Condition, NewAlert};
+    use crate::page::{AlertPage, ListQuery};
 
     /// A held `load_active`: tells the test it has read the alerts, then
     /// waits for the test to let it return.
@@ -385,7 +390,7 @@ mod tests {
 
     #[async_trait]
     impl AlertStore for MemStore {
-        async fn create(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+        async fn create(&self, new: &NewAlert, _max_active: u32) -> Result<Alert, StoreError> {
             let mut alerts = self.alerts.lock();
             let alert = Alert {
                 id: alerts.len() as i64 + 1,
@@ -402,14 +407,21 @@ mod tests {
             Ok(alert)
         }
 
-        async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError> {
-            Ok(self
+        async fn list(&self, user_id: i64, query: &ListQuery) -> Result<AlertPage, StoreError> {
+            let rows = self
                 .alerts
                 .lock()
                 .iter()
-                .filter(|a| a.user_id == user_id && (a.active || !active_only))
+                .filter(|a| a.user_id == user_id && (a.active || !query.active_only))
+                .filter(|a| a.id > query.after())
+                .take(query.fetch_rows() as usize)
                 .cloned()
-                .collect())
+                .collect();
+            Ok(AlertPage::from_rows(rows, query))
+        }
+
+        async fn get(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+            Ok(self.alerts.lock().iter().find(|a| a.id == id).cloned())
         }
 
         async fn delete(&self, id: i64, _user_id: Option<i64>) -> Result<bool, StoreError> {
@@ -453,6 +465,12 @@ mod tests {
         }
     }
 
+    impl MemStore {
+        async fn create_unbounded(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+            self.create(new, u32::MAX).await
+        }
+    }
+
     fn new_alert(sym: &str, condition: Condition, target_price: f64) -> NewAlert {
         NewAlert {
             user_id: 7,
@@ -480,7 +498,7 @@ mod tests {
     async fn alert_tracked_during_a_reload_survives_the_swap_and_fires() {
         let (store, ev, fired) = setup();
         store
-            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
             .await
             .unwrap();
         assert_eq!(ev.reload().await.unwrap(), 1);
@@ -493,7 +511,7 @@ mod tests {
         read.await.unwrap();
         // Created and tracked after the snapshot was read, before the swap.
         let created = store
-            .create(&new_alert("MSFT", Condition::Below, 50.0))
+            .create_unbounded(&new_alert("MSFT", Condition::Below, 50.0))
             .await
             .unwrap();
         ev.track(created.clone());
@@ -510,11 +528,11 @@ mod tests {
     async fn forget_and_fire_during_a_reload_are_not_undone_by_the_swap() {
         let (store, ev, fired) = setup();
         let gone = store
-            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
             .await
             .unwrap();
         let hit = store
-            .create(&new_alert("AAPL", Condition::Below, 90.0))
+            .create_unbounded(&new_alert("AAPL", Condition::Below, 90.0))
             .await
             .unwrap();
         assert_eq!(ev.reload().await.unwrap(), 2);
@@ -549,13 +567,13 @@ mod tests {
         });
         read.await.unwrap();
         let local = store
-            .create(&new_alert("AAPL", Condition::Above, 100.0))
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
             .await
             .unwrap();
         ev.track(local);
         // Created through another instance: only a reload sees it.
         let remote = store
-            .create(&new_alert("MSFT", Condition::Above, 10.0))
+            .create_unbounded(&new_alert("MSFT", Condition::Above, 10.0))
             .await
             .unwrap();
         assert_eq!(ev.reload().await.unwrap(), 2);

@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 use crate::model::{Alert, NewAlert};
+use crate::page::{AlertPage, ListQuery};
 use crate::service::{AlertService, ServiceError};
 
 /// Generated protobuf types and service stubs.
@@ -68,6 +69,8 @@ impl TryFrom<pb::Alert> for Alert {
 fn to_status(e: ServiceError) -> Status {
     match e {
         ServiceError::Invalid(inv) => Status::invalid_argument(inv.to_string()),
+        ServiceError::InvalidPage(e) => Status::invalid_argument(e.to_string()),
+        ServiceError::TooManyAlerts(m) => Status::resource_exhausted(m),
         ServiceError::Unavailable(m) => Status::unavailable(m),
         ServiceError::Internal(m) => Status::internal(m),
     }
@@ -78,6 +81,7 @@ fn from_status(s: Status) -> ServiceError {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             ServiceError::Unavailable(format!("alert service: {}", s.message()))
         }
+        Code::ResourceExhausted => ServiceError::TooManyAlerts(s.message().to_string()),
         _ => ServiceError::Internal(format!("alert service: {:?}: {}", s.code(), s.message())),
     }
 }
@@ -112,13 +116,12 @@ impl AlertApi for AlertGrpcServer {
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
         let r = request.into_inner();
-        let alerts = self
-            .api
-            .list(r.user_id, r.active_only)
-            .await
-            .map_err(to_status)?;
+        let query = ListQuery::new(r.active_only, r.after_id, Some(r.limit))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let page = self.api.list(r.user_id, query).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAlertsResponse {
-            alerts: alerts.into_iter().map(Into::into).collect(),
+            alerts: page.alerts.into_iter().map(Into::into).collect(),
+            next_after_id: page.next_after_id,
         }))
     }
 
@@ -197,21 +200,27 @@ impl AlertService for GrpcAlertClient {
         a.into_inner().try_into()
     }
 
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, ServiceError> {
+    async fn list(&self, user_id: i64, query: ListQuery) -> Result<AlertPage, ServiceError> {
         let r = self
             .client
             .clone()
             .list_alerts(pb::ListAlertsRequest {
                 user_id,
-                active_only,
+                active_only: query.active_only,
+                limit: query.limit,
+                after_id: query.after_id,
             })
             .await
-            .map_err(from_status)?;
-        r.into_inner()
-            .alerts
-            .into_iter()
-            .map(Alert::try_from)
-            .collect()
+            .map_err(from_status)?
+            .into_inner();
+        Ok(AlertPage {
+            alerts: r
+                .alerts
+                .into_iter()
+                .map(Alert::try_from)
+                .collect::<Result<_, _>>()?,
+            next_after_id: r.next_after_id,
+        })
     }
 
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, ServiceError> {

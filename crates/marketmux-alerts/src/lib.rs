@@ -3,9 +3,12 @@
 //!
 //! - [`model`]: [`Alert`], [`Condition`], [`NewAlert`] (validation), [`FiredAlert`].
 //! - [`store`]: [`AlertStore`] and its PostgreSQL and embedded (SQLite) implementations.
+//! - [`page`]: [`ListQuery`] and [`AlertPage`], listing a user's alerts a page at a time.
 //! - [`index`]: [`AlertIndex`], active alerts per symbol sorted by target.
 //! - [`evaluator`]: [`Evaluator`], ticks against the index, fired exactly once
 //!   through the store's conditional update; failed fires kept pending.
+//! - [`follow`]: the store's change feed applied to an evaluator, so every
+//!   instance sees every create and delete at once.
 //! - [`inbox`]: [`TickInbox`], the non-blocking hand-off from the bus.
 //! - [`service`]: [`AlertService`], the API the handlers call; [`LocalAlertService`].
 //! - [`rest`]: the axum routes `POST/GET /alerts`, `DELETE /alerts/{id}`.
@@ -15,11 +18,13 @@
 
 pub mod engine;
 pub mod evaluator;
+pub mod follow;
 pub mod grpc;
 pub mod health;
 pub mod inbox;
 pub mod index;
 pub mod model;
+pub mod page;
 pub mod rest;
 pub mod service;
 pub mod store;
@@ -30,5 +35,6 @@ pub use health::StoreHealth;
 pub use inbox::TickInbox;
 pub use index::AlertIndex;
 pub use model::{Alert, Condition, FiredAlert, InvalidAlert, NewAlert};
-pub use service::{AlertService, LocalAlertService, ServiceError};
-pub use store::{open_store, AlertStore, PgAlertStore, SqliteAlertStore, StoreError};
+pub use page::{AlertPage, InvalidPage, ListQuery};
+pub use service::{AlertService, LocalAlertService, ServiceError, DEFAULT_MAX_ALERTS_PER_USER};
+pub use store::{open_store, AlertStore, PgAlertStore, SqliteAlertStore, StoreError, StoreEvent};

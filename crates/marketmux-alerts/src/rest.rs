@@ -1,6 +1,11 @@
 //! REST handlers: `POST /alerts`, `GET /alerts`, `DELETE /alerts/{id}`, as an
 //! axum [`Router`] the binary merges into the gateway's. Errors are
 //! `{"error":{"code","message"}}` (the gateway's shape).
+//!
+//! - `POST /alerts` past the per-user cap answers 409 `too_many_alerts`.
+//! - `GET /alerts` is paged: `limit` (default 100, at most 1,000) and
+//!   `after_id`; the answer is `{"alerts":[...],"next_after_id":N}`, in
+//!   ascending id order, `next_after_id` absent on the last page.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use marketmux_core::auth::AuthenticatedUser;
 use serde::Deserialize;
 
 use crate::model::NewAlert;
+use crate::page::ListQuery;
 use crate::service::{AlertService, ServiceError};
 
 /// Largest accepted `POST /alerts` body.
@@ -53,6 +59,12 @@ impl From<ServiceError> for RestError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(inv) => Self::bad_request(inv.code(), inv.to_string()),
+            ServiceError::InvalidPage(e) => Self::bad_request("invalid_query", e.to_string()),
+            ServiceError::TooManyAlerts(message) => Self {
+                status: StatusCode::CONFLICT,
+                code: "too_many_alerts",
+                message,
+            },
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "Alert store unavailable");
                 Self {
@@ -163,9 +175,14 @@ async fn list(
 ) -> Result<Response, RestError> {
     let required = token.is_none();
     let uid = acting_user(token, user_id(&q, required)?)?.unwrap_or_default();
-    let active_only = flag(&q, "active_only")?;
-    let alerts = api.list(uid, active_only).await?;
-    Ok(Json(serde_json::json!({ "alerts": alerts })).into_response())
+    let query = ListQuery::parse(
+        flag(&q, "active_only")?,
+        q.get("after_id").map(String::as_str),
+        q.get("limit").map(String::as_str),
+    )
+    .map_err(ServiceError::from)?;
+    let page = api.list(uid, query).await?;
+    Ok(Json(page).into_response())
 }
 
 async fn remove(

@@ -8,7 +8,12 @@ use async_trait::async_trait;
 
 use crate::evaluator::Evaluator;
 use crate::model::{Alert, InvalidAlert, NewAlert};
+use crate::page::{AlertPage, InvalidPage, ListQuery};
 use crate::store::{AlertStore, StoreError};
+
+/// Active alerts a user may have when the role is given no
+/// `--max-alerts-per-user`.
+pub const DEFAULT_MAX_ALERTS_PER_USER: u32 = 100;
 
 /// Why an alert API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +21,13 @@ pub enum ServiceError {
     /// The request is malformed (400 / INVALID_ARGUMENT).
     #[error(transparent)]
     Invalid(#[from] InvalidAlert),
+    /// A list request's `limit` or `after_id` is out of range (400 / INVALID_ARGUMENT).
+    #[error(transparent)]
+    InvalidPage(#[from] InvalidPage),
+    /// The user is at the per-user cap of active alerts (409 `too_many_alerts` /
+    /// RESOURCE_EXHAUSTED); the message says so for the client.
+    #[error("{0}")]
+    TooManyAlerts(String),
     /// The store or the remote alert service cannot be reached (503 / UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
@@ -29,6 +41,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Unavailable(m) => ServiceError::Unavailable(m),
             StoreError::Internal(m) => ServiceError::Internal(m),
+            e @ StoreError::TooManyAlerts { .. } => ServiceError::TooManyAlerts(e.to_string()),
         }
     }
 }
@@ -36,10 +49,11 @@ impl From<StoreError> for ServiceError {
 /// The alert API as the handlers see it.
 #[async_trait]
 pub trait AlertService: Send + Sync {
-    /// Stores a new active alert and starts watching it.
+    /// Stores a new active alert and starts watching it; refused past the
+    /// per-user cap.
     async fn create(&self, new: NewAlert) -> Result<Alert, ServiceError>;
-    /// Alerts of `user_id`, newest first.
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, ServiceError>;
+    /// One page of `user_id`'s alerts, in ascending id order.
+    async fn list(&self, user_id: i64, query: ListQuery) -> Result<AlertPage, ServiceError>;
     /// Deletes alert `id` (of `user_id`, when given); false when there was none.
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, ServiceError>;
 }
@@ -49,27 +63,44 @@ pub trait AlertService: Send + Sync {
 pub struct LocalAlertService {
     store: Arc<dyn AlertStore>,
     evaluator: Option<Arc<Evaluator>>,
+    /// Active alerts one user may have (`--max-alerts-per-user`).
+    max_per_user: u32,
 }
 
 impl LocalAlertService {
-    /// Serves `store`, keeping `evaluator` (if any) in step.
+    /// Serves `store` with the default per-user cap, keeping `evaluator`
+    /// (if any) in step.
     pub fn new(store: Arc<dyn AlertStore>, evaluator: Option<Arc<Evaluator>>) -> Arc<Self> {
-        Arc::new(Self { store, evaluator })
+        Self::with_cap(store, evaluator, DEFAULT_MAX_ALERTS_PER_USER)
+    }
+
+    /// As [`LocalAlertService::new`], allowing each user `max_per_user`
+    /// active alerts.
+    pub fn with_cap(
+        store: Arc<dyn AlertStore>,
+        evaluator: Option<Arc<Evaluator>>,
+        max_per_user: u32,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            evaluator,
+            max_per_user,
+        })
     }
 }
 
 #[async_trait]
 impl AlertService for LocalAlertService {
     async fn create(&self, new: NewAlert) -> Result<Alert, ServiceError> {
-        let alert = self.store.create(&new).await?;
+        let alert = self.store.create(&new, self.max_per_user).await?;
         if let Some(ev) = &self.evaluator {
             ev.track(alert.clone());
         }
         Ok(alert)
     }
 
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, ServiceError> {
-        Ok(self.store.list(user_id, active_only).await?)
+    async fn list(&self, user_id: i64, query: ListQuery) -> Result<AlertPage, ServiceError> {
+        Ok(self.store.list(user_id, &query).await?)
     }
 
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, ServiceError> {

@@ -81,7 +81,7 @@ async fn database_outage_gives_503_and_delays_fires_without_losing_them() {
     let store: Arc<dyn AlertStore> = Arc::new(PgAlertStore::connect(&url).await.unwrap());
 
     let a = store
-        .create(&new_alert(1, "AAPL", "ABOVE", 100.0))
+        .add(&new_alert(1, "AAPL", "ABOVE", 100.0))
         .await
         .unwrap();
     let rec = Recorder::default();
@@ -124,7 +124,7 @@ async fn database_outage_gives_503_and_delays_fires_without_losing_them() {
     ev.on_tick(&tick("AAPL", 102.0)).await;
     assert_eq!(ev.retry_pending().await, 0);
     assert_eq!(rec.ids().len(), 1, "never twice");
-    let stored = store.list(1, false).await.unwrap();
+    let stored = store.list_all(1, false).await.unwrap();
     assert_eq!(stored[0].triggered_price, Some(101.0));
     let resp = app
         .oneshot(

@@ -144,6 +144,21 @@ async fn each_bad_input_is_a_400_json_error() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
         assert!(e["error"]["code"].is_string());
     }
+    for uri in [
+        "/alerts?user_id=1&limit=0",
+        "/alerts?user_id=1&limit=1001",
+        "/alerts?user_id=1&limit=-3",
+        "/alerts?user_id=1&limit=ten",
+        "/alerts?user_id=1&limit=",
+        "/alerts?user_id=1&after_id=-1",
+        "/alerts?user_id=1&after_id=abc",
+        "/alerts?user_id=1&after_id=99999999999999999999",
+    ] {
+        let (s, e) = call(&app, Method::GET, uri, "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(e["error"]["code"], "invalid_query", "{uri}: {e}");
+        assert!(e["error"]["message"].is_string());
+    }
     let (s, e) = call(&app, Method::DELETE, "/alerts/xyz", "").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(e["error"]["code"], "invalid_id");
@@ -167,5 +182,62 @@ async fn a_store_that_is_down_answers_503_json() {
     }
     sw.set_down(false);
     let (s, _) = call(&app, Method::POST, "/alerts", body).await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn creating_past_the_cap_is_409_and_lists_come_in_pages() {
+    let dir = TempDir::new();
+    let store: Arc<dyn AlertStore> = Arc::new(sqlite_store(&dir).await);
+    let app = rest::routes(LocalAlertService::with_cap(store, None, 5));
+    let body = |p: u32| {
+        format!(r#"{{"user_id":3,"symbol":"AAPL","target_price":{p},"condition":"ABOVE"}}"#)
+    };
+    let mut ids = Vec::new();
+    for p in 1..=5 {
+        let (s, a) = call(&app, Method::POST, "/alerts", &body(p)).await;
+        assert_eq!(s, StatusCode::CREATED, "{a}");
+        ids.push(a["id"].as_i64().unwrap());
+    }
+    let (s, e) = call(&app, Method::POST, "/alerts", &body(6)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "too_many_alerts");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("5 active alerts"), "{msg}");
+
+    // The old shape still answers: every alert under "alerts", no cursor at the end.
+    let (s, all) = call(&app, Method::GET, "/alerts?user_id=3", "").await;
+    assert_eq!(s, StatusCode::OK);
+    let got: Vec<i64> = all["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, ids, "ascending ids");
+    assert!(all.get("next_after_id").is_none(), "{all}");
+
+    // Two at a time: 2 + 2 + 1, each page naming where the next starts.
+    let mut walked = Vec::new();
+    let mut uri = "/alerts?user_id=3&limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let (s, page) = call(&app, Method::GET, &uri, "").await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        pages += 1;
+        let alerts = page["alerts"].as_array().unwrap();
+        assert!(alerts.len() <= 2);
+        walked.extend(alerts.iter().map(|a| a["id"].as_i64().unwrap()));
+        match page.get("next_after_id").and_then(Value::as_i64) {
+            Some(next) => uri = format!("/alerts?user_id=3&limit=2&after_id={next}"),
+            None => break,
+        }
+    }
+    assert_eq!((walked, pages), (ids.clone(), 3));
+
+    // Deleting one frees a place.
+    let (s, _) = call(&app, Method::DELETE, &format!("/alerts/{}", ids[0]), "").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&app, Method::POST, "/alerts", &body(7)).await;
     assert_eq!(s, StatusCode::CREATED);
 }

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::skew::{ClockSkew, FutureTimestamp};
 use crate::symbol::Symbol;
 use crate::tick::{Tick, TickError, Timestamp};
 
@@ -32,14 +33,20 @@ pub enum IngestError {
     Json(String),
     #[error("tick {index}: {error}")]
     Tick { index: usize, error: TickError },
+    #[error("tick {index}: {error}")]
+    Future {
+        index: usize,
+        error: FutureTimestamp,
+    },
     #[error("empty array: nothing to ingest")]
     Empty,
     #[error("too many ticks in one request: {0} (at most {MAX_TICKS_PER_REQUEST})")]
     TooMany(usize),
 }
 
-/// Parses and validates an ingest body. All ticks are valid or none is taken.
-pub fn parse_ticks(body: &[u8]) -> Result<Vec<Tick>, IngestError> {
+/// Parses and validates an ingest body. All ticks are valid or none is
+/// taken; a timestamp further in the future than `skew` allows is invalid.
+pub fn parse_ticks(body: &[u8], skew: &ClockSkew) -> Result<Vec<Tick>, IngestError> {
     let body: Body = serde_json::from_slice(body).map_err(|e| IngestError::Json(e.to_string()))?;
     let raw = match body {
         Body::One(t) => vec![t],
@@ -54,8 +61,12 @@ pub fn parse_ticks(body: &[u8]) -> Result<Vec<Tick>, IngestError> {
     raw.into_iter()
         .enumerate()
         .map(|(index, r)| {
-            r.validate()
-                .map_err(|error| IngestError::Tick { index, error })
+            let tick = r
+                .validate()
+                .map_err(|error| IngestError::Tick { index, error })?;
+            skew.check(&tick)
+                .map_err(|error| IngestError::Future { index, error })?;
+            Ok(tick)
         })
         .collect()
 }
@@ -77,10 +88,10 @@ mod tests {
     #[test]
     fn one_and_many() {
         let one = br#"{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z"}"#;
-        assert_eq!(parse_ticks(one).unwrap().len(), 1);
+        assert_eq!(parse_ticks(one, &ClockSkew::default()).unwrap().len(), 1);
         let many = br#"[{"symbol":"AAPL","price":1,"timestamp":"2026-05-12T15:04:05Z"},
                         {"symbol":"BINANCE:BTCUSDT","price":2,"timestamp":"2026-05-12T15:04:05Z","volume":0.5}]"#;
-        let ticks = parse_ticks(many).unwrap();
+        let ticks = parse_ticks(many, &ClockSkew::default()).unwrap();
         assert_eq!(ticks[1].symbol.as_str(), "BINANCE:BTCUSDT");
         assert_eq!(ticks[1].volume, Some(0.5));
     }
@@ -123,9 +134,16 @@ mod tests {
                 br#"{"symbol":"A","price":1e400,"timestamp":"2026-05-12T15:04:05Z"}"#,
                 "not a tick",
             ),
+            (
+                br#"[{"symbol":"A","price":1,"timestamp":"2026-05-12T15:04:05Z"},
+                     {"symbol":"FUT2","price":999,"timestamp":"2262-04-11T23:47:16Z"}]"#,
+                "tick 1: timestamp 2262-04-11T23:47:16Z is",
+            ),
         ];
         for (body, want) in cases {
-            let err = parse_ticks(body).unwrap_err().to_string();
+            let err = parse_ticks(body, &ClockSkew::default())
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(want),
                 "{}: {err}",

@@ -7,17 +7,20 @@
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
 //! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
 //! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
+//! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
 pub mod auth;
 pub mod ingest;
 pub mod request;
 pub mod response;
+pub mod skew;
 pub mod stream;
 pub mod symbol;
 pub mod tick;
 
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
+pub use skew::{ClockSkew, FutureTimestamp};
 pub use stream::{Epoch, EpochError, Position};
 pub use symbol::{Symbol, SymbolError};
 pub use tick::{Tick, TickError, Timestamp};

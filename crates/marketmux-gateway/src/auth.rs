@@ -26,6 +26,12 @@ use crate::state::GatewayState;
 /// The subprotocol a browser offers beside its `bearer.<jwt>` entry.
 pub const SUBPROTOCOL: &str = "marketmux.v1";
 const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+/// Shortest HS256 secret accepted: the hash's own length (RFC 7518 §3.2). A
+/// shorter one (an empty one included) refuses to build a verifier, so a
+/// mistyped setting stops the node instead of weakening or disabling auth.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Seconds of clock difference allowed on `exp` and `nbf`.
+const CLOCK_LEEWAY_SECS: u64 = 5;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +42,10 @@ pub enum AuthError {
     Invalid(String),
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf is in the future)")]
+    NotYetValid,
+    #[error("the HS256 secret is {0} bytes; at least {MIN_HS256_SECRET_BYTES} are needed")]
+    WeakSecret(usize),
     #[error("token subject must be a positive integer user id")]
     Subject,
     #[error("origin {0:?} is not allowed")]
@@ -118,16 +128,33 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     fn with(key: DecodingKey, alg: Algorithm) -> Self {
         let mut validation = Validation::new(alg);
-        validation.leeway = 5;
+        validation.leeway = CLOCK_LEEWAY_SECS;
         validation.validate_exp = true;
+        // A token issued for later is refused until then (same leeway as `exp`).
+        validation.validate_nbf = true;
         // `sub` is checked by hand: a number is accepted as well as a string.
         validation.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
         Self { key, validation }
     }
 
-    /// HS256 with a shared secret.
-    pub fn hs256(secret: &[u8]) -> Self {
-        Self::with(DecodingKey::from_secret(secret), Algorithm::HS256)
+    /// HS256 with a shared secret of at least [`MIN_HS256_SECRET_BYTES`].
+    pub fn hs256(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < MIN_HS256_SECRET_BYTES {
+            return Err(AuthError::WeakSecret(secret.len()));
+        }
+        Ok(Self::with(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
+    }
+
+    /// The algorithm tokens must be signed with (for the start-up log).
+    pub fn algorithm(&self) -> Algorithm {
+        self.validation
+            .algorithms
+            .first()
+            .copied()
+            .unwrap_or(Algorithm::HS256)
     }
 
     /// RS256 or ES256 with a PEM public key (the kind of key decides).
@@ -145,6 +172,7 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             },
         )?;
@@ -350,6 +378,8 @@ mod tests {
 
     use super::*;
 
+    const SECRET: &[u8] = b"unit-test-secret-of-thirty-two-bytes";
+
     fn now() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -368,11 +398,11 @@ mod tests {
 
     #[test]
     fn verifies_signature_expiry_and_subject() {
-        let v = JwtVerifier::hs256(b"secret");
+        let v = JwtVerifier::hs256(SECRET).unwrap();
         let id = v
             .verify(&token(
                 json!({"sub":"7","exp":now()+60,"symbols":["AAPL","BINANCE:*"]}),
-                b"secret",
+                SECRET,
             ))
             .unwrap();
         assert_eq!(id.user_id, 7);
@@ -390,20 +420,46 @@ mod tests {
             Some("invalid token")
         );
         assert_eq!(
-            v.verify(&token(json!({"sub":"7","exp":now()-60}), b"secret"))
+            v.verify(&token(json!({"sub":"7","exp":now()-60}), SECRET))
                 .unwrap_err(),
             AuthError::Expired
         );
         assert_eq!(
-            v.verify(&token(json!({"sub":"alice","exp":now()+60}), b"secret"))
+            v.verify(&token(json!({"sub":"alice","exp":now()+60}), SECRET))
                 .unwrap_err(),
             AuthError::Subject
         );
         assert!(
-            v.verify(&token(json!({"sub":"7"}), b"secret")).is_err(),
+            v.verify(&token(json!({"sub":"7"}), SECRET)).is_err(),
             "exp is required"
         );
         assert!(v.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn refuses_tokens_not_valid_yet_beyond_the_leeway() {
+        let v = JwtVerifier::hs256(SECRET).unwrap();
+        let later = json!({"sub":"7","exp":now()+600,"nbf":now()+60});
+        assert_eq!(
+            v.verify(&token(later, SECRET)).unwrap_err(),
+            AuthError::NotYetValid
+        );
+        let within_leeway = json!({"sub":"7","exp":now()+600,"nbf":now()+2});
+        assert_eq!(v.verify(&token(within_leeway, SECRET)).unwrap().user_id, 7);
+        let past = json!({"sub":"7","exp":now()+600,"nbf":now()-60});
+        assert!(v.verify(&token(past, SECRET)).is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_and_short_hs256_secrets() {
+        for weak in [&b""[..], b"secret", &[b'k'; MIN_HS256_SECRET_BYTES - 1]] {
+            assert_eq!(
+                JwtVerifier::hs256(weak).unwrap_err(),
+                AuthError::WeakSecret(weak.len())
+            );
+        }
+        let v = JwtVerifier::hs256(&[b'k'; MIN_HS256_SECRET_BYTES]).unwrap();
+        assert_eq!(v.algorithm(), Algorithm::HS256);
     }
 
     #[test]

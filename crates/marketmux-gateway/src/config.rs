@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use marketmux_core::ClockSkew;
 use marketmux_hub::QueueLimits;
 
 use crate::auth::AuthConfig;
@@ -14,9 +15,18 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Subscriptions per socket; a subscribe past it gets `too_many_subscriptions`.
     pub max_subscriptions: usize,
-    /// Control messages per second per socket (burst: twice that). Past it the
-    /// client gets `rate_limited`; a client that keeps going for another second's
-    /// worth is closed with 1008.
+    /// Subscriptions of all sockets of one client address together (0: no
+    /// limit); a subscribe past it gets `too_many_subscriptions`.
+    pub max_subscriptions_per_ip: usize,
+    /// Symbols followed on this node at once (its topics, each also a
+    /// channel subscribed upstream); a subscribe that would add one past it
+    /// gets `too_many_subscriptions`, symbols already followed stay open
+    /// (0: no limit).
+    pub max_topics: usize,
+    /// Client frames per second per socket (burst: twice that): every frame
+    /// counts, requests, pings, pongs and fragments alike. Past it the client
+    /// gets `rate_limited` and its messages are dropped; a client that keeps
+    /// going for another second's worth is closed with 1008.
     pub max_messages_per_sec: u32,
     /// Outgoing queue bounds (conflation, slow-consumer close).
     pub queue: QueueLimits,
@@ -50,6 +60,9 @@ pub struct GatewayConfig {
     pub drain_period: Duration,
     /// Largest `POST /api/v1/ticks` body.
     pub max_ingest_body_bytes: usize,
+    /// How far in the future an ingested tick's timestamp may be; a body with
+    /// one further ahead is refused whole (400 `timestamp_in_future`).
+    pub max_clock_skew: ClockSkew,
     /// When set, `/debug/*` endpoints need `Authorization: Bearer <token>`;
     /// unset, they answer only on a loopback or admin listener.
     pub admin_token: Option<String>,
@@ -62,6 +75,8 @@ impl Default for GatewayConfig {
         Self {
             max_frame_bytes: 4096,
             max_subscriptions: 1024,
+            max_subscriptions_per_ip: 20_000,
+            max_topics: 100_000,
             max_messages_per_sec: 50,
             queue: QueueLimits::default(),
             ping_interval: Duration::from_secs(20),
@@ -75,6 +90,7 @@ impl Default for GatewayConfig {
             allow_identify: false,
             drain_period: Duration::from_secs(5),
             max_ingest_body_bytes: 4 * 1024 * 1024,
+            max_clock_skew: ClockSkew::default(),
             admin_token: None,
             auth: Arc::default(),
         }

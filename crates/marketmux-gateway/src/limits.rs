@@ -2,10 +2,14 @@
 //! by reason, and requests refused by a per-socket, request or ingest limit.
 //! Each has a small fixed set of label values (never one per client or
 //! symbol). [`ConnectionSlot`]: a connection's place under the per-address
-//! and per-node limits.
+//! and per-node limits. [`SubscriptionsPerIp`]: subscriptions held by all
+//! sockets of one address.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::metrics::LabelledCounters;
 use crate::state::GatewayState;
@@ -42,6 +46,10 @@ pub enum LimitHit {
     RequestTimeout,
     /// A request head over its byte limit (431 or 414, connection closed).
     HeadTooLarge,
+    /// A subscribe past `--max-subscriptions-per-ip` (all sockets of one address).
+    SubscriptionsPerIp,
+    /// A subscribe that would create a topic past `--max-topics`.
+    MaxTopics,
 }
 
 /// The counters behind `marketmux_upgrades_refused_total{reason}` and
@@ -49,7 +57,7 @@ pub enum LimitHit {
 #[derive(Debug)]
 pub struct LimitCounters {
     refused: LabelledCounters<6>,
-    hits: LabelledCounters<6>,
+    hits: LabelledCounters<8>,
 }
 
 impl Default for LimitCounters {
@@ -70,6 +78,8 @@ impl Default for LimitCounters {
                 "ingest_too_large",
                 "request_timeout",
                 "head_too_large",
+                "subscriptions_per_ip",
+                "max_topics",
             ]),
         }
     }
@@ -146,6 +156,47 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Subscriptions held by all sockets of each client address, under
+/// `--max-subscriptions-per-ip`: a subscribe that would take an address past
+/// it is refused whole (`too_many_subscriptions`), the socket stays open.
+#[derive(Debug, Default)]
+pub struct SubscriptionsPerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl SubscriptionsPerIp {
+    /// Takes `n` more for `ip` if that keeps it within `max` (0: no limit);
+    /// `Err` holds how many the address already has.
+    pub fn reserve(&self, ip: IpAddr, n: usize, max: usize) -> Result<(), usize> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut counts = self.counts.lock();
+        let held = counts.get(&ip).copied().unwrap_or(0);
+        if max > 0 && held + n > max {
+            return Err(held);
+        }
+        counts.insert(ip, held + n);
+        Ok(())
+    }
+
+    /// Gives back `n` taken by [`SubscriptionsPerIp::reserve`].
+    pub fn release(&self, ip: IpAddr, n: usize) {
+        let mut counts = self.counts.lock();
+        if let Some(held) = counts.get_mut(&ip) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses holding subscriptions (for leak checks).
+    pub fn ips(&self) -> usize {
+        self.counts.lock().len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +218,20 @@ mod tests {
         assert!(out.contains("marketmux_upgrades_refused_total{reason=\"draining\"} 0\n"));
         assert!(out.contains("marketmux_limit_hits_total{limit=\"ingest_too_large\"} 1\n"));
         assert_eq!(out.matches("# TYPE").count(), 2);
+    }
+
+    #[test]
+    fn subscriptions_per_ip_are_counted_over_sockets() {
+        let s = SubscriptionsPerIp::default();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(s.reserve(a, 3, 4), Ok(()));
+        assert_eq!(s.reserve(a, 2, 4), Err(3));
+        assert_eq!(s.reserve(b, 4, 4), Ok(()));
+        s.release(a, 3);
+        assert_eq!(s.reserve(a, 4, 4), Ok(()));
+        assert_eq!(s.reserve(a, 1_000, 0), Ok(()), "0: no limit");
+        s.release(a, 1_004);
+        s.release(b, 4);
+        assert_eq!(s.ips(), 0);
     }
 }

@@ -364,7 +364,7 @@ pub fn render(state: &GatewayState) -> String {
     counter(
         &mut out,
         "marketmux_write_batches_total",
-        "Socket writes (one per writer wake-up).",
+        "Socket writes (one vectored write() carries every frame queued at the time).",
         s.write_batches.load(Relaxed),
     );
     counter(

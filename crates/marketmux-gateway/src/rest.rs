@@ -195,9 +195,10 @@ pub async fn ingest(
             ApiError::bad_request("invalid_body", format!("cannot read the body: {e}"))
         }
     })?;
-    let ticks = parse_ticks(&body).map_err(|e| match e {
+    let ticks = parse_ticks(&body, &state.config.max_clock_skew).map_err(|e| match e {
         IngestError::TooMany(_) => too_large("too_many_ticks", e.to_string()),
         IngestError::Json(_) => ApiError::bad_request("invalid_json", e.to_string()),
+        IngestError::Future { .. } => ApiError::bad_request("timestamp_in_future", e.to_string()),
         _ => ApiError::bad_request("invalid_tick", e.to_string()),
     })?;
     let n = ticks.len();

@@ -17,7 +17,7 @@ use crate::ws::registry::ConnectionRegistry;
 pub struct GatewayStats {
     /// Bytes written to sockets.
     pub bytes_written: AtomicU64,
-    /// write() batches (one per writer wake-up).
+    /// Socket writes, each carrying every frame queued at the time.
     pub write_batches: AtomicU64,
     /// Frames written (ticks and control).
     pub frames_written: AtomicU64,
@@ -65,6 +65,8 @@ pub struct GatewayState {
     pub draining: AtomicBool,
     /// Socket counters.
     pub stats: GatewayStats,
+    /// Subscriptions per client address, under `max_subscriptions_per_ip`.
+    pub subscriptions_per_ip: crate::limits::SubscriptionsPerIp,
     next_client_id: AtomicU64,
 }
 
@@ -82,6 +84,10 @@ impl GatewayState {
         prices: Arc<dyn PriceStore>,
         readiness: Vec<Arc<dyn Readiness>>,
     ) -> Arc<Self> {
+        hub.set_max_topics(match config.max_topics {
+            0 => usize::MAX,
+            max => max,
+        });
         Arc::new(Self {
             hub,
             registry: ConnectionRegistry::default(),
@@ -91,6 +97,7 @@ impl GatewayState {
             config,
             draining: AtomicBool::new(false),
             stats: GatewayStats::default(),
+            subscriptions_per_ip: Default::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &[u8] = b"test-secret";
+const SECRET: &[u8] = b"gateway-auth-test-secret-32-bytes!";
 
 fn jwt(claims: serde_json::Value) -> String {
     encode(
@@ -37,7 +37,7 @@ fn exp_in(secs: i64) -> u64 {
 
 async fn secured() -> TestNode {
     let auth = AuthConfig {
-        jwt: Some(JwtVerifier::hs256(SECRET)),
+        jwt: Some(JwtVerifier::hs256(SECRET).expect("a 32-byte secret")),
         ingest_token: Some("ingest-secret".into()),
         allowed_origins: Some(vec!["https://app.example".into()]),
     };
@@ -105,6 +105,14 @@ async fn sockets_need_a_valid_token() {
     .unwrap_err();
     assert_eq!(status, 401);
     assert!(body.contains("token_expired"), "{body}");
+
+    // Issued for later: refused until its `nbf` (beyond the 5 s leeway).
+    let not_yet = jwt(json!({"sub":"7","exp":exp_in(600),"nbf":exp_in(120)}));
+    let (status, body) = upgrade(&node, &format!("?token={not_yet}"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(status, 401);
+    assert!(body.contains("not valid yet"), "{body}");
 
     let bad_sub = jwt(json!({"sub":"alice","exp":exp_in(60)}));
     assert_eq!(

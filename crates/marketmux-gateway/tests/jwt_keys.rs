@@ -68,7 +68,7 @@ fn algorithm_confusion_is_refused() {
         b64(claims())
     );
     assert!(rsa.verify(&unsigned).is_err(), "alg none on the RSA key");
-    let hs = JwtVerifier::hs256(b"secret");
+    let hs = JwtVerifier::hs256(b"a-shared-secret-of-at-least-32-bytes").unwrap();
     assert!(
         hs.verify(&unsigned).is_err(),
         "alg none on the HS256 secret"

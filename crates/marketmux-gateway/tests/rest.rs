@@ -126,3 +126,65 @@ async fn health_ready_price_and_ingest() {
         assert_eq!(r.status(), 503);
     }
 }
+
+/// A timestamp further in the future than the clock-skew bound is refused
+/// (400, the whole body), so it can never freeze a symbol's latest price.
+#[tokio::test]
+async fn ingest_refuses_timestamps_in_the_future() {
+    let node = TestNode::start(GatewayConfig::default()).await;
+    let c = reqwest::Client::new();
+    let post = |body: String| {
+        c.post(node.url("/api/v1/ticks"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let at = |secs: i64| {
+        marketmux_core::Timestamp(marketmux_core::Timestamp::now().0 + secs * 1_000_000_000)
+            .to_rfc3339()
+    };
+    let far = r#"{"symbol":"FUT2","price":999,"timestamp":"2262-04-11T23:47:16Z"}"#;
+    let r = post(far.to_string()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timestamp_in_future", "{body}");
+    assert_eq!(
+        c.get(node.url("/price/FUT2"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let now = format!(r#"{{"symbol":"FUT2","price":10,"timestamp":"{}"}}"#, at(-1));
+    assert_eq!(post(now).await.unwrap().status(), 202);
+    // Ten minutes ahead, in an array with a good tick: nothing is taken.
+    let mixed = format!(
+        r#"[{{"symbol":"FUT2","price":11,"timestamp":"{}"}},
+            {{"symbol":"FUT2","price":998,"timestamp":"{}"}}]"#,
+        at(0),
+        at(600)
+    );
+    let r = post(mixed).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tick 1: timestamp")),
+        "{body}"
+    );
+    // Within the default 60 s bound: accepted.
+    let soon = format!(r#"{{"symbol":"FUT2","price":12,"timestamp":"{}"}}"#, at(20));
+    assert_eq!(post(soon).await.unwrap().status(), 202);
+    let p: Value = c
+        .get(node.url("/price/FUT2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["price"], 12.0, "{p}");
+}

@@ -142,3 +142,62 @@ async fn a_client_that_never_reads_does_not_hold_back_the_others() {
     let grown = rss_kib().saturating_sub(rss_before);
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// A client that stops reading is closed once its oldest unsent frame is
+/// older than the lag bound, though its queue is far under the byte bound
+/// (nothing conflates) and nothing more is published to it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_by_the_age_of_its_oldest_frame() {
+    let limits = QueueLimits {
+        max_bytes: 64 * 1024 * 1024,
+        max_lag: Duration::from_secs(1),
+        max_control_bytes: 256 * 1024,
+    };
+    let node = TestNode::start(GatewayConfig {
+        queue: limits,
+        idle_timeout: Duration::from_secs(60),
+        ..GatewayConfig::default()
+    })
+    .await;
+
+    // Upgrades and subscribes with a small receive window, then never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(node.addr).await.unwrap();
+    slow.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sub = br#"{"action":"subscribe","symbol":"LAG"}"#;
+    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(sub);
+    slow.write_all(&frame).await.unwrap();
+    node.eventually("subscribed", |s| {
+        s.hub.subscriber_count(&"LAG".parse().unwrap()) == 1
+    })
+    .await;
+
+    // One burst, ~10 MB: more than the socket buffers take, far less than the
+    // byte bound. Then nothing: only the age of what is unsent can close it.
+    for i in 0..100_000u64 {
+        node.publish("LAG", 1.0 + i as f64);
+    }
+    let burst_end = std::time::Instant::now();
+    node.eventually("slow client closed", |s| {
+        s.hub.stats().snapshot().slow_closed == 1
+    })
+    .await;
+    let took = burst_end.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "closed {took:?} after the burst, not by the 1 s lag bound"
+    );
+    assert_eq!(node.state.hub.stats().snapshot().conflated, 0);
+    node.eventually("socket gone, its queue freed", |s| {
+        s.registry.is_empty() && s.registry.queued_bytes() == 0
+    })
+    .await;
+    drop(slow);
+}

@@ -24,7 +24,7 @@ fn fan_out(c: &mut Criterion) {
         let clients: Vec<_> = (0..n as u64)
             .map(|id| {
                 let q = hub.new_client(id, QueueLimits::default());
-                hub.subscribe(sym, &q);
+                hub.subscribe(sym, &q).expect("an unbounded hub");
                 q
             })
             .collect();
@@ -58,14 +58,14 @@ fn churn(c: &mut Criterion) {
     let _crowd: Vec<_> = (0..1_000u64)
         .map(|id| {
             let q = hub.new_client(id, QueueLimits::default());
-            hub.subscribe(sym, &q);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
             q
         })
         .collect();
     let q = hub.new_client(u64::MAX, QueueLimits::default());
     c.bench_function("subscribe_unsubscribe", |b| {
         b.iter(|| {
-            hub.subscribe(sym, &q);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
             hub.unsubscribe(&sym, q.id());
         })
     });
@@ -116,7 +116,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             id += 1;
             let q = hub.new_client(id, limits);
-            hub.subscribe_held(sym, &q);
+            hub.subscribe_held(sym, &q).expect("an unbounded hub");
             let since = Position { epoch, seq: 0 };
             let started = hub.start(
                 &sym,
@@ -137,7 +137,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             id += 1;
             let q = hub.new_client(id, limits);
-            hub.subscribe(sym, &q);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
             for t in &ticks {
                 hub.publish(t);
             }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -65,6 +65,16 @@ impl Default for HubConfig {
     }
 }
 
+/// A subscribe that would create a topic past the node's bound
+/// ([`SymbolHub::set_max_topics`]). Symbols that already have a topic can
+/// still be subscribed to, and every existing topic keeps flowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this node follows its limit of {max} symbols; subscribe to one already followed, or try another node")]
+pub struct TopicLimit {
+    /// The bound that was reached.
+    pub max: usize,
+}
+
 struct Topic {
     inner: Mutex<TopicInner>,
 }
@@ -99,6 +109,8 @@ pub struct SymbolHub {
     control: ControlEncoder,
     interest: Mutex<Option<UnboundedSender<Interest>>>,
     stats: Arc<HubStats>,
+    /// Most topics at once (unbounded until [`SymbolHub::set_max_topics`]).
+    max_topics: AtomicU64,
 }
 
 /// Result of [`SymbolHub::subscribe`] and [`SymbolHub::subscribe_held`].
@@ -149,6 +161,7 @@ impl SymbolHub {
             control: Arc::new(|m: &ServerMessage<'_>| Bytes::from(m.encode())),
             interest: Mutex::new(None),
             stats: Arc::default(),
+            max_topics: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -157,6 +170,12 @@ impl SymbolHub {
     pub fn with_control_encoder(mut self, control: ControlEncoder) -> Self {
         self.control = control;
         self
+    }
+
+    /// Bounds the topics (symbols with a local subscriber) this hub holds at
+    /// once: a subscribe that would create one more fails with [`TopicLimit`].
+    pub fn set_max_topics(&self, max: usize) {
+        self.max_topics.store(max as u64, Relaxed);
     }
 
     /// Sends [`Interest`] events to `tx` from now on.
@@ -185,19 +204,34 @@ impl SymbolHub {
         }
     }
 
-    /// Adds `client` to `symbol`'s subscribers and queues the newest known tick.
-    pub fn subscribe(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+    /// Adds `client` to `symbol`'s subscribers and queues the newest known
+    /// tick. Fails only when `symbol` has no topic yet and the hub holds its
+    /// bound of topics.
+    pub fn subscribe(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+    ) -> Result<Subscribed, TopicLimit> {
         self.join(symbol, client, false)
     }
 
     /// Adds `client` to `symbol`'s subscribers, holding its live ticks (at
     /// most [`crate::subscription::MAX_HELD`]) until [`SymbolHub::start`]:
-    /// the caller queues its reply in between.
-    pub fn subscribe_held(&self, symbol: Symbol, client: &Arc<ClientQueue>) -> Subscribed {
+    /// the caller queues its reply in between. Fails as `subscribe` does.
+    pub fn subscribe_held(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+    ) -> Result<Subscribed, TopicLimit> {
         self.join(symbol, client, true)
     }
 
-    fn join(&self, symbol: Symbol, client: &Arc<ClientQueue>, held: bool) -> Subscribed {
+    fn join(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+        held: bool,
+    ) -> Result<Subscribed, TopicLimit> {
         let shard = self.shard(&symbol);
         loop {
             let existing = shard.read().get(&symbol).cloned();
@@ -208,15 +242,17 @@ impl SymbolHub {
                     match map.get(&symbol) {
                         Some(t) => t.clone(),
                         None => {
+                            self.take_topic_slot()?;
                             let t = Arc::new(Topic {
                                 inner: Mutex::new(TopicInner {
-                                    subscribers: IndexMap::new(),
+                                    // Most topics have one subscriber: room for
+                                    // one (the map would reserve three).
+                                    subscribers: IndexMap::with_capacity(1),
                                     latest: None,
                                     removed: false,
                                 }),
                             });
                             map.insert(symbol, t.clone());
-                            self.stats.topics.fetch_add(1, Relaxed);
                             // Sent under the shard lock: per-symbol event order holds.
                             self.notify_interest(Interest::Added(symbol));
                             t
@@ -230,7 +266,7 @@ impl SymbolHub {
             }
             let latest = inner.latest.as_ref().map(|(t, _)| *t);
             if inner.subscribers.contains_key(&client.id()) {
-                return Subscribed { new: false, latest };
+                return Ok(Subscribed { new: false, latest });
             }
             let mut sub = if held {
                 Subscription::holding(client.clone())
@@ -244,8 +280,31 @@ impl SymbolHub {
             }
             inner.subscribers.insert(client.id(), sub);
             self.stats.subscriptions.fetch_add(1, Relaxed);
-            return Subscribed { new: true, latest };
+            return Ok(Subscribed { new: true, latest });
         }
+    }
+
+    /// How many more topics the bound allows now.
+    pub fn topics_free(&self) -> u64 {
+        let max = self.max_topics.load(Relaxed);
+        max.saturating_sub(self.stats.topics.load(Relaxed))
+    }
+
+    /// Whether `symbol` has a topic here (at least one local subscriber).
+    pub fn has_topic(&self, symbol: &Symbol) -> bool {
+        self.shard(symbol).read().contains_key(symbol)
+    }
+
+    /// Counts one more topic if the bound allows (exact across shards).
+    fn take_topic_slot(&self) -> Result<(), TopicLimit> {
+        let max = self.max_topics.load(Relaxed);
+        self.stats
+            .topics
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| TopicLimit {
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            })
     }
 
     /// Removes `client` from `symbol`. Once this returns, no further tick of
@@ -577,9 +636,9 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &b);
-        hub.subscribe(Symbol::new("MSFT").unwrap(), &b);
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a).unwrap();
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &b).unwrap();
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &b).unwrap();
         assert_eq!(hub.publish(&tick("AAPL", 1.0)), 2);
         assert_eq!(hub.publish(&tick("MSFT", 2.0)), 1);
         assert_eq!(hub.publish(&tick("TSLA", 3.0)), 0);
@@ -595,8 +654,8 @@ mod tests {
     async fn a_batch_wakes_each_writer_once_and_keeps_order() {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
-        hub.subscribe(Symbol::new("AAPL").unwrap(), &a);
-        hub.subscribe(Symbol::new("MSFT").unwrap(), &a);
+        hub.subscribe(Symbol::new("AAPL").unwrap(), &a).unwrap();
+        hub.subscribe(Symbol::new("MSFT").unwrap(), &a).unwrap();
         let ticks = [tick("AAPL", 1.0), tick("MSFT", 2.0), tick("AAPL", 3.0)];
         assert_eq!(hub.publish_batch(&ticks), 3);
         // One wake-up carries the whole batch.
@@ -615,15 +674,35 @@ mod tests {
     }
 
     #[test]
+    fn topics_are_bounded_and_existing_ones_stay_open() {
+        let hub = hub();
+        hub.set_max_topics(2);
+        let a = hub.new_client(1, QueueLimits::default());
+        let b = hub.new_client(2, QueueLimits::default());
+        let [x, y, z] = ["X", "Y", "Z"].map(|s| Symbol::new(s).unwrap());
+        hub.subscribe(x, &a).unwrap();
+        hub.subscribe(y, &a).unwrap();
+        assert_eq!(hub.subscribe(z, &b), Err(TopicLimit { max: 2 }));
+        assert_eq!(hub.subscriber_count(&z), 0);
+        // An existing topic takes more subscribers at the bound.
+        assert!(hub.subscribe(x, &b).unwrap().new);
+        assert_eq!(hub.stats().snapshot().topics, 2);
+        // A topic that closes frees its place.
+        hub.unsubscribe(&y, 1);
+        assert!(hub.subscribe(z, &b).is_ok());
+        assert_eq!(hub.stats().snapshot().topics, 2);
+    }
+
+    #[test]
     fn snapshot_on_subscribe_and_nothing_after_unsubscribe() {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe(aapl, &a);
+        hub.subscribe(aapl, &a).unwrap();
         hub.publish(&tick("AAPL", 1.0));
         hub.publish(&tick("AAPL", 2.0));
-        let sub = hub.subscribe(aapl, &b);
+        let sub = hub.subscribe(aapl, &b).unwrap();
         assert!(sub.new && sub.latest.is_some_and(|t| t.price == 2.0));
         assert_eq!(drain(&b)[0]["price"], 2.0);
         assert!(hub.unsubscribe(&aapl, 2));
@@ -641,8 +720,8 @@ mod tests {
         let aapl = Symbol::new("AAPL").unwrap();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());
-        hub.subscribe(aapl, &a);
-        hub.subscribe(aapl, &b);
+        hub.subscribe(aapl, &a).unwrap();
+        hub.subscribe(aapl, &b).unwrap();
         hub.unsubscribe(&aapl, 1);
         assert_eq!(hub.topic_count(), 1);
         hub.unsubscribe(&aapl, 2);
@@ -666,7 +745,7 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe_held(aapl, &a);
+        hub.subscribe_held(aapl, &a).unwrap();
         // Live ticks 5 and 6 arrive while the store is read; 5 is in the replay too.
         hub.publish(&numbered("AAPL", 5.0, 7, 5));
         hub.publish(&numbered("AAPL", 6.0, 7, 6));
@@ -705,7 +784,7 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe_held(aapl, &a);
+        hub.subscribe_held(aapl, &a).unwrap();
         let n = crate::subscription::MAX_HELD as u64 + 10;
         for seq in 1..=n {
             hub.publish(&numbered("AAPL", 1.0, 7, seq));
@@ -737,7 +816,7 @@ mod tests {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe_held(aapl, &a);
+        hub.subscribe_held(aapl, &a).unwrap();
         hub.publish(&numbered("AAPL", 4.0, 7, 4));
         // The store did not answer: no head was named in the reply.
         let started = hub.start(
@@ -759,7 +838,7 @@ mod tests {
         );
         // A named head: the latest tick follows the reply without a notice.
         let b = hub.new_client(2, QueueLimits::default());
-        hub.subscribe_held(aapl, &b);
+        hub.subscribe_held(aapl, &b).unwrap();
         let head = Some(Position {
             epoch: marketmux_core::Epoch::from_raw(7),
             seq: 4,
@@ -783,7 +862,7 @@ mod tests {
                     for i in 0..2_000u64 {
                         let q = hub.new_client(t * 1_000_000 + i, QueueLimits::default());
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
-                            hub.subscribe(*sym, &q);
+                            hub.subscribe(*sym, &q).unwrap();
                         }
                         hub.publish(&tick(syms[i as usize % 16].as_str(), 1.0));
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {

@@ -2,11 +2,15 @@
 //!
 //! Bound and policy:
 //! - Ticks are queued while the queue holds at most [`QueueLimits::max_bytes`].
-//!   Past that the client is *lagging*: each new tick replaces the unsent tick
-//!   of the same symbol in a per-symbol slot (conflation), so the client always
-//!   gets the newest price of every symbol it follows and never a stale backlog.
-//! - A client that stays lagging for longer than [`QueueLimits::max_lag`] is
-//!   closed with [`CloseReason::slow_consumer`].
+//!   Past that each new tick replaces the unsent tick of the same symbol in a
+//!   per-symbol slot (conflation), so the client always gets the newest price
+//!   of every symbol it follows and never a stale backlog.
+//! - A client is *behind* when its oldest unsent frame (queued, or in the
+//!   write the writer is blocked on) reached the node more than
+//!   [`QueueLimits::max_lag`] ago, however little is queued: it is closed with
+//!   [`CloseReason::slow_consumer`] and what it had queued is freed. The check
+//!   runs on every push and, for a socket nothing is pushed to, as the
+//!   writer's deadline ([`ClientQueue::lag_deadline`]).
 //! - Control frames (acks, errors, pongs, alerts) are never conflated nor dropped;
 //!   past [`QueueLimits::max_control_bytes`] of them the client is closed instead.
 //!
@@ -41,7 +45,7 @@ pub type ClientId = u64;
 pub struct QueueLimits {
     /// Bytes of ticks queued before the client counts as lagging and ticks conflate.
     pub max_bytes: usize,
-    /// How long a client may stay lagging before it is closed.
+    /// Age of the oldest unsent frame past which the client is closed.
     pub max_lag: Duration,
     /// Bytes of unsent control frames before the client is closed.
     pub max_control_bytes: usize,
@@ -51,7 +55,7 @@ impl Default for QueueLimits {
     fn default() -> Self {
         Self {
             max_bytes: 256 * 1024,
-            max_lag: Duration::from_secs(10),
+            max_lag: Duration::from_secs(5),
             max_control_bytes: 256 * 1024,
         }
     }
@@ -65,11 +69,11 @@ pub struct CloseReason {
 }
 
 impl CloseReason {
-    /// 1008: the client fell behind for longer than its bound.
+    /// 1008: the client's oldest unsent frame is older than its bound.
     pub fn slow_consumer(lag: Duration) -> Self {
         Self {
             code: 1008,
-            reason: format!("slow consumer: behind for more than {}s", lag.as_secs_f32()),
+            reason: format!("slow consumer: behind by more than {}s", lag.as_secs_f32()),
         }
     }
     /// 1008: unsent control replies piled up past their bound.
@@ -131,11 +135,13 @@ struct Inner {
     frames: VecDeque<Bytes>,
     tick_bytes: usize,
     control_bytes: usize,
-    /// Newest unsent tick per symbol while lagging.
+    /// Newest unsent tick per symbol while conflating.
     slots: IndexMap<Symbol, Bytes>,
-    lagging_since: Option<Instant>,
     /// Arrival of the oldest frame queued since the queue was last empty.
     ready_since: Option<Instant>,
+    /// Arrival of the oldest frame of the batch the writer took last: until
+    /// it takes the next one, that batch may still be unwritten.
+    writing_since: Option<Instant>,
     /// Set by [`ClientQueue::close_after_pending`]: no more pushes, the writer
     /// drains what is queued, then sees the close.
     closing: Option<CloseReason>,
@@ -223,22 +229,16 @@ impl ClientQueue {
                 prefetch(&**direct);
             }
         }
+        if self.behind(&inner, received) {
+            self.close_slow(inner);
+            return (PushOutcome::Closed, false);
+        }
         let outcome =
             if inner.slots.is_empty() && inner.tick_bytes + frame.len() <= self.limits.max_bytes {
                 inner.tick_bytes += frame.len();
                 inner.frames.push_back(frame.clone());
                 PushOutcome::Queued
             } else {
-                let now = Instant::now();
-                let since = *inner.lagging_since.get_or_insert(now);
-                if now.duration_since(since) > self.limits.max_lag {
-                    let reason = CloseReason::slow_consumer(self.limits.max_lag);
-                    self.close_locked(&mut inner, reason);
-                    self.stats.slow_closed.fetch_add(1, Relaxed);
-                    drop(inner);
-                    self.ready.notify_one();
-                    return (PushOutcome::Closed, false);
-                }
                 let replaced = inner.slots.insert(symbol, frame.clone()).is_some();
                 if replaced {
                     self.stats.conflated.fetch_add(1, Relaxed);
@@ -276,6 +276,37 @@ impl ClientQueue {
         true
     }
 
+    /// Whether the oldest unsent frame is older than the lag bound at `now`.
+    fn behind(&self, inner: &Inner, now: Instant) -> bool {
+        inner
+            .writing_since
+            .or(inner.ready_since)
+            .is_some_and(|oldest| now.saturating_duration_since(oldest) > self.limits.max_lag)
+    }
+
+    /// Closes a client that fell behind, freeing what it had queued.
+    fn close_slow(&self, mut inner: parking_lot::MutexGuard<'_, Inner>) {
+        self.close_locked(&mut inner, CloseReason::slow_consumer(self.limits.max_lag));
+        self.stats.slow_closed.fetch_add(1, Relaxed);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// When the writer must give up writing `batch` (whose oldest frame
+    /// arrived at `batch.queued_at`): past it the client is behind. Call
+    /// [`ClientQueue::close_lagging`] then.
+    pub fn lag_deadline(&self, batch: &Batch) -> Option<Instant> {
+        batch.queued_at.map(|t| t + self.limits.max_lag)
+    }
+
+    /// Closes the client as a slow consumer (its writer's deadline passed).
+    pub fn close_lagging(&self) {
+        let inner = self.inner.lock();
+        if inner.closed.is_none() {
+            self.close_slow(inner);
+        }
+    }
+
     /// Wakes the writer (after [`ClientQueue::push_tick_deferred`]).
     pub fn wake(&self) {
         self.ready.notify_one();
@@ -288,6 +319,11 @@ impl ClientQueue {
         if inner.closed.is_some() || inner.closing.is_some() {
             return false;
         }
+        let now = Instant::now();
+        if self.behind(&inner, now) {
+            self.close_slow(inner);
+            return false;
+        }
         if inner.control_bytes + frame.len() > self.limits.max_control_bytes {
             self.close_locked(&mut inner, CloseReason::control_backlog());
             drop(inner);
@@ -296,7 +332,7 @@ impl ClientQueue {
         }
         let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
         if was_empty {
-            inner.ready_since = Some(Instant::now());
+            inner.ready_since = Some(now);
         }
         inner.control_bytes += frame.len();
         inner.frames.push_back(frame);
@@ -334,9 +370,9 @@ impl ClientQueue {
         };
         inner.tick_bytes = 0;
         inner.control_bytes = 0;
-        inner.lagging_since = None;
         inner.writer_idle = frames.is_empty() && conflated.is_empty();
         let queued_at = inner.ready_since.take();
+        inner.writing_since = queued_at;
         Ok(Batch {
             frames,
             conflated,
@@ -611,6 +647,52 @@ mod tests {
         assert_eq!(reason.code, 1008);
         assert!(reason.reason.contains("slow consumer"));
         assert_eq!(q.queued_bytes(), 0, "a closed queue holds nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_unsent_frame_closes_however_little_is_queued() {
+        // Far under the byte bound: nothing conflates, only age counts.
+        let q = queue(1024);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
+            PushOutcome::Queued
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a3")),
+            PushOutcome::Closed
+        );
+        assert_eq!(q.queued_bytes(), 0, "what it had queued is freed");
+        assert!(q.close_reason().unwrap().reason.contains("slow consumer"));
+        assert_eq!(q.stats.slow_closed.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_writer_is_stuck_on_counts_as_unsent() {
+        let q = queue(1024);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        let deadline = q.lag_deadline(&batch).unwrap();
+        assert_eq!(deadline, Instant::now() + Duration::from_secs(5));
+        // The writer is blocked on a1; pings and ticks pile up behind it.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(q.push_control(Bytes::from_static(b"ping")));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!q.push_control(Bytes::from_static(b"ping")));
+        assert_eq!(q.close_reason().unwrap().code, 1008);
+
+        // A writer that finished its batch (took the next) is not behind.
+        let q = queue(1024);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        q.take_batch(VecDeque::new()).unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(q.take_batch(VecDeque::new()).unwrap().is_empty());
+        assert_eq!(
+            q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
+            PushOutcome::Queued
+        );
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::TickPublisher;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{ClockSkew, Symbol, Tick};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,9 @@ pub struct FinnhubConfig {
     pub connect_timeout: Duration,
     /// Reconnect when the server has said nothing for this long.
     pub idle_timeout: Duration,
+    /// Trades dated further in the future than this are dropped (and counted
+    /// in [`FinnhubStats::future_trades`]).
+    pub max_clock_skew: ClockSkew,
 }
 
 impl FinnhubConfig {
@@ -61,6 +64,7 @@ impl FinnhubConfig {
             backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_clock_skew: ClockSkew::default(),
         }
     }
 
@@ -89,6 +93,8 @@ pub struct FinnhubStats {
     pub trades: AtomicU64,
     /// Trades refused (bad symbol, price or volume).
     pub invalid_trades: AtomicU64,
+    /// Trades dropped for a timestamp too far in the future.
+    pub future_trades: AtomicU64,
     /// Server pings answered.
     pub pings: AtomicU64,
     /// Ticks the sink acknowledged.
@@ -242,7 +248,13 @@ impl FinnhubClient {
         let mut ticks = Vec::with_capacity(trades.len());
         for trade in trades {
             match protocol::trade_to_tick(trade) {
-                Ok(t) => ticks.push(t),
+                Ok(t) => match self.config.max_clock_skew.check(&t) {
+                    Ok(()) => ticks.push(t),
+                    Err(e) => {
+                        self.stats.future_trades.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(symbol = %t.symbol, error = %e, "Dropping a trade dated in the future");
+                    }
+                },
                 Err(reason) => {
                     self.stats.invalid_trades.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%reason, "Skipping an invalid trade");

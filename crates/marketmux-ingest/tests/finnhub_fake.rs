@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux_bus::{BusError, TickPublisher};
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{ClockSkew, Symbol, Tick, Timestamp};
 use marketmux_ingest::{FinnhubClient, FinnhubConfig};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
@@ -203,4 +203,50 @@ async fn keeps_retrying_while_the_server_is_away() {
     assert_eq!(subscriptions(&mut ws, 1).await, ["AAPL"]);
     stop.cancel();
     task.await.unwrap();
+}
+
+/// A trade dated further in the future than the clock-skew bound is dropped
+/// and counted; the trades around it go through.
+#[tokio::test]
+async fn drops_trades_dated_in_the_future() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let config = FinnhubConfig {
+        max_clock_skew: ClockSkew::new(Duration::from_secs(60)),
+        ..FinnhubConfig::new(url, "test-token", vec![Symbol::new("AAPL").unwrap()])
+    };
+    let client = FinnhubClient::new(config);
+    let stats = client.stats();
+    let sink = Arc::new(Recorder::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(client.run(sink.clone(), stop.clone()));
+
+    let (mut ws, _) = accept(&listener).await;
+    subscriptions(&mut ws, 1).await;
+    let now_ms = Timestamp::now().as_micros() / 1_000;
+    send(
+        &mut ws,
+        serde_json::json!({"type": "trade", "data": [
+            trade("AAPL", 150.0, now_ms - 1_000),
+            // Year 2262, then ten minutes ahead: both past the 60 s bound.
+            trade("AAPL", 999.0, 9_223_372_036_000),
+            trade("AAPL", 998.0, now_ms + 600_000),
+            trade("AAPL", 151.0, now_ms + 30_000),
+        ]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.0.lock().len() < 2 {
+        assert!(Instant::now() < deadline, "ticks: {:?}", sink.0.lock());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let prices: Vec<f64> = sink.0.lock().iter().map(|t| t.price).collect();
+    assert_eq!(prices, [150.0, 151.0]);
+    assert_eq!(stats.future_trades.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.trades.load(Ordering::Relaxed), 2);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the client stops when told")
+        .unwrap();
 }

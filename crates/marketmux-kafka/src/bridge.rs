@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketmux_bus::{Origin, TickPublisher};
-use marketmux_core::Tick;
+use marketmux_core::{ClockSkew, Tick};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerStats, TickConsumer};
@@ -42,6 +42,8 @@ pub struct BridgeStats {
     pub dropped_duplicates: AtomicU64,
     /// Sequence numbers skipped by producers' records seen here.
     pub missing: AtomicU64,
+    /// Ticks dropped for a timestamp too far in the future ([`ClockSkew`]).
+    pub future_timestamps: AtomicU64,
 }
 
 /// Moves ticks from a [`TickConsumer`] to a [`TickPublisher`].
@@ -49,6 +51,7 @@ pub struct Bridge {
     consumer: TickConsumer,
     sink: Arc<dyn TickPublisher>,
     stats: Arc<BridgeStats>,
+    skew: ClockSkew,
 }
 
 impl Bridge {
@@ -58,7 +61,15 @@ impl Bridge {
             consumer,
             sink,
             stats: Arc::new(BridgeStats::default()),
+            skew: ClockSkew::default(),
         }
+    }
+
+    /// Drops ticks dated further ahead than `skew` (default 60 s) instead of
+    /// forwarding them.
+    pub fn with_clock_skew(mut self, skew: ClockSkew) -> Self {
+        self.skew = skew;
+        self
     }
 
     /// Counters, readable while the bridge runs.
@@ -78,6 +89,7 @@ impl Bridge {
             consumer,
             sink,
             stats,
+            skew,
         } = self;
         let mut sequences = SequenceTracker::default();
         let mut read_retry = FIRST_RETRY;
@@ -117,6 +129,13 @@ impl Bridge {
                         sequence: t.meta.sequence,
                     }),
                 };
+                if let Err(e) = skew.check(&t.tick) {
+                    // Committed with the batch, never forwarded: a price dated in
+                    // the future would stay its symbol's latest until that date.
+                    stats.future_timestamps.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(symbol = %t.tick.symbol, error = %e, "Dropping a tick dated in the future");
+                    continue;
+                }
                 ticks.push((t.tick, origin));
             }
             let seen_here = sequences.duplicates - dups;

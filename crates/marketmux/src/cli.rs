@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use marketmux_bus::HistoryConfig;
-use marketmux_gateway::auth::{AuthConfig, JwtVerifier};
+use marketmux_core::ClockSkew;
+use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
 
@@ -76,6 +77,9 @@ pub struct DevArgs {
     /// Number of synthetic symbols.
     #[arg(long, env = "MARKETMUX_FEED_SYMBOLS", default_value_t = 40)]
     pub feed_symbols: usize,
+    /// Active alerts one user may have; creating more answers 409 `too_many_alerts`.
+    #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_alerts_per_user: u32,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -161,7 +165,7 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The brokers from the flag, else the seed's KAFKA_BROKERS.
+    /// The brokers from the flag, else the conventional KAFKA_BROKERS.
     pub fn brokers(&self) -> anyhow::Result<String> {
         self.kafka_brokers
             .clone()
@@ -172,6 +176,23 @@ impl KafkaArgs {
                     "this role needs --kafka-brokers (or KAFKA_BROKERS), e.g. 127.0.0.1:9092"
                 )
             })
+    }
+}
+
+/// The bound on tick timestamps in the future, at every entrance (REST
+/// ingest, the Kafka bridge, the Finnhub feed).
+#[derive(Args, Debug, Clone)]
+pub struct ClockSkewArgs {
+    /// Seconds a tick's timestamp may be ahead of this node's clock; further
+    /// ahead it is refused (400 on REST) or dropped and counted (bridge, ingest).
+    #[arg(long, env = "MARKETMUX_MAX_CLOCK_SKEW_SECS", default_value_t = 60.0)]
+    pub max_clock_skew_secs: f64,
+}
+
+impl ClockSkewArgs {
+    /// The bound these flags describe.
+    pub fn clock_skew(&self) -> ClockSkew {
+        ClockSkew::new(secs(self.max_clock_skew_secs))
     }
 }
 
@@ -191,6 +212,8 @@ pub struct BridgeArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub skew: ClockSkewArgs,
     /// Redis for latest prices and pub/sub (also REDIS_ADDR).
     #[arg(long, env = "MARKETMUX_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -235,10 +258,15 @@ pub struct AlertsArgs {
     /// Where a group without committed offsets starts.
     #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Latest)]
     pub start_from: StartFromArg,
-    /// Seconds between reloads of the active alerts (to see alerts created
-    /// through other instances).
+    /// Seconds between full reloads of the active alerts: the safety net
+    /// behind the PostgreSQL change feed, which shows other instances'
+    /// creates and deletes at once.
     #[arg(long, env = "MARKETMUX_ALERTS_RELOAD_SECS", default_value_t = 5.0)]
     pub reload_secs: f64,
+    /// Active alerts one user may have; creating more answers RESOURCE_EXHAUSTED
+    /// (409 `too_many_alerts` through a gateway).
+    #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_alerts_per_user: u32,
     /// Redis on which fired alerts reach the gateways' sockets (also REDIS_ADDR);
     /// without it fired alerts are only stored and logged.
     #[arg(long, env = "MARKETMUX_REDIS_URL")]
@@ -264,6 +292,8 @@ pub struct IngestArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub skew: ClockSkewArgs,
     /// Finnhub API token (also FINNHUB_API_KEY).
     #[arg(long, env = "MARKETMUX_FINNHUB_TOKEN", hide_env_values = true)]
     pub finnhub_token: Option<String>,
@@ -302,7 +332,20 @@ pub struct LimitArgs {
     /// Subscriptions per socket.
     #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
-    /// Control messages per second per socket.
+    /// Subscriptions of all sockets of one client address together (0: no limit).
+    #[arg(
+        long,
+        env = "MARKETMUX_MAX_SUBSCRIPTIONS_PER_IP",
+        default_value_t = 20_000
+    )]
+    pub max_subscriptions_per_ip: usize,
+    /// Symbols followed on this node at once; a subscribe that would add one
+    /// more is refused (`too_many_subscriptions`), followed ones stay open
+    /// (0: no limit).
+    #[arg(long, env = "MARKETMUX_MAX_TOPICS", default_value_t = 100_000)]
+    pub max_topics: usize,
+    /// Client frames per second per socket, burst twice that: requests, pings,
+    /// pongs and fragments alike (`rate_limited` past it, then close 1008).
     #[arg(long, env = "MARKETMUX_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
     pub max_messages_per_sec: u32,
     /// Open connections per node, HTTP and WebSocket (also kept below the descriptor limit).
@@ -311,8 +354,9 @@ pub struct LimitArgs {
     /// Bytes of ticks queued per socket before it conflates.
     #[arg(long, env = "MARKETMUX_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub queue_bytes: usize,
-    /// Seconds a socket may stay behind before it is closed (1008).
-    #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 10.0)]
+    /// Seconds the oldest unsent frame of a socket may wait; past it the
+    /// socket is behind and closed (1008 slow consumer), its queue freed.
+    #[arg(long, env = "MARKETMUX_MAX_LAG_SECS", default_value_t = 5.0)]
     pub max_lag_secs: f64,
     /// Seconds between server pings.
     #[arg(long, env = "MARKETMUX_PING_INTERVAL_SECS", default_value_t = 20.0)]
@@ -348,6 +392,8 @@ pub struct LimitArgs {
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
     #[command(flatten)]
+    pub skew: ClockSkewArgs,
+    #[command(flatten)]
     pub security: SecurityArgs,
 }
 
@@ -374,11 +420,20 @@ pub struct SecurityArgs {
 }
 
 impl SecurityArgs {
-    /// The gateway's authentication settings; fails on an unreadable key.
+    /// The gateway's authentication settings. Fails closed: an unreadable
+    /// key, or an HS256 secret that is set but empty or shorter than
+    /// [`MIN_HS256_SECRET_BYTES`], is an error (the node does not start)
+    /// rather than authentication turned off or weakened.
     pub fn auth_config(&self) -> anyhow::Result<AuthConfig> {
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(secret), _) if !secret.is_empty() => Some(JwtVerifier::hs256(secret.as_bytes())),
-            (_, Some(path)) => {
+            (Some(secret), _) => Some(JwtVerifier::hs256(secret.as_bytes()).map_err(|e| {
+                anyhow::anyhow!(
+                    "--jwt-secret (MARKETMUX_JWT_SECRET): {e}; give a random secret of at \
+                     least {MIN_HS256_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`), \
+                     or unset it to run without authentication"
+                )
+            })?),
+            (None, Some(path)) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("cannot read --jwt-public-key {}", path.display()))?;
                 Some(
@@ -386,13 +441,29 @@ impl SecurityArgs {
                         .with_context(|| format!("--jwt-public-key {}", path.display()))?,
                 )
             }
-            _ => None,
+            (None, None) => None,
         };
         Ok(AuthConfig {
             jwt,
             ingest_token: self.ingest_token.clone().filter(|t| !t.is_empty()),
             allowed_origins: self.allowed_origins.clone().filter(|o| !o.is_empty()),
         })
+    }
+
+    /// How sockets and user APIs are authenticated, in words, for the
+    /// start-up log: `off`, or the algorithm and where its key comes from.
+    pub fn describe_auth(&self, config: &AuthConfig) -> String {
+        match (&config.jwt, &self.jwt_public_key) {
+            (None, _) => "off: sockets and the alert API are open to anyone".into(),
+            (Some(v), Some(path)) if self.jwt_secret.is_none() => {
+                format!(
+                    "on: JWT {:?} verified with the public key {}",
+                    v.algorithm(),
+                    path.display()
+                )
+            }
+            (Some(v), _) => format!("on: JWT {:?} with the shared secret", v.algorithm()),
+        }
     }
 }
 
@@ -401,10 +472,17 @@ fn secs(v: f64) -> Duration {
 }
 
 impl LimitArgs {
-    /// The gateway configuration these flags describe, authentication included.
+    /// The gateway configuration these flags describe, authentication
+    /// included; logs whether authentication is on and how.
     pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
         let mut config = self.to_config();
-        config.auth = std::sync::Arc::new(self.security.auth_config()?);
+        let auth = self.security.auth_config()?;
+        tracing::info!(
+            ingest_token = auth.ingest_token.is_some(),
+            "Authentication {}",
+            self.security.describe_auth(&auth)
+        );
+        config.auth = std::sync::Arc::new(auth);
         Ok(config)
     }
 
@@ -412,6 +490,8 @@ impl LimitArgs {
     pub fn to_config(&self) -> GatewayConfig {
         GatewayConfig {
             max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_ip: self.max_subscriptions_per_ip,
+            max_topics: self.max_topics,
             max_messages_per_sec: self.max_messages_per_sec,
             max_connections: self.max_connections,
             queue: QueueLimits {
@@ -433,6 +513,7 @@ impl LimitArgs {
                 .clone()
                 .filter(|hosts| !hosts.iter().any(|h| h.trim() == "*")),
             max_ingest_body_bytes: self.max_ingest_body_bytes.max(1024),
+            max_clock_skew: self.skew.clock_skew(),
             ..GatewayConfig::default()
         }
     }

@@ -8,7 +8,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use marketmux::cli::{Cli, Role};
 use serde_json::{json, Value};
 
-const SECRET: &str = "alerts-auth-secret";
+const SECRET: &str = "alerts-auth-secret-of-at-least-32-bytes";
 
 fn token(user: i64) -> String {
     let exp = SystemTime::now()

@@ -19,7 +19,7 @@ use sqlx::Connection as _;
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const SECRET: &str = "multinode-secret";
+const SECRET: &str = "multinode-secret-of-at-least-32-bytes";
 
 fn token(user: i64) -> String {
     let exp = SystemTime::now()

@@ -13,7 +13,7 @@ use clap::Parser as _;
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_alerts::grpc::GrpcAlertClient;
-use marketmux_alerts::{AlertService, NewAlert};
+use marketmux_alerts::{AlertService, ListQuery, NewAlert};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
@@ -102,7 +102,8 @@ async fn run(brokers: String, db: String) {
             ids.push(client.create(new).await.expect("create over gRPC").id);
         }
     }
-    // Let instance b's periodic reload see the alerts created through a.
+    // Instance b learns of the alerts created through a from the change feed
+    // (and its periodic reload, 0.5 s here).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let publisher = KafkaPublisher::new(&KafkaConfig::new(brokers.clone()), "test").unwrap();
@@ -122,7 +123,8 @@ async fn run(brokers: String, db: String) {
     loop {
         let mut active = 0;
         for i in 0..symbols.len() {
-            active += client.list(1 + i as i64, true).await.unwrap().len();
+            let query = ListQuery::new(true, None, None).unwrap();
+            active += client.list(1 + i as i64, query).await.unwrap().alerts.len();
         }
         if active == 0 {
             break;
@@ -134,7 +136,11 @@ async fn run(brokers: String, db: String) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for i in 0..symbols.len() {
-        for alert in client.list(1 + i as i64, false).await.unwrap() {
+        let page = client
+            .list(1 + i as i64, ListQuery::default())
+            .await
+            .unwrap();
+        for alert in page.alerts {
             assert!(!alert.active);
             let p = alert.triggered_price.expect("triggered price");
             match alert.condition {

@@ -980,7 +980,7 @@ async fn readme_screenshot() {
 async fn a_token_in_the_link_signs_the_page_in() {
     let _one = SERIAL.lock().await;
     let data = fresh_dir("auth");
-    let secret = "browser-test-secret";
+    let secret = "browser-test-secret-of-at-least-32-bytes";
     let gw = Gateway::start(
         SocketAddr::from(([127, 0, 0, 1], free_port())),
         &data,

@@ -411,8 +411,19 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
     let redis = OwnRedis::start();
     redis.wait_up().await;
     let url = redis.url();
-    // A small bound on waiting reads, so that this flood goes past it.
-    let node = gateway_with(&url, "", &["--redis-max-pending-reads", "2000"]).await;
+    // A small bound on waiting reads, so that this flood goes past it; no
+    // bound on one address's subscriptions, so that all 32,768 are made.
+    let node = gateway_with(
+        &url,
+        "",
+        &[
+            "--redis-max-pending-reads",
+            "2000",
+            "--max-subscriptions-per-ip",
+            "0",
+        ],
+    )
+    .await;
     let addr = node.http_addr();
     let http = reqwest::Client::new();
     assert_eq!(

@@ -3,10 +3,13 @@
 //! - [`postgres`]: [`PgAlertStore`], for deployments (`--database-url`).
 //! - [`sqlite`]: [`SqliteAlertStore`], the embedded store of `marketmux dev`,
 //!   one file under `--data-dir` that survives restarts.
+//! - [`notify`]: the PostgreSQL change feed ([`StoreEvent`]s from
+//!   `LISTEN/NOTIFY`), which keeps every instance's index in step.
 //!
 //! Both run their migrations when opened and pass the same test suite
 //! (`tests/store_suite.rs`).
 
+pub mod notify;
 pub mod postgres;
 mod row;
 pub mod sqlite;
@@ -17,8 +20,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketmux_bus::metrics::{self, Component};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{Alert, NewAlert};
+use crate::page::{AlertPage, ListQuery};
 
 pub use postgres::PgAlertStore;
 pub use sqlite::SqliteAlertStore;
@@ -33,6 +39,23 @@ pub enum StoreError {
     /// Anything else the database refused.
     #[error("alert store error: {0}")]
     Internal(String),
+    /// The user already has `limit` active alerts (answered 409 /
+    /// RESOURCE_EXHAUSTED); nothing was stored.
+    #[error("user {user_id} already has {limit} active alerts, the most allowed; delete one or wait for one to fire")]
+    TooManyAlerts { user_id: i64, limit: u32 },
+}
+
+/// A change to the stored alerts, announced by the store when it commits,
+/// whichever instance made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Alert `id` was created or changed: read it again.
+    Changed(i64),
+    /// Alert `id` was deleted or fired: stop watching it.
+    Removed(i64),
+    /// Announcements may have been missed (the feed connected or
+    /// reconnected): read every active alert again.
+    Resync,
 }
 
 /// The failure kinds `/metrics` counts for the alert store
@@ -49,7 +72,7 @@ impl From<sqlx::Error> for StoreError {
         let error = Self::classify(e);
         let op = match &error {
             StoreError::Unavailable(_) => "unavailable",
-            StoreError::Internal(_) => "query",
+            StoreError::Internal(_) | StoreError::TooManyAlerts { .. } => "query",
         };
         metrics::error(Component::Database, op);
         error
@@ -83,10 +106,16 @@ impl StoreError {
 /// Persistent alerts. Every method is one short statement (or transaction).
 #[async_trait]
 pub trait AlertStore: Send + Sync {
-    /// Stores `new` as an active alert, creating its user row if needed.
-    async fn create(&self, new: &NewAlert) -> Result<Alert, StoreError>;
-    /// Alerts of `user_id`, newest first; only active ones if `active_only`.
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError>;
+    /// Stores `new` as an active alert, creating its user row if needed,
+    /// unless its user already has `max_active` active alerts
+    /// ([`StoreError::TooManyAlerts`]). The count and the insert are one
+    /// step per user: concurrent creates, on any number of instances, never
+    /// take a user past `max_active`.
+    async fn create(&self, new: &NewAlert, max_active: u32) -> Result<Alert, StoreError>;
+    /// One page of `user_id`'s alerts, in ascending id order.
+    async fn list(&self, user_id: i64, query: &ListQuery) -> Result<AlertPage, StoreError>;
+    /// Alert `id`, if it exists.
+    async fn get(&self, id: i64) -> Result<Option<Alert>, StoreError>;
     /// Deletes alert `id` (only if it belongs to `user_id`, when given);
     /// false when there was none.
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, StoreError>;
@@ -97,6 +126,14 @@ pub trait AlertStore: Send + Sync {
     async fn fire(&self, id: i64, price: f64, at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Changes committed through any instance, as they happen, starting with
+    /// a [`StoreEvent::Resync`]; the feed ends at `shutdown`. `None` when the
+    /// store has no such feed: the embedded store serves one process, whose
+    /// API keeps its evaluator in step directly.
+    fn watch(&self, shutdown: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
+        let _ = shutdown;
+        None
+    }
 }
 
 /// Opens PostgreSQL when `database_url` is set, else the embedded store in

@@ -1,14 +1,21 @@
 //! [`PgAlertStore`]: alerts in PostgreSQL (tables `users` and `alerts`).
+//!
+//! A trigger announces every insert, fire and delete of an alert on the
+//! channel [`super::notify::CHANNEL`] when it commits; [`AlertStore::watch`]
+//! turns those into [`StoreEvent`]s.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::row::{alert_columns, to_alerts, AlertRow};
-use super::{AlertStore, StoreError};
+use super::{AlertStore, StoreError, StoreEvent};
 use crate::model::{Alert, NewAlert};
+use crate::page::{AlertPage, ListQuery};
 
 /// How long a call waits for a pooled connection before answering "unavailable".
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,15 +60,23 @@ impl PgAlertStore {
 
 #[async_trait]
 impl AlertStore for PgAlertStore {
-    async fn create(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+    async fn create(&self, new: &NewAlert, max_active: u32) -> Result<Alert, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
             .bind(new.user_id)
             .execute(&mut *tx)
             .await?;
-        let row: AlertRow = sqlx::query_as(concat!(
+        // One create per user at a time, on every instance: the count below
+        // runs after the lock is held, so it sees every alert committed
+        // by the creates before this one.
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(new.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let row: Option<AlertRow> = sqlx::query_as(concat!(
             "INSERT INTO alerts (user_id, symbol, condition, target_price, active, created_at) \
-             VALUES ($1, $2, $3, $4, TRUE, $5) RETURNING ",
+             SELECT $1, $2, $3, $4, TRUE, $5 \
+             WHERE (SELECT count(*) FROM alerts WHERE user_id = $1 AND active) < $6 RETURNING ",
             alert_columns!()
         ))
         .bind(new.user_id)
@@ -69,23 +84,46 @@ impl AlertStore for PgAlertStore {
         .bind(new.condition.as_str())
         .bind(new.target_price)
         .bind(Utc::now())
-        .fetch_one(&mut *tx)
+        .bind(i64::from(max_active))
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::TooManyAlerts {
+                user_id: new.user_id,
+                limit: max_active,
+            });
+        };
         tx.commit().await?;
         row.try_into()
     }
 
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError> {
+    async fn list(&self, user_id: i64, query: &ListQuery) -> Result<AlertPage, StoreError> {
         let rows: Vec<AlertRow> = sqlx::query_as(concat!(
             "SELECT ",
             alert_columns!(),
-            " FROM alerts WHERE user_id = $1 AND (active OR NOT $2) ORDER BY id DESC"
+            " FROM alerts WHERE user_id = $1 AND (active OR NOT $2) AND id > $3 \
+             ORDER BY id LIMIT $4"
         ))
         .bind(user_id)
-        .bind(active_only)
+        .bind(query.active_only)
+        .bind(query.after())
+        .bind(query.fetch_rows())
         .fetch_all(&self.pool)
         .await?;
-        to_alerts(rows)
+        Ok(AlertPage::from_rows(to_alerts(rows)?, query))
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        let row: Option<AlertRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            alert_columns!(),
+            " FROM alerts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Alert::try_from).transpose()
     }
 
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, StoreError> {
@@ -126,5 +164,9 @@ impl AlertStore for PgAlertStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn watch(&self, shutdown: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
+        Some(super::notify::spawn_feed(self.pool.clone(), shutdown))
     }
 }

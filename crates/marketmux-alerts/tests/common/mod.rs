@@ -11,11 +11,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketmux_alerts::{
-    Alert, AlertSink, AlertStore, FiredAlert, NewAlert, PgAlertStore, SqliteAlertStore, StoreError,
+    Alert, AlertPage, AlertSink, AlertStore, FiredAlert, ListQuery, NewAlert, PgAlertStore,
+    SqliteAlertStore, StoreError, StoreEvent,
 };
 use marketmux_core::{Symbol, Tick, Timestamp};
 use parking_lot::Mutex;
 use sqlx::Connection as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The server every PostgreSQL test uses (override with MARKETMUX_TEST_PG).
 pub fn pg_admin_url() -> String {
@@ -136,13 +139,17 @@ impl SwitchableStore {
 
 #[async_trait]
 impl AlertStore for SwitchableStore {
-    async fn create(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+    async fn create(&self, new: &NewAlert, max_active: u32) -> Result<Alert, StoreError> {
         self.check()?;
-        self.inner.create(new).await
+        self.inner.create(new, max_active).await
     }
-    async fn list(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError> {
+    async fn list(&self, user_id: i64, query: &ListQuery) -> Result<AlertPage, StoreError> {
         self.check()?;
-        self.inner.list(user_id, active_only).await
+        self.inner.list(user_id, query).await
+    }
+    async fn get(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        self.check()?;
+        self.inner.get(id).await
     }
     async fn delete(&self, id: i64, user_id: Option<i64>) -> Result<bool, StoreError> {
         self.check()?;
@@ -159,6 +166,38 @@ impl AlertStore for SwitchableStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await
+    }
+    fn watch(&self, shutdown: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
+        self.inner.watch(shutdown)
+    }
+}
+
+/// Shortcuts for tests: create without a cap, list every page.
+#[async_trait]
+pub trait StoreExt {
+    /// Creates `new` with no per-user cap.
+    async fn add(&self, new: &NewAlert) -> Result<Alert, StoreError>;
+    /// Every alert of `user_id`, walking all pages.
+    async fn list_all(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError>;
+}
+
+#[async_trait]
+impl<T: AlertStore + ?Sized> StoreExt for T {
+    async fn add(&self, new: &NewAlert) -> Result<Alert, StoreError> {
+        self.create(new, u32::MAX).await
+    }
+    async fn list_all(&self, user_id: i64, active_only: bool) -> Result<Vec<Alert>, StoreError> {
+        let mut all = Vec::new();
+        let mut after_id = None;
+        loop {
+            let query = ListQuery::new(active_only, after_id, Some(7)).expect("valid page");
+            let page = self.list(user_id, &query).await?;
+            all.extend(page.alerts);
+            match page.next_after_id {
+                Some(next) => after_id = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 }
 

@@ -616,12 +616,25 @@
 
   const MISSING = "The alerts API is not available on this node (/alerts answers 404).";
 
+  // GET /alerts answers pages in ascending id order (next_after_id while more
+  // follow): read them all, up to a bound, and show the newest first.
+  const ALERT_PAGES_MAX = 10;
+
   async function loadAlerts() {
-    const r = await api("GET", `/alerts?user_id=${userId}`);
-    if (r.missing) return setAlertsStatus(MISSING);
-    if (!r.ok) return setAlertsStatus("Could not load alerts: " + r.message);
+    const list = [];
+    let after = null;
+    for (let page = 0; page < ALERT_PAGES_MAX; page++) {
+      const more = after === null ? "" : `&after_id=${after}`;
+      const r = await api("GET", `/alerts?user_id=${userId}&limit=1000${more}`);
+      if (r.missing) return setAlertsStatus(MISSING);
+      if (!r.ok) return setAlertsStatus("Could not load alerts: " + r.message);
+      const items = Array.isArray(r.data) ? r.data : (r.data && (r.data.alerts || r.data.items)) || [];
+      list.push(...items);
+      after = r.data && Number.isInteger(r.data.next_after_id) ? r.data.next_after_id : null;
+      if (after === null) break;
+    }
     setAlertsStatus("");
-    const list = Array.isArray(r.data) ? r.data : (r.data && (r.data.alerts || r.data.items)) || [];
+    list.sort((a, b) => (Number(b.id) || 0) - (Number(a.id) || 0));
     renderAlerts(list);
   }
 

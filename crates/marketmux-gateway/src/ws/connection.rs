@@ -3,6 +3,7 @@
 //! per batch.
 
 use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +24,24 @@ use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Most frames read while waiting for the client's close frame.
+const CLOSE_LINGER_FRAMES: usize = 64;
 /// A writer keeps at most this much buffer between batches.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest frame list (in slots) a writer keeps between batches.
 const KEEP_SPARE_FRAMES: usize = 64;
 
 /// Serves one upgraded socket until it closes. `prefix` holds bytes read past
-/// the upgrade request; `user` is the authenticated user, if any; `direct`,
-/// the socket for the hub's direct writes while the writer is idle.
+/// the upgrade request; `user` is the authenticated user, if any; `peer`, the
+/// client's address (its subscriptions count against the per-address bound);
+/// `direct`, the socket for the hub's direct writes while the writer is idle.
 pub async fn serve<R, W>(
     state: Arc<GatewayState>,
     rd: R,
     wr: W,
     prefix: Bytes,
     identity: Option<Identity>,
+    peer: IpAddr,
     direct: Option<Arc<dyn DirectSocket>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -62,6 +67,7 @@ pub async fn serve<R, W>(
         bucket: TokenBucket::new(state.config.max_messages_per_sec),
         strikes: 0,
         identity,
+        peer,
         queue: queue.clone(),
         state: state.clone(),
     };
@@ -71,14 +77,19 @@ pub async fn serve<R, W>(
     queue.close_after_pending(CloseReason::new(1000, ""));
 
     // Leave every topic before anything else, so no tick is queued for a dead socket.
+    state
+        .subscriptions_per_ip
+        .release(peer, session.subscriptions.len());
     for s in session.subscriptions.drain() {
         state.hub.unsubscribe(&s, id);
     }
-    // Give the writer time to send the close frame, and the client to answer it.
+    // Give the writer time to send the close frame, and the client to answer
+    // it; a client that floods frames instead is not read for the whole linger.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Ok(m) = reader.next_message().await {
-            if matches!(m, Message::Close(_)) {
-                break;
+        for _ in 0..CLOSE_LINGER_FRAMES {
+            match reader.next_message().await {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
             }
         }
     })
@@ -113,6 +124,8 @@ struct Session {
     strikes: u32,
     /// The authenticated user (authentication on), whose token may restrict symbols.
     identity: Option<Identity>,
+    /// The client's address: its subscriptions count against the per-address bound.
+    peer: IpAddr,
 }
 
 impl Session {
@@ -195,7 +208,14 @@ impl Session {
                     self.queue
                         .push_control(frame::encode(OpCode::Pong, &payload));
                 }
-                Message::Pong => {}
+                // Frames that need no answer still cost the server a read and
+                // a decode: each counts against the budget, so a flood of them
+                // is told `rate_limited` and closed like any other.
+                Message::Pong | Message::Fragment => {
+                    if matches!(self.admit(), Admission::Closed) {
+                        return;
+                    }
+                }
                 Message::Close(code) => {
                     let reply = frame::close_reply(code);
                     self.queue.close_after_pending(CloseReason::new(reply, ""));
@@ -203,6 +223,32 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The per-address and per-node bounds, for `fresh` symbols this socket
+    /// does not follow yet: on success their per-address places are taken.
+    /// `Err` is the message of the refusal (the whole subscribe is refused).
+    fn check_node_limits(&self, fresh: &[Symbol]) -> Result<(), String> {
+        let state = &self.state;
+        let new_topics = fresh.iter().filter(|s| !state.hub.has_topic(s)).count() as u64;
+        if new_topics > state.hub.topics_free() {
+            state.stats.limits.hit(LimitHit::MaxTopics);
+            return Err(format!(
+                "this node follows its limit of {} symbols; {new_topics} of these are not followed yet (symbols already followed can still be subscribed to)",
+                state.config.max_topics
+            ));
+        }
+        let per_ip = state.config.max_subscriptions_per_ip;
+        state
+            .subscriptions_per_ip
+            .reserve(self.peer, fresh.len(), per_ip)
+            .map_err(|held| {
+                state.stats.limits.hit(LimitHit::SubscriptionsPerIp);
+                format!(
+                    "subscribing to {} more symbols would exceed the limit of {per_ip} per client address ({held} in use over all its connections)",
+                    fresh.len()
+                )
+            })
     }
 
     /// Applies the per-socket rate limit.
@@ -250,6 +296,7 @@ impl Session {
                     if self.subscriptions.remove(s) {
                         self.state.hub.unsubscribe(s, self.queue.id());
                         self.queue.forget_symbol(s);
+                        self.state.subscriptions_per_ip.release(self.peer, 1);
                     }
                 }
                 self.reply(ServerMessage::Unsubscribed {
@@ -288,9 +335,10 @@ impl Session {
                 return self.error(ErrorCode::Forbidden, &msg, id);
             }
         }
+        let mut seen = HashSet::with_capacity(symbols.len());
         let fresh: Vec<Symbol> = symbols
             .iter()
-            .filter(|s| !self.subscriptions.contains(s))
+            .filter(|s| !self.subscriptions.contains(s) && seen.insert(**s))
             .copied()
             .collect();
         let limit = self.state.config.max_subscriptions;
@@ -303,19 +351,36 @@ impl Session {
             self.state.stats.limits.hit(LimitHit::TooManySubscriptions);
             return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
-        for s in &fresh {
-            self.subscriptions.insert(*s);
+        if let Err(msg) = self.check_node_limits(&fresh) {
+            return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
         // Follows the new symbols at once (their live ticks held), finds
         // where each stream stands, queues the reply, then each symbol's
         // first ticks and what was held.
         let plan = recovery::open(&self.state, &self.queue, &symbols, &fresh, &since).await;
+        self.subscriptions.extend(plan.followed());
         self.reply(ServerMessage::Subscribed {
             symbols: &symbols,
             streams: &plan.streams,
             id,
         });
-        plan.start(&self.state, &self.queue);
+        let refused = plan.start(&self.state, &self.queue);
+        if !refused.is_empty() {
+            self.state
+                .subscriptions_per_ip
+                .release(self.peer, refused.len());
+            self.state.stats.limits.hit(LimitHit::MaxTopics);
+            let msg = format!(
+                "not subscribed to {}: this node follows its limit of {} symbols",
+                refused
+                    .iter()
+                    .map(Symbol::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.state.config.max_topics
+            );
+            self.error(ErrorCode::TooManySubscriptions, &msg, id);
+        }
     }
 }
 
@@ -348,6 +413,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         buf.reserve(batch.len_bytes());
         let frames = batch.len() as u64;
         let queued_at = batch.queued_at;
+        let deadline = queue.lag_deadline(&batch);
         for f in batch.frames.drain(..).chain(batch.conflated.drain(..)) {
             buf.extend_from_slice(&f);
         }
@@ -356,11 +422,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if batch.frames.capacity() <= KEEP_SPARE_FRAMES {
             spare = batch.frames;
         }
+        // A client that stops reading is closed once the batch's oldest frame
+        // is older than the lag bound, even if nothing more is pushed to it.
+        let behind = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let written = tokio::select! {
             r = wr.write_all(&buf) => r,
-            // A client that stopped reading is closed by its queue's lag bound;
-            // the write it blocks is abandoned.
+            // The write a client that stopped reading blocks is abandoned.
             _ = queue.closed() => return,
+            _ = behind => {
+                queue.close_lagging();
+                return;
+            }
         };
         if let Err(e) = written {
             tracing::debug!(client = queue.id(), error = %e, "Socket write failed");

@@ -1,5 +1,11 @@
-//! [`FrameReader`]: reads whole client messages off a socket, reassembling
+//! [`FrameReader`]: reads client messages off a socket, reassembling
 //! fragments and enforcing the frame size bound.
+//!
+//! Every frame the client sends comes back as one [`Message`], a fragment of
+//! an unfinished message included ([`Message::Fragment`]), so the connection
+//! can charge each frame to the socket's budget: a client cannot make the
+//! server decode frames without end by sending ones that never finish a
+//! message (empty continuations) or need no answer (pongs).
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -9,11 +15,15 @@ use super::frame::{self, OpCode, ProtocolError};
 /// Initial (and idle) read buffer: small, since most client messages are tiny.
 const INITIAL_BUFFER: usize = 256;
 
-/// One complete message from the client.
+/// What one client frame amounted to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
+    /// A whole text message (its last frame).
     Text(Bytes),
+    /// A whole binary message (its last frame).
     Binary,
+    /// A frame of a message that is not finished yet (kept by the reader).
+    Fragment,
     Ping(Bytes),
     Pong,
     Close(u16),
@@ -65,61 +75,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next complete message.
+    /// The next frame's message: a whole message, or [`Message::Fragment`].
     pub async fn next_message(&mut self) -> Result<Message, ReadError> {
-        loop {
-            let f = self.next_frame().await?;
-            // Give back memory a large message made the buffer take.
-            if self.buf.is_empty() && self.buf.capacity() > 4 * INITIAL_BUFFER {
-                self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        let f = self.next_frame().await?;
+        // Give back memory a large message made the buffer take.
+        if self.buf.is_empty() && self.buf.capacity() > 4 * INITIAL_BUFFER {
+            self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        match f.opcode {
+            OpCode::Ping => Ok(Message::Ping(f.payload)),
+            OpCode::Pong => Ok(Message::Pong),
+            OpCode::Close => {
+                if f.payload.len() == 1 {
+                    return Err(protocol(1002, "malformed close frame"));
+                }
+                Ok(Message::Close(frame::close_code(&f.payload)))
             }
-            match f.opcode {
-                OpCode::Ping => return Ok(Message::Ping(f.payload)),
-                OpCode::Pong => return Ok(Message::Pong),
-                OpCode::Close => {
-                    if f.payload.len() == 1 {
-                        return Err(ProtocolError {
-                            code: 1002,
-                            reason: "malformed close frame",
-                        }
-                        .into());
-                    }
-                    return Ok(Message::Close(frame::close_code(&f.payload)));
+            OpCode::Text | OpCode::Binary => {
+                if self.partial.is_some() {
+                    return Err(protocol(1002, "new message before the last one ended"));
                 }
-                OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Err(ProtocolError {
-                            code: 1002,
-                            reason: "new message before the last one ended",
-                        }
-                        .into());
-                    }
-                    if f.fin {
-                        return finish(f.opcode, f.payload);
-                    }
-                    self.partial = Some((f.opcode, BytesMut::from(&f.payload[..])));
+                if f.fin {
+                    return finish(f.opcode, f.payload);
                 }
-                OpCode::Continuation => {
-                    let Some((op, mut acc)) = self.partial.take() else {
-                        return Err(ProtocolError {
-                            code: 1002,
-                            reason: "continuation without a message",
-                        }
-                        .into());
-                    };
-                    if acc.len() + f.payload.len() > self.max_message {
-                        return Err(ProtocolError {
-                            code: 1009,
-                            reason: "message too large",
-                        }
-                        .into());
-                    }
-                    acc.extend_from_slice(&f.payload);
-                    if f.fin {
-                        return finish(op, acc.freeze());
-                    }
-                    self.partial = Some((op, acc));
+                self.partial = Some((f.opcode, BytesMut::from(&f.payload[..])));
+                Ok(Message::Fragment)
+            }
+            OpCode::Continuation => {
+                let Some((op, mut acc)) = self.partial.take() else {
+                    return Err(protocol(1002, "continuation without a message"));
+                };
+                if acc.len() + f.payload.len() > self.max_message {
+                    return Err(protocol(1009, "message too large"));
                 }
+                acc.extend_from_slice(&f.payload);
+                if f.fin {
+                    return finish(op, acc.freeze());
+                }
+                self.partial = Some((op, acc));
+                Ok(Message::Fragment)
             }
         }
     }
@@ -128,6 +122,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
     }
+}
+
+fn protocol(code: u16, reason: &'static str) -> ReadError {
+    ProtocolError { code, reason }.into()
 }
 
 fn finish(op: OpCode, payload: Bytes) -> Result<Message, ReadError> {
@@ -175,6 +173,7 @@ mod tests {
         wire.extend(masked(true, 0, b"lo"));
         wire.extend(masked(true, 8, &1000u16.to_be_bytes()));
         let mut r = FrameReader::new(&wire[..], Bytes::new(), 4096);
+        assert_eq!(r.next_message().await.unwrap(), Message::Fragment);
         assert_eq!(
             r.next_message().await.unwrap(),
             Message::Ping(Bytes::from_static(b"p"))
@@ -192,6 +191,7 @@ mod tests {
         let mut wire = masked(false, 1, &[b'a'; 100]);
         wire.extend(masked(true, 0, &[b'a'; 100]));
         let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
+        assert_eq!(r.next_message().await.unwrap(), Message::Fragment);
         match r.next_message().await {
             Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1009),
             other => panic!("{other:?}"),

@@ -32,6 +32,8 @@ pub(crate) struct Plan {
     /// The reply's `streams`: every symbol of the request whose position is known.
     pub(crate) streams: Vec<StreamState>,
     starts: Vec<Opening>,
+    /// New symbols not followed: the node holds its bound of topics.
+    refused: Vec<Symbol>,
 }
 
 /// One new symbol's start.
@@ -54,9 +56,17 @@ pub(crate) async fn open(
 ) -> Plan {
     let since_of = |s: &Symbol| since.iter().find(|(x, _)| x == s).map(|(_, p)| *p);
     let hub = &state.hub;
+    let mut refused = Vec::new();
     let held: Vec<(Symbol, Option<Position>, Option<Tick>)> = fresh
         .iter()
-        .map(|s| (*s, since_of(s), hub.subscribe_held(*s, queue).latest))
+        .filter_map(|s| match hub.subscribe_held(*s, queue) {
+            Ok(sub) => Some((*s, since_of(s), sub.latest)),
+            // Another socket took the last topics since the caller's check.
+            Err(_) => {
+                refused.push(*s);
+                None
+            }
+        })
         .collect();
     let deadline = Instant::now() + OPEN_TIMEOUT;
     let answers = futures_util::future::join_all(held.iter().map(|(s, since, latest)| {
@@ -80,6 +90,7 @@ pub(crate) async fn open(
     let mut plan = Plan {
         streams: Vec::with_capacity(symbols.len()),
         starts: Vec::with_capacity(held.len()),
+        refused,
     };
     for ((symbol, since, latest), answer) in held.into_iter().zip(answers) {
         let (head, start, recovered) = match answer {
@@ -152,9 +163,15 @@ fn decide(
 }
 
 impl Plan {
+    /// The new symbols the socket now follows.
+    pub(crate) fn followed(&self) -> impl Iterator<Item = Symbol> + '_ {
+        self.starts.iter().map(|o| o.symbol)
+    }
+
     /// Queues each new symbol's first ticks and releases its held ticks
-    /// (after the reply was queued).
-    pub(crate) fn start(self, state: &GatewayState, queue: &Arc<ClientQueue>) {
+    /// (after the reply was queued). Returns the new symbols that were
+    /// refused (the node's bound of topics).
+    pub(crate) fn start(self, state: &GatewayState, queue: &Arc<ClientQueue>) -> Vec<Symbol> {
         let counts = &state.stats.recovery;
         for o in self.starts {
             let started = state.hub.start(&o.symbol, queue, o.start);
@@ -164,5 +181,6 @@ impl Plan {
                 None => {}
             }
         }
+        self.refused
     }
 }

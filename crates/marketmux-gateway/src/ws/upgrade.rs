@@ -2,7 +2,7 @@
 //! handing the socket to [`super::connection::serve`]. The connection limits
 //! were applied when the connection was accepted ([`crate::server`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use marketmux_hub::DirectSocket;
 use tokio::net::TcpStream;
 
 use super::socket::{DirectHalf, SharedWriteHalf};
@@ -76,7 +77,7 @@ pub async fn ws_handler(
     let task_state = state.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(task_state, upgraded, identity).await,
+            Ok(upgraded) => run(task_state, upgraded, identity, peer.ip()).await,
             Err(e) => tracing::debug!(%peer, error = %e, "Upgrade failed"),
         }
         drop(slot);
@@ -92,7 +93,12 @@ pub async fn ws_handler(
     resp.body(Body::empty()).unwrap_or_default()
 }
 
-async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Identity>) {
+async fn run(
+    state: Arc<GatewayState>,
+    upgraded: Upgraded,
+    identity: Option<Identity>,
+    peer: IpAddr,
+) {
     // Served by our own accept loop, the socket is a plain TcpStream: take it
     // back so reader and writer own their halves without a shared lock.
     match upgraded.downcast::<TokioIo<ClientStream<TcpStream>>>() {
@@ -102,11 +108,12 @@ async fn run(state: Arc<GatewayState>, upgraded: Upgraded, identity: Option<Iden
             let direct = DirectHalf::new(half.clone(), state.clone());
             let wr = SharedWriteHalf(half);
             let prefix = parts.read_buf;
-            super::connection::serve(state, rd, wr, prefix, identity, Some(Arc::new(direct))).await
+            let direct: Arc<dyn DirectSocket> = Arc::new(direct);
+            super::connection::serve(state, rd, wr, prefix, identity, peer, Some(direct)).await
         }
         Err(upgraded) => {
             let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-            super::connection::serve(state, rd, wr, Bytes::new(), identity, None).await
+            super::connection::serve(state, rd, wr, Bytes::new(), identity, peer, None).await
         }
     }
 }

@@ -4,6 +4,11 @@
 //!   the same `--group` share the partitions; ticks are keyed by symbol, so
 //!   each symbol is evaluated by one instance at a time).
 //! - Store: PostgreSQL (`--database-url` or DATABASE_URL), migrated at start.
+//!   Every instance follows the store's change feed (`LISTEN/NOTIFY`), so an
+//!   alert created or deleted through any instance is evaluated (or dropped)
+//!   by all of them at once; the periodic reload (`--reload-secs`) is the
+//!   safety net, and a reconnected feed reloads at once.
+//! - Each user may have `--max-alerts-per-user` active alerts.
 //! - API: gRPC on `--grpc-listen` (`proto/alert.proto`), which gateways
 //!   started with `--alerts-url` serve as REST.
 //! - Firing is exactly once through the store's conditional update. Offsets
@@ -21,9 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use marketmux_alerts::grpc;
+use marketmux_alerts::{follow, grpc};
 use marketmux_alerts::{
-    AlertService, AlertSink, Evaluator, FiredAlert, LocalAlertService, PgAlertStore,
+    AlertService, AlertSink, AlertStore, Evaluator, FiredAlert, LocalAlertService, PgAlertStore,
 };
 use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_bus::BusError;
@@ -56,8 +61,11 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
         .reload()
         .await
         .context("alerts: loading the active alerts")?;
-    let service: Arc<dyn AlertService> =
-        LocalAlertService::new(store.clone(), Some(evaluator.clone()));
+    let service: Arc<dyn AlertService> = LocalAlertService::with_cap(
+        store.clone(),
+        Some(evaluator.clone()),
+        args.max_alerts_per_user,
+    );
 
     let brokers = args.kafka.brokers()?;
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
@@ -78,6 +86,9 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
         Duration::try_from_secs_f64(args.reload_secs.max(0.5)).unwrap_or(Duration::from_secs(5));
     let series = alerts_series(evaluator.clone(), consumer.stats().clone());
     let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
+    // Other instances' creates and deletes, applied as they commit.
+    let store_dyn: Arc<dyn AlertStore> = store.clone();
+    follow::spawn(store_dyn, evaluator.clone(), shutdown.clone());
     let eval_task = tokio::spawn(consume(consumer, evaluator, reload_every, shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -133,11 +144,18 @@ fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> Rol
             "Fires waiting for the store.",
             evaluator.pending_len(),
         );
+        metric(
+            out,
+            "gauge",
+            "marketmux_alerts_indexed",
+            "Active alerts this instance evaluates ticks against.",
+            evaluator.len(),
+        );
     })
 }
 
 /// Reads tick batches, evaluates them, retries pending fires, reloads the
-/// index periodically (alerts created through other instances), and commits
+/// index periodically (the safety net behind the change feed), and commits
 /// a batch only when no fire is pending.
 async fn consume(
     consumer: TickConsumer,

@@ -62,7 +62,7 @@ pub async fn start_with_sink(
     let consumer = TickConsumer::new(&config, &args.group, start_from)
         .with_context(|| format!("bridge: Kafka consumer group {}", args.group))?;
     tracing::info!(%brokers, topic = %args.kafka.topic, group = %args.group, "Bridge started");
-    let bridge = Bridge::new(consumer, sink);
+    let bridge = Bridge::new(consumer, sink).with_clock_skew(args.skew.clock_skew());
     let shutdown = CancellationToken::new();
     let series = bridge_series(bridge.stats(), bridge.consumer_stats());
     let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
@@ -123,6 +123,11 @@ fn bridge_series(bridge: Arc<BridgeStats>, consumer: Arc<ConsumerStats>) -> Role
                 "marketmux_bridge_sequence_gaps_total",
                 "Producer sequence numbers never seen (records lost upstream).",
                 bridge.missing.load(Relaxed),
+            ),
+            (
+                "marketmux_bridge_future_timestamps_total",
+                "Ticks dropped for a timestamp too far in the future (still committed).",
+                bridge.future_timestamps.load(Relaxed),
             ),
             (
                 "marketmux_bridge_failed_commits_total",

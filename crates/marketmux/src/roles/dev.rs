@@ -42,7 +42,13 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         bus.clone(),
         vec![bus.clone(), alert_health],
     );
-    let alerts = start_alerts(alert_store, state.clone(), shutdown.clone()).await?;
+    let alerts = start_alerts(
+        alert_store,
+        state.clone(),
+        args.max_alerts_per_user,
+        shutdown.clone(),
+    )
+    .await?;
     bus.add_handler(alerts.tick_handler());
 
     if args.feed_rate > 0.0 {
@@ -138,17 +144,19 @@ async fn open_alert_store(args: &DevArgs) -> anyhow::Result<Arc<dyn AlertStore>>
 
 /// Price alerts of the dev node. Ticks reach the evaluator through its
 /// inbox (never blocking the publisher; see `TickInbox` for the bound), and
-/// fired alerts go to the user's sockets on this node.
+/// fired alerts go to the user's sockets on this node. Each user may have
+/// `max_per_user` active alerts.
 async fn start_alerts(
     store: Arc<dyn AlertStore>,
     state: Arc<GatewayState>,
+    max_per_user: u32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<AlertEngine> {
     let sink: AlertSink = Arc::new(move |fired: &FiredAlert| {
         let sockets = state.push_alert(fired.alert.user_id, &fired.to_json());
         tracing::debug!(alert_id = fired.alert.id, sockets, "Alert pushed");
     });
-    AlertEngine::start(store, sink, None, shutdown)
+    AlertEngine::start(store, sink, None, max_per_user, shutdown)
         .await
         .context("alerts: loading the active alerts")
 }

@@ -117,7 +117,7 @@ pub fn admin_listener(
     Ok(Some(addr))
 }
 
-/// The Redis settings from the flags (`--redis-url`, else the seed's REDIS_ADDR).
+/// The Redis settings from the flags (`--redis-url`, else the conventional REDIS_ADDR).
 pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
     let url = args
         .redis_url

@@ -43,11 +43,10 @@ pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
     let publisher =
         Arc::new(KafkaPublisher::new(&config, "finnhub").context("ingest: Kafka producer")?);
-    let client = FinnhubClient::new(FinnhubConfig::new(
-        args.finnhub_url.clone(),
-        token,
-        symbols.clone(),
-    ));
+    let client = FinnhubClient::new(FinnhubConfig {
+        max_clock_skew: args.skew.clock_skew(),
+        ..FinnhubConfig::new(args.finnhub_url.clone(), token, symbols.clone())
+    });
     tracing::info!(url = %args.finnhub_url, %brokers, topic = %args.kafka.topic, symbols = symbols.len(), "Ingest started");
     let shutdown = CancellationToken::new();
     let series = ingest_series(client.stats(), publisher.clone());
@@ -87,6 +86,11 @@ fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublisher>) -> Role
                 "marketmux_ingest_invalid_trades_total",
                 "Finnhub trades refused (bad symbol, price or volume).",
                 feed.invalid_trades.load(Relaxed),
+            ),
+            (
+                "marketmux_ingest_future_trades_total",
+                "Finnhub trades dropped for a timestamp too far in the future.",
+                feed.future_trades.load(Relaxed),
             ),
             (
                 "marketmux_ingest_published_total",
