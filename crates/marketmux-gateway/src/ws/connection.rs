@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use marketmux_core::{ClientRequest, ErrorCode, ServerMessage, Symbol};
+use marketmux_core::{ClientRequest, ErrorCode, Position, ServerMessage, Symbol};
 use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
 
 use super::recovery;
@@ -326,7 +326,7 @@ impl Session {
     async fn subscribe(
         &mut self,
         symbols: Vec<Symbol>,
-        since: Vec<(Symbol, marketmux_core::Position)>,
+        since: Vec<(Symbol, Position)>,
         id: Option<&str>,
     ) {
         if let Some(filter) = self.identity.as_ref().and_then(|i| i.symbols.as_ref()) {
