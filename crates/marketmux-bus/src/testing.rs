@@ -146,3 +146,64 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("cannot bind a loopback port")
 }
+
+/// A Redis Cluster of its own: three masters (no replicas) on free loopback
+/// ports, joined with `redis-cli --cluster create`; killed when dropped.
+pub struct OwnRedisCluster {
+    nodes: Vec<OwnRedis>,
+}
+
+impl OwnRedisCluster {
+    /// Starts three cluster nodes, creates the cluster and waits until every
+    /// node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// When `redis-server`/`redis-cli` cannot be run or the cluster does not
+    /// form within 10 s.
+    pub async fn start() -> Self {
+        let nodes: Vec<OwnRedis> = (0..3).map(|_| OwnRedis::start_cluster_node()).collect();
+        for n in &nodes {
+            n.wait_up().await;
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            created.is_ok_and(|s| s.success()),
+            "redis-cli --cluster create {addrs:?}"
+        );
+        for _ in 0..200 {
+            let ok = nodes.iter().all(|n| {
+                Command::new("redis-cli")
+                    .args(["-p", &n.port().to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+            if ok {
+                return Self { nodes };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the cluster {addrs:?} did not become ok within 10 s");
+    }
+
+    /// `redis-cluster://127.0.0.1:PORT` of the first node (the others are
+    /// discovered from it).
+    pub fn url(&self) -> String {
+        format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port())
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(OwnRedis::port).collect()
+    }
+}

@@ -290,7 +290,7 @@ async fn settled_waits_until_new_channels_are_subscribed() {
         needed.lock().insert(*s);
         bus.follow(*s);
     }
-    bus.subscriber().settled().await;
+    assert!(bus.subscriber().settled().await);
     let channels: Vec<String> = symbols.iter().map(|s| keys.channel(s)).collect();
     let v: Value = admin.pubsub_numsub(channels).await.unwrap();
     let counts: Vec<Value> = v.convert().unwrap();

@@ -49,7 +49,11 @@ async fn cleanup(admin: &Client, prefix: &str) {
 }
 
 async fn gateway(url: &str, prefix: &str) -> Node {
-    let cli = Cli::parse_from([
+    gateway_with(url, prefix, &[]).await
+}
+
+async fn gateway_with(url: &str, prefix: &str, extra: &[&str]) -> Node {
+    let mut argv = vec![
         "marketmux",
         "gateway",
         "--listen",
@@ -60,7 +64,9 @@ async fn gateway(url: &str, prefix: &str) -> Node {
         prefix,
         "--drain-secs",
         "0",
-    ]);
+    ];
+    argv.extend_from_slice(extra);
+    let cli = Cli::parse_from(argv);
     let Some(Role::Gateway(args)) = cli.role else {
         panic!("not the gateway role")
     };
@@ -70,11 +76,15 @@ async fn gateway(url: &str, prefix: &str) -> Node {
 }
 
 async fn subscribed(addr: SocketAddr, symbol: &str) -> Ws {
+    subscribed_to(addr, &[symbol]).await
+}
+
+async fn subscribed_to(addr: SocketAddr, symbols: &[&str]) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
     ws.send(Message::text(
-        json!({"action": "subscribe", "symbol": symbol}).to_string(),
+        json!({"action": "subscribe", "symbols": symbols}).to_string(),
     ))
     .await
     .unwrap();
@@ -97,6 +107,22 @@ async fn next(ws: &mut Ws) -> Json {
             return serde_json::from_str(&t).unwrap();
         }
     }
+}
+
+/// `(symbol, price, seq)` of the next `n` ticks.
+async fn named_ticks(ws: &mut Ws, n: usize) -> Vec<(String, f64, u64)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let j = next(ws).await;
+        if j["type"] == "tick" {
+            got.push((
+                j["symbol"].as_str().unwrap().to_owned(),
+                j["price"].as_f64().unwrap(),
+                j["seq"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    got
 }
 
 /// `(price, seq)` of the next `n` ticks.
@@ -183,4 +209,73 @@ async fn both_nodes_send_the_same_seq_for_the_same_tick() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     cleanup(&admin, &prefix).await;
+}
+
+/// Two gateways with `--redis-sharded` on a Redis Cluster of three masters
+/// (started here): symbols on every master, ticks posted at either node
+/// reach both nodes' clients with the same seqs, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_gateways_on_a_redis_cluster_share_one_stream_per_symbol() {
+    let cluster = marketmux_bus::testing::OwnRedisCluster::start().await;
+    let url = cluster.url();
+    let prefix = format!("mmtest:cl:{}:", Timestamp::now().0);
+    let keys = marketmux_bus::redis::KeySpace::new(&prefix, true).unwrap();
+    let symbols: Vec<String> = (0..12).map(|i| format!("CL{i}")).collect();
+    let thirds: std::collections::HashSet<u16> = symbols
+        .iter()
+        .map(|s| {
+            let s = marketmux_core::Symbol::new(s).unwrap();
+            fred::util::redis_keyslot(keys.price_key(&s).as_bytes()) / 5462
+        })
+        .collect();
+    assert_eq!(thirds.len(), 3, "symbols on every master");
+    let sharded = ["--redis-sharded"];
+    let a = gateway_with(&url, &prefix, &sharded).await;
+    let b = gateway_with(&url, &prefix, &sharded).await;
+    let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    let mut on_a = subscribed_to(a.http_addr(), &names).await;
+    let mut on_b = subscribed_to(b.http_addr(), &names).await;
+    // A subscribe without `since` may miss a tick published before the
+    // node's SSUBSCRIBE took effect (each master is a connection of its
+    // own): start once both nodes are subscribed on every master.
+    let admin = admin(&url).await;
+    for s in &symbols {
+        let channel = keys.channel(&marketmux_core::Symbol::new(s).unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v: fred::types::Value = admin.pubsub_shardnumsub(&channel).await.unwrap();
+            let pair: Vec<fred::types::Value> = v.convert().unwrap();
+            if pair[1].as_i64() == Some(2) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{channel} not subscribed by both nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for round in 0..3 {
+        let at = if round % 2 == 0 { &a } else { &b };
+        for s in &symbols {
+            post(at.http_addr(), s, &[f64::from(round + 1)]).await;
+        }
+    }
+    let n = symbols.len() * 3;
+    let (got_a, got_b) = (
+        named_ticks(&mut on_a, n).await,
+        named_ticks(&mut on_b, n).await,
+    );
+    for s in &symbols {
+        let of = |got: &[(String, f64, u64)]| -> Vec<(f64, u64)> {
+            got.iter()
+                .filter(|t| &t.0 == s)
+                .map(|t| (t.1, t.2))
+                .collect()
+        };
+        assert_eq!(of(&got_a), [(1.0, 1), (2.0, 2), (3.0, 3)], "{s} on A");
+        assert_eq!(of(&got_b), of(&got_a), "{s} on B");
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }

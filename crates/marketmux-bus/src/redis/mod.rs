@@ -346,12 +346,31 @@ impl PriceStore for RedisBus {
     /// answered, so a snapshot taken for a first local subscriber is never
     /// older than what its channel delivers next.
     async fn snapshot(&self, symbol: &Symbol) -> Result<Option<Tick>, BusError> {
-        self.subscriber.settled().await;
+        let _ = self.subscriber.settled().await;
         self.store.latest(symbol).await
     }
 
     async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
-        self.subscriber.settled().await;
+        // Read only once this node's subscription is in effect: every tick
+        // published after the read then reaches the node live. The actor
+        // having sent the SUBSCRIBE is not enough (fred may answer before
+        // Redis ran it): a PING answered on the same subscriber connection
+        // comes after it.
+        let refuse = |why: &str| {
+            metrics::error(Component::Redis, "subscribe");
+            Err(BusError::Unavailable(format!(
+                "redis: {why}; a replay now could leave a hole"
+            )))
+        };
+        if !self.subscriber.settled().await {
+            return refuse("the node's subscription is not in effect yet");
+        }
+        let Some(generation) = self.subscriber.serving() else {
+            return refuse("subscriber connection not subscribed");
+        };
+        if !self.subscriber.passed(generation).await {
+            return refuse("the subscriber connection did not answer");
+        }
         self.store.open(symbol, since).await
     }
 

@@ -189,11 +189,13 @@ impl RedisSubscriber {
     /// before this call has been sent to Redis and answered. A snapshot read
     /// after a first subscriber's follow then cannot miss a tick published
     /// between the read and the SUBSCRIBE: from here on, the channel delivers.
-    pub async fn settled(&self) {
+    /// Returns false when it gave up waiting (or the subscriber stopped).
+    pub async fn settled(&self) -> bool {
         let target = self.sent.load(SeqCst);
         let mut done = self.done.clone();
         // An ended actor (shutdown) closes the channel: nothing to wait for.
-        let _ = tokio::time::timeout(SETTLE_MAX, done.wait_for(|d| *d >= target)).await;
+        let waited = tokio::time::timeout(SETTLE_MAX, done.wait_for(|d| *d >= target)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// False while the connection is down, or a (re)subscription failed or
