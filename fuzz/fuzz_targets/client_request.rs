@@ -3,15 +3,25 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use marketmux_core::{ClientRequest, ServerMessage};
+use marketmux_core::{ClientRequest, ServerMessage, StreamState};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match ClientRequest::parse(text) {
-        Ok(ClientRequest::Subscribe { symbols, id } | ClientRequest::Unsubscribe { symbols, id }) => {
+        Ok(ClientRequest::Subscribe { symbols, since, id }) => {
             assert!(!symbols.is_empty());
-            // The reply echoes the id verbatim: it must stay valid JSON.
-            let reply = ServerMessage::Subscribed { symbols: &symbols, id: id.as_deref() }.encode();
+            assert!(since.iter().all(|(s, _)| symbols.contains(s)));
+            // The reply echoes the id verbatim and names each position: it must stay valid JSON.
+            let streams: Vec<StreamState> = since
+                .iter()
+                .map(|(symbol, p)| StreamState { symbol: *symbol, epoch: p.epoch, seq: p.seq, recovered: Some(true) })
+                .collect();
+            let reply = ServerMessage::Subscribed { symbols: &symbols, streams: &streams, id: id.as_deref() }.encode();
+            serde_json_check(&reply);
+        }
+        Ok(ClientRequest::Unsubscribe { symbols, id }) => {
+            assert!(!symbols.is_empty());
+            let reply = ServerMessage::Unsubscribed { symbols: &symbols, id: id.as_deref() }.encode();
             serde_json_check(&reply);
         }
         Ok(_) => {}

@@ -96,7 +96,6 @@ async fn gateway_node(redis_url: &str) -> marketmux::node::Node {
 /// first node reaches every subscriber exactly once: what a client missed
 /// while reconnecting is replayed from its position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs per-symbol seq on the server"]
 async fn every_stream_resumes_across_two_gateway_nodes() {
     let redis = OwnRedis::start();
     redis.wait_up().await;

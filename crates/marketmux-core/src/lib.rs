@@ -19,7 +19,7 @@ pub mod symbol;
 pub mod tick;
 
 pub use request::{ClientRequest, RequestError};
-pub use response::{encode_tick, ErrorCode, ServerMessage};
+pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};
 pub use stream::{Epoch, EpochError, Position};
 pub use symbol::{Symbol, SymbolError};

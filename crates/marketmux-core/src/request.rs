@@ -5,17 +5,22 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::response::ErrorCode;
+use crate::stream::{Epoch, Position};
 use crate::symbol::{Symbol, SymbolError};
 
-/// Most symbols named in one subscribe or unsubscribe request.
+/// Most symbols named in one subscribe or unsubscribe request, and most
+/// positions in one subscribe's `since`.
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 256;
 
 /// A parsed client request. `id` is the client's optional correlation value,
 /// echoed verbatim (as raw JSON) in the reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
+    /// `since` holds the positions the client asks to resume from, each for
+    /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`).
     Subscribe {
         symbols: Vec<Symbol>,
+        since: Vec<(Symbol, Position)>,
         id: Option<String>,
     },
     Unsubscribe {
@@ -48,6 +53,7 @@ struct RawRequest<'a> {
     symbol: Option<serde_json::Value>,
     symbols: Option<serde_json::Value>,
     user_id: Option<serde_json::Value>,
+    since: Option<serde_json::Value>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
 }
@@ -82,7 +88,12 @@ impl ClientRequest {
             "subscribe" | "unsubscribe" => {
                 let symbols = symbols_of(raw.symbol, raw.symbols).map_err(|(c, m)| err(c, m))?;
                 Ok(if action == "subscribe" {
-                    ClientRequest::Subscribe { symbols, id }
+                    let since = match raw.since {
+                        Some(v) => positions_of(v, &symbols)
+                            .map_err(|m| err(ErrorCode::InvalidRequest, m))?,
+                        None => Vec::new(),
+                    };
+                    ClientRequest::Subscribe { symbols, since, id }
                 } else {
                     ClientRequest::Unsubscribe { symbols, id }
                 })
@@ -157,6 +168,51 @@ fn symbols_of(
     Ok(out)
 }
 
+/// The positions of a subscribe's `since`: an object mapping each symbol (one
+/// of `symbols`) to `{"seq": N, "epoch": "E"}`, `seq` a non-negative integer.
+fn positions_of(
+    since: serde_json::Value,
+    symbols: &[Symbol],
+) -> Result<Vec<(Symbol, Position)>, String> {
+    let serde_json::Value::Object(map) = since else {
+        return Err(
+            r#"`since` must be an object such as {"AAPL":{"seq":120,"epoch":"k3f9"}}"#.into(),
+        );
+    };
+    if map.len() > MAX_SYMBOLS_PER_REQUEST {
+        return Err(format!(
+            "at most {MAX_SYMBOLS_PER_REQUEST} positions in `since`"
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, pos) in map {
+        let shown = truncate(&name, 40);
+        let symbol = Symbol::new(&name)
+            .map_err(|e| format!("`since` names an invalid symbol {shown:?}: {e}"))?;
+        if !symbols.contains(&symbol) {
+            return Err(format!(
+                "`since` names {symbol}, which this request does not subscribe to"
+            ));
+        }
+        let bad = |what: &str| format!("`since` of {symbol}: {what}");
+        let serde_json::Value::Object(pos) = pos else {
+            return Err(bad(r#"expected {"seq": N, "epoch": "E"}"#));
+        };
+        let seq = pos
+            .get("seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad("`seq` must be an integer >= 0"))?;
+        let epoch: Epoch = pos
+            .get("epoch")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| bad("`epoch` must be a string"))?
+            .parse()
+            .map_err(|e| bad(&format!("invalid `epoch`: {e}")))?;
+        out.push((symbol, Position { epoch, seq }));
+    }
+    Ok(out)
+}
+
 /// The `id` as it will be echoed, if every strict JSON parser reads it back:
 /// the grammar allows numbers such as `1e999` that overflow an f64, which
 /// serde_json (and so many clients) refuse, so those are rejected here.
@@ -188,6 +244,7 @@ mod tests {
             ClientRequest::parse(r#"{"action":"subscribe","symbol":"AAPL"}"#).unwrap(),
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL")],
+                since: vec![],
                 id: None
             }
         );
@@ -198,6 +255,7 @@ mod tests {
             .unwrap(),
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL"), sym("MSFT")],
+                since: vec![],
                 id: Some("\"x1\"".into())
             }
         );
@@ -220,6 +278,81 @@ mod tests {
                 id: None
             }
         );
+    }
+
+    #[test]
+    fn parses_positions_to_resume_from() {
+        let req = ClientRequest::parse(
+            r#"{"action":"subscribe","symbols":["AAPL","MSFT"],"since":{"AAPL":{"seq":120,"epoch":"k3f9"},"MSFT":{"epoch":"1","seq":0}}}"#,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe { since, .. } = req else {
+            panic!("{req:?}")
+        };
+        let epoch = |s: &str| s.parse::<Epoch>().unwrap();
+        assert_eq!(
+            since,
+            [
+                (
+                    sym("AAPL"),
+                    Position {
+                        epoch: epoch("k3f9"),
+                        seq: 120
+                    }
+                ),
+                (
+                    sym("MSFT"),
+                    Position {
+                        epoch: epoch("1"),
+                        seq: 0
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_since_is_an_invalid_request_with_its_id() {
+        let too_many = {
+            let names: Vec<String> = (0..=MAX_SYMBOLS_PER_REQUEST)
+                .map(|i| format!("\"S{i}\""))
+                .collect();
+            let since: Vec<String> = (0..=MAX_SYMBOLS_PER_REQUEST)
+                .map(|i| format!(r#""S{i}":{{"seq":1,"epoch":"a"}}"#))
+                .collect();
+            format!(
+                r#"{{"action":"subscribe","symbols":[{}],"since":{{{}}},"id":9}}"#,
+                names.join(","),
+                since.join(",")
+            )
+        };
+        let cases = [
+            r#""AAPL""#,
+            r#"[{"seq":1,"epoch":"a"}]"#,
+            r#"{"AAPL":{"seq":-1,"epoch":"a"}}"#,
+            r#"{"AAPL":{"seq":1.5,"epoch":"a"}}"#,
+            r#"{"AAPL":{"seq":"1","epoch":"a"}}"#,
+            r#"{"AAPL":{"epoch":"a"}}"#,
+            r#"{"AAPL":{"seq":1}}"#,
+            r#"{"AAPL":{"seq":1,"epoch":"A-B"}}"#,
+            r#"{"AAPL":{"seq":1,"epoch":""}}"#,
+            r#"{"AAPL":[1,"a"]}"#,
+            r#"{"MSFT":{"seq":1,"epoch":"a"}}"#,
+            r#"{"BAD SYMBOL":{"seq":1,"epoch":"a"}}"#,
+        ];
+        for since in cases {
+            let text =
+                format!(r#"{{"action":"subscribe","symbol":"AAPL","since":{since},"id":9}}"#);
+            let e = ClientRequest::parse(&text).unwrap_err();
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (ErrorCode::InvalidRequest, Some("9")),
+                "{text}"
+            );
+            assert!(e.message.contains("since"), "{text}: {}", e.message);
+        }
+        let e = ClientRequest::parse(&too_many).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::stream::Epoch;
 use crate::symbol::Symbol;
 use crate::tick::Tick;
 
@@ -41,11 +42,29 @@ impl ErrorCode {
     }
 }
 
+/// Where a symbol's stream stands for a subscriber: one entry of the
+/// `subscribed` reply's `streams`, `"AAPL":{"epoch":"k3f9","seq":135,"recovered":true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    pub symbol: Symbol,
+    /// The life of the symbol's sequence the subscriber is in.
+    pub epoch: Epoch,
+    /// The symbol's last assigned `seq` when the subscribe was served (0: none yet).
+    pub seq: u64,
+    /// Whether the position the client sent in `since` is served (every tick
+    /// after it follows); `None` when it sent none for this symbol.
+    pub recovered: Option<bool>,
+}
+
 /// A non-tick message from server to client. `id` is raw JSON echoed from the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage<'a> {
+    /// The reply to a subscribe, and the notice that a stream started again
+    /// (a new epoch, `recovered:false`). `streams` may be empty (the symbols'
+    /// positions are unknown for now); it is then left out.
     Subscribed {
         symbols: &'a [Symbol],
+        streams: &'a [StreamState],
         id: Option<&'a str>,
     },
     Unsubscribed {
@@ -75,9 +94,14 @@ impl ServerMessage<'_> {
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(96);
         match self {
-            ServerMessage::Subscribed { symbols, id } => {
+            ServerMessage::Subscribed {
+                symbols,
+                streams,
+                id,
+            } => {
                 out.push_str(r#"{"type":"subscribed","symbols":"#);
                 push_symbols(&mut out, symbols);
+                push_streams(&mut out, streams);
                 push_id(&mut out, *id);
             }
             ServerMessage::Unsubscribed { symbols, id } => {
@@ -122,6 +146,29 @@ fn push_symbols(out: &mut String, symbols: &[Symbol]) {
         out.push('"');
     }
     out.push(']');
+}
+
+fn push_streams(out: &mut String, streams: &[StreamState]) {
+    if streams.is_empty() {
+        return;
+    }
+    out.push_str(r#","streams":{"#);
+    for (i, s) in streams.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Symbols and epochs are safe ASCII: no escaping needed.
+        let _ = write!(
+            out,
+            r#""{}":{{"epoch":"{}","seq":{}"#,
+            s.symbol, s.epoch, s.seq
+        );
+        if let Some(r) = s.recovered {
+            let _ = write!(out, r#","recovered":{r}"#);
+        }
+        out.push('}');
+    }
+    out.push('}');
 }
 
 fn push_id(out: &mut String, id: Option<&str>) {
@@ -201,6 +248,7 @@ mod tests {
         let msgs = [
             ServerMessage::Subscribed {
                 symbols: &syms,
+                streams: &[],
                 id: Some("\"a\""),
             },
             ServerMessage::Unsubscribed {
@@ -227,15 +275,38 @@ mod tests {
                 serde_json::from_str(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert!(v["type"].is_string());
         }
+        let epoch: Epoch = "k3f9".parse().unwrap();
+        let streams = [
+            StreamState {
+                symbol: syms[0],
+                epoch,
+                seq: 135,
+                recovered: Some(true),
+            },
+            StreamState {
+                symbol: syms[1],
+                epoch,
+                seq: 0,
+                recovered: None,
+            },
+        ];
         let v: serde_json::Value = serde_json::from_str(
             &ServerMessage::Subscribed {
                 symbols: &syms,
+                streams: &streams,
                 id: Some("\"a\""),
             }
             .encode(),
         )
         .unwrap();
         assert_eq!(v["symbols"], serde_json::json!(["AAPL", "MSFT"]));
+        assert_eq!(
+            v["streams"],
+            serde_json::json!({
+                "AAPL": {"epoch": "k3f9", "seq": 135, "recovered": true},
+                "MSFT": {"epoch": "k3f9", "seq": 0},
+            })
+        );
         assert_eq!(v["id"], "a");
     }
 }

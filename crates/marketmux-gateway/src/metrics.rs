@@ -162,6 +162,64 @@ impl CloseCounters {
     }
 }
 
+/// What became of the positions clients sent to resume from (`since`), and
+/// how many ticks were replayed to them.
+#[derive(Debug)]
+pub struct RecoveryCounters {
+    /// Positions served and not served, by outcome.
+    outcomes: LabelledCounters<2>,
+    /// Ticks sent as replays.
+    replayed: AtomicU64,
+}
+
+impl Default for RecoveryCounters {
+    fn default() -> Self {
+        Self {
+            outcomes: LabelledCounters::new(["recovered", "not_recovered"]),
+            replayed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RecoveryCounters {
+    /// Counts a served position and the `replayed` ticks that followed it.
+    pub fn recovered(&self, replayed: usize) {
+        self.outcomes.add(0);
+        self.replayed.fetch_add(replayed as u64, Relaxed);
+    }
+
+    /// Counts a position that could not be served.
+    pub fn not_recovered(&self) {
+        self.outcomes.add(1);
+    }
+
+    /// Each outcome with its count (for `/metrics` and `/debug/vars`).
+    pub fn by_outcome(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.outcomes.by_label()
+    }
+
+    /// Ticks sent as replays.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        self.outcomes.render(
+            out,
+            "marketmux_stream_recoveries_total",
+            "Subscribes that sent a position to resume from, by whether it was served.",
+            "outcome",
+        );
+        metric(
+            out,
+            "counter",
+            "marketmux_replayed_ticks_total",
+            "Ticks replayed to clients that resumed from a position.",
+            self.replayed(),
+        );
+    }
+}
+
 static GLOBAL: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide `metrics` recorder whose series `/metrics` appends.
@@ -284,6 +342,19 @@ pub fn render(state: &GatewayState) -> String {
         "Sockets closed for staying behind past their bound.",
         hub.slow_closed,
     );
+    counter(
+        &mut out,
+        "marketmux_stale_ticks_dropped_total",
+        "Ticks not sent to a socket that already had their seq or a later one.",
+        hub.stale_dropped,
+    );
+    counter(
+        &mut out,
+        "marketmux_stream_restarts_total",
+        "Notices to sockets that a symbol's sequence started again (a new epoch).",
+        hub.stream_restarts,
+    );
+    s.recovery.render(&mut out);
     counter(
         &mut out,
         "marketmux_frames_written_total",

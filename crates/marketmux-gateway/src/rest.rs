@@ -1,16 +1,18 @@
-//! REST endpoints: health, readiness, latest price, tick ingest, live counts.
+//! REST endpoints: health, readiness, latest price, a symbol's history, tick
+//! ingest, live counts.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use http::StatusCode;
+use marketmux_bus::{HistoryPage, MAX_HISTORY_PAGE};
 use marketmux_core::ingest::{parse_ticks, IngestError};
-use marketmux_core::Symbol;
+use marketmux_core::{encode_tick, Symbol};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -52,6 +54,106 @@ pub async fn price(
         body["volume"] = json!(v);
     }
     Ok(Json(body))
+}
+
+/// Ticks one history page returns when the request names no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+
+/// `GET /history/{symbol}?since=SEQ&limit=N`: the symbol's kept ticks after
+/// `since` (the first `limit`), or the last `limit` without it, in increasing
+/// `seq`: `{"symbol":"AAPL","epoch":"k3f9","ticks":[...]}`, each tick as the
+/// WebSocket sends it. 404 for a symbol with no stream, 410 `history_gone`
+/// when the tick after `since` is no longer kept.
+pub async fn history(
+    State(state): State<Arc<GatewayState>>,
+    Path(symbol): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let symbol =
+        Symbol::new(&symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+    let (since, limit) = history_query(&query)?;
+    let page = state
+        .prices
+        .history(&symbol, since, limit)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (epoch, ticks) = match page {
+        HistoryPage::Ticks { epoch, ticks } => (epoch, ticks),
+        HistoryPage::Unknown => {
+            return Err(ApiError::not_found(format!("no stream known for {symbol}")))
+        }
+        HistoryPage::Gone { epoch } => {
+            let after = since.unwrap_or(0);
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "history_gone",
+                format!(
+                    "the ticks of {symbol} after seq {after} are no longer kept (epoch {epoch}); \
+                     get the latest price and resume from it"
+                ),
+            ));
+        }
+    };
+    // Ticks are encoded as for sockets; symbols and epochs need no escaping.
+    let mut body = String::with_capacity(64 + ticks.len() * 128);
+    body.push_str(&format!(
+        r#"{{"symbol":"{symbol}","epoch":"{epoch}","ticks":["#
+    ));
+    for (i, t) in ticks.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&encode_tick(t));
+    }
+    body.push_str("]}");
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], body))
+}
+
+/// `since` (a seq, optional) and `limit` (1 to [`MAX_HISTORY_PAGE`], default
+/// [`DEFAULT_HISTORY_PAGE`]) of a history request.
+fn history_query(query: &BTreeMap<String, String>) -> Result<(Option<u64>, usize), ApiError> {
+    let mut since = None;
+    let mut limit = DEFAULT_HISTORY_PAGE;
+    for (key, value) in query {
+        match key.as_str() {
+            "since" => {
+                since = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_since",
+                        format!(
+                            "`since` must be a seq (an integer >= 0), got {:?}",
+                            truncate(value)
+                        ),
+                    )
+                })?)
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_HISTORY_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_limit",
+                            format!(
+                                "`limit` must be an integer from 1 to {MAX_HISTORY_PAGE}, got {:?}",
+                                truncate(value)
+                            ),
+                        )
+                    })?
+            }
+            _ => {}
+        }
+    }
+    Ok((since, limit))
+}
+
+/// At most 40 characters of client input, for error messages.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 /// `POST /api/v1/ticks`: one tick or an array; 202 once the bus has them all.
@@ -130,6 +232,10 @@ pub async fn debug_vars(State(state): State<Arc<GatewayState>>) -> impl IntoResp
         "deliveries": hub.deliveries,
         "conflated": hub.conflated,
         "slow_closed": hub.slow_closed,
+        "stale_dropped": hub.stale_dropped,
+        "stream_restarts": hub.stream_restarts,
+        "recoveries": s.recovery.by_outcome().collect::<BTreeMap<_, _>>(),
+        "replayed": s.recovery.replayed(),
         "bytes_written": s.bytes_written.load(Relaxed),
         "frames_written": s.frames_written.load(Relaxed),
         "write_batches": s.write_batches.load(Relaxed),

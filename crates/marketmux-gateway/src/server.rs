@@ -62,6 +62,7 @@ pub fn public_router(state: Arc<GatewayState>) -> Router {
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .route("/price/{symbol}", get(rest::price))
+        .route("/history/{symbol}", get(rest::history))
         .route("/api/v1/ticks", post(rest::ingest))
         .merge(web::routes())
         .with_state(state)

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use marketmux_bus::{PriceStore, Readiness, TickPublisher};
-use marketmux_core::{encode_tick, Tick};
-use marketmux_hub::{HubConfig, SymbolHub, TickEncoder};
+use marketmux_core::{encode_tick, ServerMessage, Tick};
+use marketmux_hub::{ControlEncoder, HubConfig, SymbolHub, TickEncoder};
 
 use crate::config::GatewayConfig;
 use crate::ws::frame;
@@ -29,6 +29,8 @@ pub struct GatewayStats {
     pub closed_by: crate::metrics::CloseCounters,
     /// Bus-to-socket latency of the oldest frame of each write.
     pub delivery_latency: crate::metrics::LatencyHistogram,
+    /// Positions clients resumed from, and the ticks replayed to them.
+    pub recovery: crate::metrics::RecoveryCounters,
 }
 
 impl GatewayStats {
@@ -102,7 +104,10 @@ impl GatewayState {
 
     /// A hub configured for WebSocket delivery.
     pub fn new_hub() -> Arc<SymbolHub> {
-        Arc::new(SymbolHub::new(HubConfig::default(), ws_tick_encoder()))
+        let control: ControlEncoder = Arc::new(|m: &ServerMessage<'_>| Self::control_frame(m));
+        Arc::new(
+            SymbolHub::new(HubConfig::default(), ws_tick_encoder()).with_control_encoder(control),
+        )
     }
 
     pub(crate) fn next_client_id(&self) -> u64 {

@@ -22,9 +22,13 @@ async fn subscribe_snapshot_ticks_unsubscribe() {
         r#"{"action":"subscribe","symbol":"AAPL","id":"s1"}"#,
     )
     .await;
+    let reply = recv(&mut ws).await;
+    let epoch = reply["streams"]["AAPL"]["epoch"].clone();
+    assert!(epoch.is_string(), "{reply}");
     assert_eq!(
-        recv(&mut ws).await,
-        json!({"type":"subscribed","symbols":["AAPL"],"id":"s1"})
+        reply,
+        json!({"type":"subscribed","symbols":["AAPL"],"id":"s1",
+               "streams":{"AAPL":{"epoch":epoch,"seq":1}}})
     );
     let snap = recv(&mut ws).await;
     assert_eq!(

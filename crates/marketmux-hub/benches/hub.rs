@@ -1,12 +1,13 @@
-//! Hub hot path: one tick fanned out to N subscribers, churn, and encoding.
+//! Hub hot path: one tick fanned out to N subscribers, churn, encoding, and
+//! a recovering client's replay of 1,000 ticks against the same 1,000 live.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use marketmux_core::{encode_tick, Symbol, Tick, Timestamp};
-use marketmux_hub::{HubConfig, QueueLimits, SymbolHub};
+use marketmux_core::{encode_tick, Epoch, Position, Symbol, Tick, Timestamp};
+use marketmux_hub::{HubConfig, QueueLimits, StreamStart, SymbolHub};
 
 fn hub() -> SymbolHub {
     SymbolHub::new(
@@ -27,12 +28,16 @@ fn fan_out(c: &mut Criterion) {
                 q
             })
             .collect();
+        let epoch = Epoch::from_raw(7);
+        let mut seq = 0u64;
         let tick = Tick::new(sym, 150.25, Timestamp::now(), None).unwrap();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             let mut i = 0u32;
             b.iter(|| {
-                hub.publish(&tick);
+                // Numbered as the bus numbers them: every subscriber checks the seq.
+                seq += 1;
+                hub.publish(&tick.sequenced(Position { epoch, seq }));
                 i += 1;
                 // Drain like writers would, so queues stay under their bound.
                 if i & 63 == 0 {
@@ -81,5 +86,67 @@ fn encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fan_out, churn, encoding);
+/// 1,000 ticks to one client: replayed on subscribe (each encoded for it)
+/// against published live (each encoded once, one subscriber).
+fn replay(c: &mut Criterion) {
+    const N: u64 = 1_000;
+    let sym = Symbol::new("AAPL").unwrap();
+    let epoch = Epoch::from_raw(7);
+    let ticks: Vec<Tick> = (1..=N)
+        .map(|seq| {
+            Tick::new(
+                sym,
+                150.0 + seq as f64 / 100.0,
+                Timestamp::now(),
+                Some(10.0),
+            )
+            .unwrap()
+            .sequenced(Position { epoch, seq })
+        })
+        .collect();
+    let limits = QueueLimits {
+        max_bytes: 1 << 20,
+        ..QueueLimits::default()
+    };
+    let mut group = c.benchmark_group("one_client_1000_ticks");
+    group.throughput(Throughput::Elements(N));
+    group.bench_function("replayed", |b| {
+        let hub = hub();
+        let mut id = 0;
+        b.iter(|| {
+            id += 1;
+            let q = hub.new_client(id, limits);
+            hub.subscribe_held(sym, &q).expect("an unbounded hub");
+            let since = Position { epoch, seq: 0 };
+            let started = hub.start(
+                &sym,
+                &q,
+                StreamStart::Replay {
+                    since,
+                    ticks: ticks.clone(),
+                },
+            );
+            assert_eq!(started.replayed, N as usize);
+            hub.unsubscribe(&sym, id);
+            q.take_batch(VecDeque::new())
+        })
+    });
+    group.bench_function("live", |b| {
+        let hub = hub();
+        let mut id = 0;
+        b.iter(|| {
+            id += 1;
+            let q = hub.new_client(id, limits);
+            hub.subscribe(sym, &q).expect("an unbounded hub");
+            for t in &ticks {
+                hub.publish(t);
+            }
+            hub.unsubscribe(&sym, id);
+            q.take_batch(VecDeque::new())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fan_out, churn, encoding, replay);
 criterion_main!(benches);

@@ -5,6 +5,14 @@
 //! parallel and ticks of one symbol reach every client in one order. The
 //! fan-out never waits on a client: [`ClientQueue::push_tick`] is a short,
 //! non-blocking critical section.
+//!
+//! Ticks carry the `seq` and epoch the bus assigned them; the hub keeps, per
+//! subscription, the last `seq` sent (see [`crate::subscription`]) so that no
+//! client gets a tick twice, and lets a subscription open in two steps:
+//! [`SymbolHub::subscribe_held`] follows the symbol at once but holds its live
+//! ticks, and [`SymbolHub::start`] queues the subscription's first frames (a
+//! replay of what the client missed, or the latest tick), then the held ticks
+//! above them: no gap and no duplicate where the two meet.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -13,13 +21,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use marketmux_core::{Symbol, Tick};
+use marketmux_core::{Position, ServerMessage, StreamState, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
 use crate::stats::HubStats;
+use crate::subscription::{Admit, Subscription};
 
 /// How many queues ahead the fan-out prefetches (see [`ClientQueue::prefetch`]).
 const PREFETCH_AHEAD: usize = 2;
@@ -27,6 +36,10 @@ const PREFETCH_AHEAD: usize = 2;
 /// Encodes a tick (with the `seq` the bus assigned it) into the exact bytes
 /// written to every subscriber. Called once per tick per node.
 pub type TickEncoder = Arc<dyn Fn(&Tick) -> Bytes + Send + Sync>;
+
+/// Encodes a control message (the notice that a symbol's stream started
+/// again) into the bytes written to one client.
+pub type ControlEncoder = Arc<dyn Fn(&ServerMessage<'_>) -> Bytes + Send + Sync>;
 
 /// A change in the set of symbols this node's clients follow, for bus adapters
 /// that subscribe upstream only to what is needed. Per symbol, events arrive in
@@ -67,13 +80,22 @@ struct Topic {
 }
 
 struct TopicInner {
-    subscribers: IndexMap<ClientId, Arc<ClientQueue>>,
-    /// The newest frame of this symbol, sent as the snapshot on subscribe.
-    latest: Option<Bytes>,
-    /// Timestamp of `latest`, so an older snapshot never replaces it.
-    latest_ts: Option<marketmux_core::Timestamp>,
+    subscribers: IndexMap<ClientId, Subscription>,
+    /// The newest tick of this symbol and its frame, sent as the snapshot on
+    /// subscribe.
+    latest: Option<(Tick, Bytes)>,
     /// Set when the topic left its shard; a subscriber that raced must retry.
     removed: bool,
+}
+
+/// Whether `tick` is newer than `than` in the symbol's stream: a higher
+/// `seq` in the same epoch, or a new epoch; by timestamp for ticks the bus
+/// did not number.
+fn is_newer(tick: &Tick, than: &Tick) -> bool {
+    if tick.seq == 0 || than.seq == 0 {
+        return tick.timestamp >= than.timestamp;
+    }
+    tick.epoch != than.epoch || tick.seq > than.seq
 }
 
 type Shard = RwLock<HashMap<Symbol, Arc<Topic>>>;
@@ -84,19 +106,47 @@ pub struct SymbolHub {
     mask: usize,
     hasher: std::collections::hash_map::RandomState,
     encoder: TickEncoder,
+    control: ControlEncoder,
     interest: Mutex<Option<UnboundedSender<Interest>>>,
     stats: Arc<HubStats>,
     /// Most topics at once (unbounded until [`SymbolHub::set_max_topics`]).
     max_topics: AtomicU64,
 }
 
-/// Result of [`SymbolHub::subscribe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Result of [`SymbolHub::subscribe`] and [`SymbolHub::subscribe_held`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Subscribed {
-    /// False if the client already followed the symbol.
+    /// False if the client already followed the symbol (nothing changed).
     pub new: bool,
-    /// True if a snapshot (the newest tick) was queued to the client.
-    pub snapshot_sent: bool,
+    /// The newest tick this node has of the symbol. `subscribe` queued it to
+    /// the client; `subscribe_held` leaves that to [`SymbolHub::start`].
+    pub latest: Option<Tick>,
+}
+
+/// How a held subscription starts ([`SymbolHub::start`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamStart {
+    /// Replays `ticks` (those after `since`, in increasing `seq`) before the
+    /// live ticks: the client resumes exactly where it was.
+    Replay { since: Position, ticks: Vec<Tick> },
+    /// Sends `latest` (when None, this node's newest tick, if any) before the
+    /// live ticks above it; `head` names the stream the client was told of
+    /// (a tick of another epoch is then not sent).
+    Latest {
+        latest: Option<Tick>,
+        head: Option<Position>,
+    },
+}
+
+/// What [`SymbolHub::start`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Started {
+    /// Ticks of the replay queued.
+    pub replayed: usize,
+    /// A replay was asked for but more live ticks arrived while opening than
+    /// could be held: the client got a `subscribed` notice with
+    /// `recovered:false` and the newest tick instead.
+    pub replay_abandoned: bool,
 }
 
 impl SymbolHub {
@@ -108,10 +158,18 @@ impl SymbolHub {
             mask: n - 1,
             hasher: Default::default(),
             encoder,
+            control: Arc::new(|m: &ServerMessage<'_>| Bytes::from(m.encode())),
             interest: Mutex::new(None),
             stats: Arc::default(),
             max_topics: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Encodes the control messages the hub sends itself (a stream's new
+    /// epoch) with `control` (plain JSON by default).
+    pub fn with_control_encoder(mut self, control: ControlEncoder) -> Self {
+        self.control = control;
+        self
     }
 
     /// Bounds the topics (symbols with a local subscriber) this hub holds at
@@ -154,6 +212,26 @@ impl SymbolHub {
         symbol: Symbol,
         client: &Arc<ClientQueue>,
     ) -> Result<Subscribed, TopicLimit> {
+        self.join(symbol, client, false)
+    }
+
+    /// Adds `client` to `symbol`'s subscribers, holding its live ticks (at
+    /// most [`crate::subscription::MAX_HELD`]) until [`SymbolHub::start`]:
+    /// the caller queues its reply in between. Fails as `subscribe` does.
+    pub fn subscribe_held(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+    ) -> Result<Subscribed, TopicLimit> {
+        self.join(symbol, client, true)
+    }
+
+    fn join(
+        &self,
+        symbol: Symbol,
+        client: &Arc<ClientQueue>,
+        held: bool,
+    ) -> Result<Subscribed, TopicLimit> {
         let shard = self.shard(&symbol);
         loop {
             let existing = shard.read().get(&symbol).cloned();
@@ -171,7 +249,6 @@ impl SymbolHub {
                                     // one (the map would reserve three).
                                     subscribers: IndexMap::with_capacity(1),
                                     latest: None,
-                                    latest_ts: None,
                                     removed: false,
                                 }),
                             });
@@ -187,26 +264,23 @@ impl SymbolHub {
             if inner.removed {
                 continue;
             }
+            let latest = inner.latest.as_ref().map(|(t, _)| *t);
             if inner.subscribers.contains_key(&client.id()) {
-                return Ok(Subscribed {
-                    new: false,
-                    snapshot_sent: false,
-                });
+                return Ok(Subscribed { new: false, latest });
             }
-            inner.subscribers.insert(client.id(), client.clone());
-            self.stats.subscriptions.fetch_add(1, Relaxed);
-            let snapshot_sent = match &inner.latest {
-                Some(frame) => {
-                    client.push_tick(symbol, frame);
-                    self.stats.deliveries.fetch_add(1, Relaxed);
-                    true
-                }
-                None => false,
+            let mut sub = if held {
+                Subscription::holding(client.clone())
+            } else {
+                Subscription::live(client.clone())
             };
-            return Ok(Subscribed {
-                new: true,
-                snapshot_sent,
-            });
+            if let (false, Some((tick, frame))) = (held, &inner.latest) {
+                sub.admit(tick);
+                client.push_tick(symbol, frame);
+                self.stats.deliveries.fetch_add(1, Relaxed);
+            }
+            inner.subscribers.insert(client.id(), sub);
+            self.stats.subscriptions.fetch_add(1, Relaxed);
+            return Ok(Subscribed { new: true, latest });
         }
     }
 
@@ -315,51 +389,195 @@ impl SymbolHub {
             return 0;
         }
         let frame = (self.encoder)(tick);
-        let subscribers = inner.subscribers.as_slice();
-        for (i, client) in subscribers.values().enumerate() {
+        let (mut sent, mut stale) = (0u64, 0u64);
+        let subscribers = inner.subscribers.as_mut_slice();
+        for i in 0..subscribers.len() {
             if let Some((_, ahead)) = subscribers.get_index(i + PREFETCH_AHEAD) {
-                ahead.prefetch();
+                ahead.queue.prefetch();
             }
-            if client.push_tick_deferred(tick.symbol, &frame, received).1 {
-                wake.push(client.clone());
+            let Some((_, sub)) = subscribers.get_index_mut(i) else {
+                break;
+            };
+            if sub.hold(tick, &frame) {
+                continue;
+            }
+            match sub.admit(tick) {
+                Admit::Send => {}
+                Admit::Stale => {
+                    stale += 1;
+                    continue;
+                }
+                Admit::NewEpoch => self.announce(sub, tick),
+            }
+            sent += 1;
+            if sub
+                .queue
+                .push_tick_deferred(tick.symbol, &frame, received)
+                .1
+            {
+                wake.push(sub.queue.clone());
             }
         }
-        let n = inner.subscribers.len();
-        if inner.latest_ts.is_none_or(|ts| tick.timestamp >= ts) {
-            inner.latest = Some(frame);
-            inner.latest_ts = Some(tick.timestamp);
+        if inner.latest.as_ref().is_none_or(|(t, _)| is_newer(tick, t)) {
+            inner.latest = Some((*tick, frame));
         }
         drop(inner);
         self.stats.ticks_encoded.fetch_add(1, Relaxed);
-        self.stats.deliveries.fetch_add(n as u64, Relaxed);
-        n
+        self.stats.deliveries.fetch_add(sent, Relaxed);
+        if stale > 0 {
+            self.stats.stale_dropped.fetch_add(stale, Relaxed);
+        }
+        sent as usize
     }
 
-    /// Offers a snapshot fetched from a price store after `client` subscribed.
-    /// Queued only if the topic has seen no live tick yet (a live tick is newer
-    /// or equal and was already queued). Returns true if it was queued.
-    pub fn offer_snapshot(&self, tick: &Tick, client: &Arc<ClientQueue>) -> bool {
-        let Some(topic) = self.shard(&tick.symbol).read().get(&tick.symbol).cloned() else {
+    /// Tells `sub`'s client that `tick` starts a new life of its symbol's
+    /// stream: a `subscribed` notice naming the new epoch, `recovered:false`.
+    fn announce(&self, sub: &Subscription, tick: &Tick) {
+        let symbols = [tick.symbol];
+        let streams = [StreamState {
+            symbol: tick.symbol,
+            epoch: tick.epoch,
+            seq: tick.seq,
+            recovered: Some(false),
+        }];
+        let notice = (self.control)(&ServerMessage::Subscribed {
+            symbols: &symbols,
+            streams: &streams,
+            id: None,
+        });
+        sub.queue.push_control(notice);
+        self.stats.stream_restarts.fetch_add(1, Relaxed);
+    }
+
+    /// Whether `client`'s held subscription to `symbol` received more live
+    /// ticks than it can hold (it will start from the newest, not recover).
+    pub fn hold_overflowed(&self, symbol: &Symbol, client: ClientId) -> bool {
+        let Some(topic) = self.shard(symbol).read().get(symbol).cloned() else {
             return false;
         };
-        let mut inner = topic.inner.lock();
-        if inner.removed || inner.latest.is_some() || !inner.subscribers.contains_key(&client.id())
-        {
-            return false;
+        let inner = topic.inner.lock();
+        inner
+            .subscribers
+            .get(&client)
+            .is_some_and(Subscription::overflowed)
+    }
+
+    /// Starts `client`'s subscription to `symbol` made by
+    /// [`SymbolHub::subscribe_held`]: queues its first ticks (`start`), then
+    /// the live ticks held meanwhile that are newer, and from then on every
+    /// live tick. Nothing happens if the subscription is gone or already live.
+    pub fn start(&self, symbol: &Symbol, client: &Arc<ClientQueue>, start: StreamStart) -> Started {
+        let mut started = Started::default();
+        let Some(topic) = self.shard(symbol).read().get(symbol).cloned() else {
+            return started;
+        };
+        let mut guard = topic.inner.lock();
+        let inner = &mut *guard;
+        let Some(sub) = inner.subscribers.get_mut(&client.id()) else {
+            return started;
+        };
+        let Some(held) = sub.take_held() else {
+            return started;
+        };
+        let mut delivered = 0u64;
+        let start = match start {
+            StreamStart::Replay { since, ticks } if held.overflowed => {
+                started.replay_abandoned = true;
+                let newest = held.ticks.last().map(|(t, _)| *t);
+                let head = newest.and_then(|t| t.position()).unwrap_or(Position {
+                    epoch: since.epoch,
+                    seq: ticks.last().map_or(since.seq, |t| t.seq),
+                });
+                let symbols = [*symbol];
+                let streams = [StreamState {
+                    symbol: *symbol,
+                    epoch: head.epoch,
+                    seq: head.seq,
+                    recovered: Some(false),
+                }];
+                client.push_control((self.control)(&ServerMessage::Subscribed {
+                    symbols: &symbols,
+                    streams: &streams,
+                    id: None,
+                }));
+                StreamStart::Latest {
+                    latest: newest,
+                    head: Some(head),
+                }
+            }
+            other => other,
+        };
+        match start {
+            StreamStart::Replay { since, ticks } => {
+                sub.set_position(since);
+                let frames: Vec<Bytes> = ticks
+                    .iter()
+                    .filter(|t| {
+                        t.symbol == *symbol && t.epoch == since.epoch && sub.admit(t) == Admit::Send
+                    })
+                    .map(|t| (self.encoder)(t))
+                    .collect();
+                started.replayed = frames.len();
+                delivered += frames.len() as u64;
+                client.push_replay(*symbol, frames);
+            }
+            StreamStart::Latest { latest, head } => {
+                let newest = match (latest, &inner.latest) {
+                    (Some(t), Some((own, frame))) if t == *own => Some((t, frame.clone())),
+                    (Some(t), _) => Some((t, (self.encoder)(&t))),
+                    (None, Some((own, frame))) => Some((*own, frame.clone())),
+                    (None, None) => None,
+                };
+                if let Some(head) = head {
+                    sub.set_position(Position {
+                        epoch: head.epoch,
+                        seq: 0,
+                    });
+                }
+                // A tick of another life of the stream than the one named is not sent.
+                let newest = newest.filter(|(t, _)| {
+                    head.is_none_or(|h| t.position().is_none_or(|p| p.epoch == h.epoch))
+                });
+                if let Some((tick, frame)) = newest {
+                    // Without a named head the client learns the stream here.
+                    let admitted = sub.admit(&tick);
+                    if admitted == Admit::NewEpoch {
+                        self.announce(sub, &tick);
+                    }
+                    if admitted != Admit::Stale {
+                        client.push_tick(*symbol, &frame);
+                        delivered += 1;
+                    }
+                }
+            }
         }
-        let frame = (self.encoder)(tick);
-        inner.latest = Some(frame.clone());
-        inner.latest_ts = Some(tick.timestamp);
-        client.push_tick(tick.symbol, &frame);
-        self.stats.deliveries.fetch_add(1, Relaxed);
-        true
+        for (tick, frame) in held.ticks {
+            match sub.admit(&tick) {
+                Admit::Send => {}
+                Admit::Stale => continue,
+                Admit::NewEpoch => self.announce(sub, &tick),
+            }
+            client.push_tick(*symbol, &frame);
+            delivered += 1;
+        }
+        drop(guard);
+        self.stats.deliveries.fetch_add(delivered, Relaxed);
+        started
+    }
+
+    /// Where `client`'s stream of `symbol` stands (the last tick sent to it),
+    /// once its epoch is known.
+    pub fn position(&self, symbol: &Symbol, client: ClientId) -> Option<Position> {
+        let topic = self.shard(symbol).read().get(symbol).cloned()?;
+        let inner = topic.inner.lock();
+        inner.subscribers.get(&client)?.position()
     }
 
     /// The newest frame of `symbol` seen by this node, if it has subscribers.
     pub fn latest_frame(&self, symbol: &Symbol) -> Option<Bytes> {
         let topic = self.shard(symbol).read().get(symbol).cloned()?;
         let inner = topic.inner.lock();
-        inner.latest.clone()
+        inner.latest.as_ref().map(|(_, f)| f.clone())
     }
 
     /// Number of subscribers of `symbol` on this node.
@@ -485,7 +703,7 @@ mod tests {
         hub.publish(&tick("AAPL", 1.0));
         hub.publish(&tick("AAPL", 2.0));
         let sub = hub.subscribe(aapl, &b).unwrap();
-        assert!(sub.new && sub.snapshot_sent);
+        assert!(sub.new && sub.latest.is_some_and(|t| t.price == 2.0));
         assert_eq!(drain(&b)[0]["price"], 2.0);
         assert!(hub.unsubscribe(&aapl, 2));
         assert!(!hub.unsubscribe(&aapl, 2));
@@ -515,18 +733,119 @@ mod tests {
         assert_eq!((s.topics, s.subscriptions), (0, 0));
     }
 
+    fn numbered(s: &str, price: f64, epoch: u64, seq: u64) -> Tick {
+        tick(s, price).sequenced(Position {
+            epoch: marketmux_core::Epoch::from_raw(epoch),
+            seq,
+        })
+    }
+
     #[test]
-    fn offered_snapshot_never_overrides_a_live_tick() {
+    fn a_held_subscription_replays_then_sends_only_newer_held_ticks() {
         let hub = hub();
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
-        hub.subscribe(aapl, &a).unwrap();
-        assert!(hub.offer_snapshot(&tick("AAPL", 1.0), &a));
-        assert!(!hub.offer_snapshot(&tick("AAPL", 0.5), &a));
-        hub.publish(&tick("AAPL", 2.0));
+        hub.subscribe_held(aapl, &a).unwrap();
+        // Live ticks 5 and 6 arrive while the store is read; 5 is in the replay too.
+        hub.publish(&numbered("AAPL", 5.0, 7, 5));
+        hub.publish(&numbered("AAPL", 6.0, 7, 6));
+        assert!(drain(&a).is_empty(), "held until the start");
+        let since = Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 2,
+        };
+        let replay = (3..=5).map(|i| numbered("AAPL", i as f64, 7, i)).collect();
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Replay {
+                since,
+                ticks: replay,
+            },
+        );
+        assert_eq!(
+            started,
+            Started {
+                replayed: 3,
+                replay_abandoned: false
+            }
+        );
+        hub.publish(&numbered("AAPL", 6.0, 7, 6));
+        hub.publish(&numbered("AAPL", 7.0, 7, 7));
+        let seqs: Vec<u64> = drain(&a)
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_hold_that_overflows_abandons_the_replay_for_the_newest_tick() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a).unwrap();
+        let n = crate::subscription::MAX_HELD as u64 + 10;
+        for seq in 1..=n {
+            hub.publish(&numbered("AAPL", 1.0, 7, seq));
+        }
+        assert!(hub.hold_overflowed(&aapl, 1));
+        let since = Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 0,
+        };
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Replay {
+                since,
+                ticks: vec![],
+            },
+        );
+        assert!(started.replay_abandoned);
         let got = drain(&a);
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["streams"]["AAPL"]["recovered"], false);
+        assert_eq!(got[0]["streams"]["AAPL"]["seq"], n);
+        assert_eq!(got[1]["seq"], n);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1]["price"], 2.0);
+    }
+
+    #[test]
+    fn a_start_without_a_named_stream_announces_it_with_the_latest_tick() {
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a).unwrap();
+        hub.publish(&numbered("AAPL", 4.0, 7, 4));
+        // The store did not answer: no head was named in the reply.
+        let started = hub.start(
+            &aapl,
+            &a,
+            StreamStart::Latest {
+                latest: None,
+                head: None,
+            },
+        );
+        assert_eq!(started, Started::default());
+        let got = drain(&a);
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["streams"]["AAPL"]["seq"], 4);
+        assert_eq!(
+            (got[1]["seq"].as_u64(), got.len()),
+            (Some(4), 2),
+            "the tick once"
+        );
+        // A named head: the latest tick follows the reply without a notice.
+        let b = hub.new_client(2, QueueLimits::default());
+        hub.subscribe_held(aapl, &b).unwrap();
+        let head = Some(Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 4,
+        });
+        hub.start(&aapl, &b, StreamStart::Latest { latest: None, head });
+        let got = drain(&b);
+        assert_eq!((got.len(), got[0]["seq"].as_u64()), (1, Some(4)));
     }
 
     #[test]

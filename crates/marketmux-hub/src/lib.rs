@@ -7,6 +7,8 @@
 //!   stays behind past its bound. It never blocks the publisher.
 //! - [`direct`]: [`DirectSocket`], how a batch reaches an idle client's socket
 //!   from the fan-out itself, without waking its writer task.
+//! - [`subscription`]: one client's subscription to one symbol: the last `seq`
+//!   sent to it (no tick twice), and the live ticks held while it opens.
 //! - [`stats`]: counters the metrics endpoint reads.
 //!
 //! Nothing here opens a socket, Redis or Kafka: the gateway drains queues into
@@ -17,8 +19,12 @@ pub mod direct;
 pub mod hub;
 pub mod queue;
 pub mod stats;
+pub mod subscription;
 
 pub use direct::DirectSocket;
-pub use hub::{HubConfig, Interest, SymbolHub, TickEncoder, TopicLimit};
+pub use hub::{
+    ControlEncoder, HubConfig, Interest, Started, StreamStart, Subscribed, SymbolHub, TickEncoder,
+    TopicLimit,
+};
 pub use queue::{Batch, ClientId, ClientQueue, CloseReason, PushOutcome, QueueLimits};
 pub use stats::HubStats;

@@ -248,6 +248,34 @@ impl ClientQueue {
         (outcome, was_empty)
     }
 
+    /// Queues the replay of a symbol's missed ticks, in order, and wakes the
+    /// writer. A replay is never conflated: it is queued whole even past
+    /// [`QueueLimits::max_bytes`] (it is bounded by the history a store keeps),
+    /// and ticks pushed after it conflate until the writer drained it.
+    /// Returns false if the queue is closed.
+    pub fn push_replay(&self, symbol: Symbol, frames: Vec<Bytes>) -> bool {
+        if frames.is_empty() {
+            return !self.is_closed();
+        }
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return false;
+        }
+        // A conflated tick of this symbol would be written after the replay.
+        debug_assert!(!inner.slots.contains_key(&symbol));
+        let now = Instant::now();
+        if inner.frames.is_empty() && inner.slots.is_empty() {
+            inner.ready_since = Some(now);
+        }
+        for f in frames {
+            inner.tick_bytes += f.len();
+            inner.frames.push_back(f);
+        }
+        drop(inner);
+        self.ready.notify_one();
+        true
+    }
+
     /// Whether the oldest unsent frame is older than the lag bound at `now`.
     fn behind(&self, inner: &Inner, now: Instant) -> bool {
         inner

@@ -17,6 +17,10 @@ pub struct HubStats {
     pub conflated: AtomicU64,
     /// Clients closed because they stayed behind past their bound.
     pub slow_closed: AtomicU64,
+    /// Ticks not sent to a client that already had their `seq` (or a later one).
+    pub stale_dropped: AtomicU64,
+    /// Notices sent to clients that a symbol's stream started again (new epoch).
+    pub stream_restarts: AtomicU64,
     /// Live (client, symbol) subscriptions.
     pub subscriptions: AtomicU64,
     /// Live topics (symbols with at least one local subscriber).
@@ -31,6 +35,8 @@ pub struct HubSnapshot {
     pub deliveries: u64,
     pub conflated: u64,
     pub slow_closed: u64,
+    pub stale_dropped: u64,
+    pub stream_restarts: u64,
     pub subscriptions: u64,
     pub topics: u64,
 }
@@ -44,6 +50,8 @@ impl HubStats {
             deliveries: self.deliveries.load(Relaxed),
             conflated: self.conflated.load(Relaxed),
             slow_closed: self.slow_closed.load(Relaxed),
+            stale_dropped: self.stale_dropped.load(Relaxed),
+            stream_restarts: self.stream_restarts.load(Relaxed),
             subscriptions: self.subscriptions.load(Relaxed),
             topics: self.topics.load(Relaxed),
         }

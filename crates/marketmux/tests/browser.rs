@@ -713,7 +713,6 @@ async fn page_resumes_from_its_positions_on_a_scripted_node() {
 /// the ticks published meanwhile (through a second node on the same Redis)
 /// are replayed, so the sparkline has no hole and no point twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs per-symbol seq on the server"]
 async fn page_resumes_its_rows_after_a_node_restart() {
     let _one = SERIAL.lock().await;
     let dir = fresh_dir("resume");

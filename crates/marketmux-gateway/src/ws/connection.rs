@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use marketmux_core::{ClientRequest, ErrorCode, ServerMessage, Symbol};
+use marketmux_core::{ClientRequest, ErrorCode, Position, ServerMessage, Symbol};
 use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
+
+use super::recovery;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -24,8 +26,6 @@ use crate::state::GatewayState;
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Most frames read while waiting for the client's close frame.
 const CLOSE_LINGER_FRAMES: usize = 64;
-/// Longest a subscribe waits for the price store's snapshots, all its symbols together.
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A writer keeps at most this much buffer between batches.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest frame list (in slots) a writer keeps between batches.
@@ -288,8 +288,8 @@ impl Session {
             Err(e) => return self.error(e.code, &e.message, e.id.as_deref()),
         };
         match req {
-            ClientRequest::Subscribe { symbols, id } => {
-                self.subscribe(symbols, id.as_deref()).await
+            ClientRequest::Subscribe { symbols, since, id } => {
+                self.subscribe(symbols, since, id.as_deref()).await
             }
             ClientRequest::Unsubscribe { symbols, id } => {
                 for s in &symbols {
@@ -323,7 +323,12 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<&str>) {
+    async fn subscribe(
+        &mut self,
+        symbols: Vec<Symbol>,
+        since: Vec<(Symbol, Position)>,
+        id: Option<&str>,
+    ) {
         if let Some(filter) = self.identity.as_ref().and_then(|i| i.symbols.as_ref()) {
             if let Some(denied) = symbols.iter().find(|s| !filter.allows(s)) {
                 let msg = format!("your token does not allow subscribing to {denied}");
@@ -349,25 +354,17 @@ impl Session {
         if let Err(msg) = self.check_node_limits(&fresh) {
             return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
-        // The ack goes first; each snapshot follows it, then live ticks.
+        // Follows the new symbols at once (their live ticks held), finds
+        // where each stream stands, queues the reply, then each symbol's
+        // first ticks and what was held.
+        let plan = recovery::open(&self.state, &self.queue, &symbols, &fresh, &since).await;
+        self.subscriptions.extend(plan.followed());
         self.reply(ServerMessage::Subscribed {
             symbols: &symbols,
+            streams: &plan.streams,
             id,
         });
-        let mut unknown = Vec::new();
-        let mut refused = Vec::new();
-        for s in fresh {
-            match self.state.hub.subscribe(s, &self.queue) {
-                Ok(sub) => {
-                    self.subscriptions.insert(s);
-                    if !sub.snapshot_sent {
-                        unknown.push(s);
-                    }
-                }
-                // Another socket took the last topics since the check.
-                Err(_) => refused.push(s),
-            }
-        }
+        let refused = plan.start(&self.state, &self.queue);
         if !refused.is_empty() {
             self.state
                 .subscriptions_per_ip
@@ -383,19 +380,6 @@ impl Session {
                 self.state.config.max_topics
             );
             self.error(ErrorCode::TooManySubscriptions, &msg, id);
-        }
-        if unknown.is_empty() {
-            return;
-        }
-        // Symbols this node has no tick of yet: ask the price store, all at
-        // once under one bound, so a store that is down costs this socket's
-        // reader SNAPSHOT_TIMEOUT once, not once per symbol.
-        let prices = &self.state.prices;
-        let lookups = futures_util::future::join_all(unknown.iter().map(|s| prices.snapshot(s)));
-        if let Ok(found) = tokio::time::timeout(SNAPSHOT_TIMEOUT, lookups).await {
-            for tick in found.into_iter().filter_map(|r| r.ok().flatten()) {
-                self.state.hub.offer_snapshot(&tick, &self.queue);
-            }
         }
     }
 }

@@ -4,6 +4,8 @@
 //! - [`frame`]: decodes client frames, encodes server frames.
 //! - [`reader`]: reassembles client messages under the size bound.
 //! - [`connection`]: the per-socket reader (requests, limits) and writer (batched writes).
+//! - [`recovery`]: how a subscribe opens each stream: the reply's positions, a replay
+//!   from the client's `since` or the latest tick, with no gap or duplicate at the seam.
 //! - [`socket`]: a TCP write half shared by the writer and the hub's direct writes.
 //! - [`registry`]: every open socket, for pings, user pushes and the drain.
 //! - [`upgrade`]: the axum handler for `GET /ws`.
@@ -12,6 +14,7 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod reader;
+pub mod recovery;
 pub mod registry;
 pub mod socket;
 pub mod upgrade;
