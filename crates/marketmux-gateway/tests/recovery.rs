@@ -296,7 +296,18 @@ async fn a_bad_since_is_refused_and_the_socket_stays_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_meets_the_live_stream_without_gap_or_duplicate_under_a_fast_feed() {
     const CLIENTS: usize = 50;
-    let node = Arc::new(Node::start(history(100_000)).await);
+    // The clients read only once all of them have subscribed: queues large
+    // enough that nothing conflates (a conflated client sees a jump in
+    // `seq` by design), however slowly the machine lets them subscribe.
+    let config = GatewayConfig {
+        queue: marketmux_hub::QueueLimits {
+            max_bytes: 512 * 1024 * 1024,
+            max_lag: Duration::from_secs(120),
+            ..marketmux_hub::QueueLimits::default()
+        },
+        ..GatewayConfig::default()
+    };
+    let node = Arc::new(Node::start_with(history(100_000), config).await);
     let symbol = Symbol::new("FAST").unwrap();
     // The symbol has a stream and some history before the clients come.
     for i in 0..200 {
@@ -346,6 +357,11 @@ async fn the_replay_meets_the_live_stream_without_gap_or_duplicate_under_a_fast_
     let published = feeder.join().unwrap();
     let last = head(&node.bus, symbol).await;
     assert!(published > 500, "the feed ran fast: {published} ticks");
+    assert_eq!(
+        node.state.hub.stats().snapshot().conflated,
+        0,
+        "no client fell behind its queue bound"
+    );
 
     for (i, (mut ws, since)) in subscribed.into_iter().enumerate() {
         let mut expect = since.seq + 1;
