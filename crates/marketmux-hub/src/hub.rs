@@ -23,7 +23,6 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use marketmux_core::{Position, ServerMessage, StreamState, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use crate::queue::{ClientId, ClientQueue};
@@ -51,6 +50,10 @@ pub enum Interest {
     /// The symbol lost its last local subscriber.
     Removed(Symbol),
 }
+
+/// Hears every [`Interest`] change, under the hub's lock for that symbol:
+/// must not block (hand the event on, e.g. into a channel).
+pub type InterestListener = Arc<dyn Fn(Interest) + Send + Sync>;
 
 /// How the hub is laid out.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +110,7 @@ pub struct SymbolHub {
     hasher: std::collections::hash_map::RandomState,
     encoder: TickEncoder,
     control: ControlEncoder,
-    interest: Mutex<Option<UnboundedSender<Interest>>>,
+    interest: Mutex<Option<InterestListener>>,
     stats: Arc<HubStats>,
     /// Most topics at once (unbounded until [`SymbolHub::set_max_topics`]).
     max_topics: AtomicU64,
@@ -178,9 +181,12 @@ impl SymbolHub {
         self.max_topics.store(max as u64, Relaxed);
     }
 
-    /// Sends [`Interest`] events to `tx` from now on.
-    pub fn set_interest_listener(&self, tx: UnboundedSender<Interest>) {
-        *self.interest.lock() = Some(tx);
+    /// Calls `listener` with every [`Interest`] change from now on, inside
+    /// the subscribe or unsubscribe that made it: when `subscribe` returns,
+    /// the listener has heard of a new topic (a bus can then tell whether
+    /// following it took effect).
+    pub fn set_interest_listener(&self, listener: InterestListener) {
+        *self.interest.lock() = Some(listener);
     }
 
     /// The counters, shared with every queue made by [`SymbolHub::new_client`].
@@ -198,9 +204,9 @@ impl SymbolHub {
     }
 
     fn notify_interest(&self, event: Interest) {
-        if let Some(tx) = self.interest.lock().as_ref() {
-            // A closed listener only means nobody cares any more.
-            let _ = tx.send(event);
+        let listener = self.interest.lock().clone();
+        if let Some(listener) = listener {
+            listener(event);
         }
     }
 
@@ -716,7 +722,9 @@ mod tests {
     fn topics_and_interest_follow_subscribers() {
         let hub = hub();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        hub.set_interest_listener(tx);
+        hub.set_interest_listener(Arc::new(move |event| {
+            let _ = tx.send(event);
+        }));
         let aapl = Symbol::new("AAPL").unwrap();
         let a = hub.new_client(1, QueueLimits::default());
         let b = hub.new_client(2, QueueLimits::default());

@@ -23,8 +23,8 @@ pub mod subscription;
 
 pub use direct::DirectSocket;
 pub use hub::{
-    ControlEncoder, HubConfig, Interest, Started, StreamStart, Subscribed, SymbolHub, TickEncoder,
-    TopicLimit,
+    ControlEncoder, HubConfig, Interest, InterestListener, Started, StreamStart, Subscribed,
+    SymbolHub, TickEncoder, TopicLimit,
 };
 pub use queue::{Batch, ClientId, ClientQueue, CloseReason, PushOutcome, QueueLimits};
 pub use stats::HubStats;

@@ -60,7 +60,7 @@ pub const REDIS_OPS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://[user:pass@]host:port[/db]`, `redis-cluster://host:port`, or a
-    /// bare `host:port` (the seed's `REDIS_ADDR`).
+    /// bare `host:port` (the conventional `REDIS_ADDR`).
     pub url: String,
     /// Put in front of every key and channel name (default empty: `price:SYMBOL`).
     pub prefix: String,

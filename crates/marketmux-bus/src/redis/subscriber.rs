@@ -173,6 +173,12 @@ impl RedisSubscriber {
         }
     }
 
+    /// Follows and unfollows handed to the actor so far ([`Self::settled`]
+    /// waits for the ones made before it).
+    pub fn changes_sent(&self) -> u64 {
+        self.sent.load(SeqCst)
+    }
+
     /// The node got its first local subscriber of `symbol`.
     pub fn follow(&self, symbol: Symbol) {
         self.sent.fetch_add(1, SeqCst);

@@ -38,7 +38,7 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     let bus = RedisBus::connect(redis.clone(), handler, still_needed)
         .await
         .with_context(|| format!("gateway: Redis edge bus at {}", redis.redacted_url()))?;
-    follow_interest(&hub, bus.clone());
+    follow_interest(&hub, &bus);
 
     let (publisher, kafka_ready) = ingest_publisher(&args, &bus)?;
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![bus.clone()];
@@ -138,19 +138,21 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
     })
 }
 
-/// Forwards the hub's interest changes to the Redis subscriber. Ends when the
-/// hub is dropped.
-fn follow_interest(hub: &SymbolHub, bus: Arc<RedisBus>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    hub.set_interest_listener(tx);
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
+/// Hands the hub's interest changes to the Redis subscriber within the
+/// subscribe that made them, so that a stream opened right after a first
+/// subscribe waits for that symbol's SUBSCRIBE. (Through a task in between,
+/// the open could run before the task did, and read before the SUBSCRIBE.)
+/// Holds the bus weakly: the bus's tick handler holds the hub.
+fn follow_interest(hub: &SymbolHub, bus: &Arc<RedisBus>) {
+    let bus = Arc::downgrade(bus);
+    hub.set_interest_listener(Arc::new(move |event| {
+        if let Some(bus) = bus.upgrade() {
             match event {
                 Interest::Added(s) => bus.follow(s),
                 Interest::Removed(s) => bus.unfollow(s),
             }
         }
-    });
+    }));
 }
 
 /// Where `POST /api/v1/ticks` sends accepted ticks: straight to Redis, unless
@@ -174,4 +176,39 @@ fn ingest_publisher(args: &GatewayArgs, bus: &Arc<RedisBus>) -> anyhow::Result<I
         return Ok((publisher.clone(), Some(publisher)));
     }
     Ok((bus.clone(), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use marketmux_bus::RedisConfig;
+    use marketmux_hub::QueueLimits;
+
+    use super::*;
+
+    /// When a first subscribe returns, the Redis subscriber has been told to
+    /// follow the symbol: a stream opened next waits for its SUBSCRIBE.
+    #[tokio::test]
+    async fn a_first_subscribe_reaches_the_redis_subscriber_before_it_returns() {
+        let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let config = RedisConfig {
+            url,
+            prefix: format!("test-follow-{}:", std::process::id()),
+            ..RedisConfig::default()
+        };
+        let bus = RedisBus::connect(
+            config,
+            Arc::new(|_: &[Tick]| {}),
+            Arc::new(|_: &Symbol| true),
+        )
+        .await
+        .expect("Redis on 127.0.0.1:6379 (start redis-server, or set MARKETMUX_TEST_REDIS_URL)");
+        let hub = GatewayState::new_hub();
+        follow_interest(&hub, &bus);
+        let before = bus.subscriber().changes_sent();
+        let client = hub.new_client(1, QueueLimits::default());
+        hub.subscribe(Symbol::new("FOLLOW").unwrap(), &client)
+            .unwrap();
+        assert_eq!(bus.subscriber().changes_sent(), before + 1);
+    }
 }
