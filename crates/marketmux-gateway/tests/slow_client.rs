@@ -160,24 +160,7 @@ async fn a_client_that_stops_reading_is_closed_by_the_age_of_its_oldest_frame() 
     })
     .await;
 
-    // Upgrades and subscribes with a small receive window, then never reads.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(node.addr).await.unwrap();
-    slow.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let sub = br#"{"action":"subscribe","symbol":"LAG"}"#;
-    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(sub);
-    slow.write_all(&frame).await.unwrap();
-    node.eventually("subscribed", |s| {
-        s.hub.subscriber_count(&"LAG".parse().unwrap()) == 1
-    })
-    .await;
+    let slow = subscriber_that_never_reads(&node, "LAG").await;
 
     // One burst, ~10 MB: more than the socket buffers take, far less than the
     // byte bound. Then nothing: only the age of what is unsent can close it.
@@ -220,23 +203,7 @@ async fn a_client_that_stops_reading_a_slow_stream_is_found_out_within_seconds()
     })
     .await;
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(node.addr).await.unwrap();
-    slow.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let sub = br#"{"action":"subscribe","symbol":"DRIP"}"#;
-    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(sub);
-    slow.write_all(&frame).await.unwrap();
-    node.eventually("subscribed", |s| {
-        s.hub.subscriber_count(&"DRIP".parse().unwrap()) == 1
-    })
-    .await;
+    let slow = subscriber_that_never_reads(&node, "DRIP").await;
 
     // About 25 KB/s (250 ticks of ~100 bytes a second): nothing conflates,
     // nothing reaches the byte bound; only the send buffer's size decides
@@ -256,4 +223,26 @@ async fn a_client_that_stops_reading_a_slow_stream_is_found_out_within_seconds()
     }
     assert_eq!(node.state.hub.stats().snapshot().conflated, 0);
     drop(slow);
+}
+
+/// A socket that upgrades and subscribes to `symbol` with a 4 KiB receive
+/// window, then never reads.
+async fn subscriber_that_never_reads(node: &TestNode, symbol: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(node.addr).await.unwrap();
+    slow.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sub = format!(r#"{{"action":"subscribe","symbol":"{symbol}"}}"#);
+    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(sub.as_bytes());
+    slow.write_all(&frame).await.unwrap();
+    let symbol: marketmux_core::Symbol = symbol.parse().unwrap();
+    node.eventually("subscribed", |s| s.hub.subscriber_count(&symbol) == 1)
+        .await;
+    slow
 }
