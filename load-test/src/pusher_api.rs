@@ -6,7 +6,10 @@
 //! Sockudo answers every API request with `Connection: close`, so each
 //! request opens a connection of its own. Requests run concurrently, at most
 //! [`MAX_IN_FLIGHT`] at a time, so one slow answer does not hold back the
-//! next batch; the publisher waits for a free slot beyond that.
+//! next batch, but never two with a tick of the same symbol: a symbol's
+//! ticks reach the server in the order of their `seq`, or the clients would
+//! count the overtaken ones as lost and then duplicated. The publisher waits
+//! when a request cannot start yet.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,6 +120,8 @@ pub struct PusherPublisher {
     path: String,
     creds: Credentials,
     in_flight: JoinSet<Sent>,
+    /// Requests in flight per symbol index.
+    busy: Vec<u32>,
 }
 
 impl PusherPublisher {
@@ -129,6 +134,8 @@ impl PusherPublisher {
             .build()
             .context("cannot build the HTTP client")?;
         let mut base = base.clone();
+        base.set_scheme("http")
+            .map_err(|_| anyhow::anyhow!("cannot derive the HTTP API URL from {base}"))?;
         base.set_path("/");
         base.set_query(None);
         Ok(Self {
@@ -137,22 +144,31 @@ impl PusherPublisher {
             path: format!("/apps/{}/batch_events", creds.app_id),
             creds,
             in_flight: JoinSet::new(),
+            busy: Vec::new(),
         })
     }
 
     /// Starts one request for `body` carrying the ticks of `symbols` (their
-    /// indexes), first waiting for a free slot. Returns the requests that
-    /// finished meanwhile.
+    /// indexes), first waiting for a free slot and for every earlier request
+    /// with one of these symbols. Returns the requests that finished meanwhile.
     pub async fn submit(&mut self, body: Vec<u8>, symbols: Vec<usize>) -> Vec<Sent> {
         let mut done = Vec::new();
         while let Some(r) = self.in_flight.try_join_next() {
-            done.push(joined(r));
+            done.push(self.joined(r));
         }
-        while self.in_flight.len() >= MAX_IN_FLIGHT {
+        if let Some(&max) = symbols.iter().max() {
+            if self.busy.len() <= max {
+                self.busy.resize(max + 1, 0);
+            }
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT || symbols.iter().any(|&s| self.busy[s] > 0) {
             match self.in_flight.join_next().await {
-                Some(r) => done.push(joined(r)),
+                Some(r) => done.push(self.joined(r)),
                 None => break,
             }
+        }
+        for &s in &symbols {
+            self.busy[s] += 1;
         }
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -191,19 +207,33 @@ impl PusherPublisher {
     pub async fn finish(&mut self) -> Vec<Sent> {
         let mut done = Vec::new();
         while let Some(r) = self.in_flight.join_next().await {
-            done.push(joined(r));
+            done.push(self.joined(r));
         }
         done
     }
-}
 
-/// A finished request, or a request task that died (counted as failed).
-fn joined(r: Result<Sent, tokio::task::JoinError>) -> Sent {
-    r.unwrap_or_else(|e| Sent {
-        symbols: Vec::new(),
-        result: Err(anyhow::anyhow!("publish task failed: {e}")),
-        took: Duration::ZERO,
-    })
+    /// A finished request (its symbols free again), or a request task that
+    /// died (counted as failed).
+    fn joined(&mut self, r: Result<Sent, tokio::task::JoinError>) -> Sent {
+        match r {
+            Ok(sent) => {
+                for &s in &sent.symbols {
+                    self.busy[s] = self.busy[s].saturating_sub(1);
+                }
+                sent
+            }
+            Err(e) => {
+                // A task that panicked or was cancelled leaves its symbols
+                // marked: free them all (nothing else is waiting on order then).
+                self.busy.iter_mut().for_each(|b| *b = 0);
+                Sent {
+                    symbols: Vec::new(),
+                    result: Err(anyhow::anyhow!("publish task failed: {e}")),
+                    took: Duration::ZERO,
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
