@@ -98,7 +98,8 @@ start_server() {  # protocol name
       # An empty environment: Sockudo lets HOST, PORT and hundreds of other
       # variables override its config file.
       local from
-      from=$(($(wc -l <"$OUT/sockudo.log" 2>/dev/null || echo 0) + 1))
+      from=1
+      if [[ -f "$OUT/sockudo.log" ]]; then from=$(($(wc -l <"$OUT/sockudo.log") + 1)); fi
       env -i PATH="$PATH" HOME="$HOME" sockudo --config benches/sockudo.json >>"$OUT/sockudo.log" 2>&1 &
       SERVER_PID=$!
       wait_port "$SOCKUDO_PORT"
