@@ -188,5 +188,10 @@ for s in $SCENARIOS; do
   done
 done
 
+{
+  echo "marketmux: $("$MARKETMUX" --version 2>/dev/null || echo "$MARKETMUX"), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "nats-server: $(nats-server --version 2>/dev/null || echo missing)"
+  echo "sockudo: $(sockudo --version 2>/dev/null || echo missing)"
+} >"$OUT/versions.txt"
 python3 benches/table.py "$RESULTS" | tee "$OUT/table.md"
 echo "results: $RESULTS" >&2
