@@ -190,8 +190,8 @@ done
 
 {
   echo "marketmux: $("$MARKETMUX" --version 2>/dev/null || echo "$MARKETMUX"), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "nats-server: $(nats-server --version 2>/dev/null || echo missing)"
-  echo "sockudo: $(sockudo --version 2>/dev/null || echo missing)"
+  nats-server --version 2>/dev/null || echo "nats-server: missing"
+  sockudo --version 2>/dev/null || echo "sockudo: missing"
 } >"$OUT/versions.txt"
 python3 benches/table.py "$RESULTS" | tee "$OUT/table.md"
 echo "results: $RESULTS" >&2
