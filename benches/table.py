@@ -135,7 +135,9 @@ def main():
         for title, f, higher in METRICS[kind]:
             vals = [f(run) if run else None for run, _ in picked]
             cells = " | ".join(f"{fmt(v)}{note}" for v, (_, note) in zip(vals, picked))
-            adv = advantage(vals[0], vals[1:], higher)
+            # A peer that passed no broadcast rate has no sustained rate to compare.
+            peers = [None if note and higher else v for v, (_, note) in zip(vals[1:], picked[1:])]
+            adv = advantage(vals[0], peers, higher)
             print(f"| {name} | {title} | {cells} | {fmt(adv) + '×' if adv else '–'} |")
             name = ""
         if kind == "slow" and "market500" in market:
