@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns benches/e2e.sh results (one load-test JSON report per line) into a
-Markdown table: MarketMux and NATS side by side, with MarketMux's advantage
-(>1 means MarketMux is better, whatever the direction of the metric)."""
+Markdown table: MarketMux, NATS and Sockudo side by side, with MarketMux's
+advantage over the better of the two peers on each metric (>1 means MarketMux
+is better, whatever the direction of the metric)."""
 import json
 import sys
 
@@ -72,6 +73,8 @@ METRICS = {
     "market": [
         ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
         ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
+        # Below the rate asked when the server accepts ticks more slowly than that.
+        ("ticks/s published", lambda r: r["publish"]["achieved_rate"], True),
         ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
         ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
         ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
@@ -93,6 +96,18 @@ METRICS = {
 }
 
 P99_MS = 100.0
+# The servers, by the protocol load-test spoke to them: (protocol, column).
+SERVERS = [("marketmux", "MarketMux"), ("nats", "NATS"), ("pusher", "Sockudo")]
+
+
+def advantage(mine, peers, higher):
+    """MarketMux's value against the better peer's, or None."""
+    peers = [p for p in peers if p is not None and p > 0]
+    if higher is None or mine is None or mine <= 0 or not peers:
+        return None
+    if higher:
+        return mine / max(peers)
+    return min(peers) / mine
 
 
 def main():
@@ -102,40 +117,39 @@ def main():
         base = r["label"].split("@")[0]
         if base not in labels:
             labels.append(base)
-    print("| scenario | metric | MarketMux | NATS | MarketMux advantage |")
-    print("|---|---|---:|---:|---:|")
+    names = " | ".join(name for _, name in SERVERS)
+    print(f"| scenario | metric | {names} | MarketMux advantage over the better peer |")
+    print("|---|---|" + "---:|" * (len(SERVERS) + 1))
     market = {}
     for label in labels:
         kind = next(k for k in METRICS if label.startswith(k))
-        mm, mm_note = pick(runs, label, "marketmux")
-        nats, nats_note = pick(runs, label, "nats")
+        picked = [pick(runs, label, proto) for proto, _ in SERVERS]
         if label.startswith("market"):
-            market[label] = (mm, nats)
+            market[label] = [run for run, _ in picked]
         name = label
-        if mm or nats:
-            s = (mm or nats)["scenario"]
+        first = next((run for run, _ in picked if run), None)
+        if first:
+            s = first["scenario"]
             name = f"{label} ({s['clients']} clients, {s['symbols']}×{s['subs_per_client']}"
             if label.startswith("market") and s.get("publish_interval_ms"):
                 name += f", a batch every {s['publish_interval_ms']:g} ms"
             name += ")"
         for title, f, higher in METRICS[kind]:
-            a = f(mm) if mm else None
-            b = f(nats) if nats else None
-            adv = None
-            if higher is not None and a is not None and b is not None and a > 0 and b > 0:
-                adv = a / b if higher else b / a
-            print(f"| {name} | {title} | {fmt(a)}{mm_note} | {fmt(b)}{nats_note} | {fmt(adv)}× |" if adv else
-                  f"| {name} | {title} | {fmt(a)}{mm_note} | {fmt(b)}{nats_note} | – |")
+            vals = [f(run) if run else None for run, _ in picked]
+            cells = " | ".join(f"{fmt(v)}{note}" for v, (_, note) in zip(vals, picked))
+            # A peer that passed no broadcast rate has no sustained rate to compare.
+            peers = [None if note and higher else v for v, (_, note) in zip(vals[1:], picked[1:])]
+            adv = advantage(vals[0], peers, higher)
+            print(f"| {name} | {title} | {cells} | {fmt(adv) + '×' if adv else '–'} |")
             name = ""
         if kind == "slow" and "market500" in market:
-            base_mm, base_nats = market["market500"]
             vals = []
-            for run, base in ((mm, base_mm), (nats, base_nats)):
+            for (run, _), base in zip(picked, market["market500"]):
                 if run and base and base["latency"]["p99_ms"] > 0:
-                    vals.append(run["latency"]["p99_ms"] / base["latency"]["p99_ms"])
+                    vals.append(f"{fmt(run['latency']['p99_ms'] / base['latency']['p99_ms'])}×")
                 else:
-                    vals.append(None)
-            print(f"| | p99 vs market500 without slow readers | {fmt(vals[0])}× | {fmt(vals[1])}× | – |")
+                    vals.append("–")
+            print(f"| | p99 vs market500 without slow readers | {' | '.join(vals)} | – |")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ use clap::Parser;
 
 use crate::client::Protocol;
 use crate::plan::generated_symbols;
+use crate::pusher_api::Credentials;
 
-/// Opens many WebSocket clients against a MarketMux gateway (or NATS), drives
+/// Opens many WebSocket clients against a MarketMux gateway (or NATS, or a
+/// Pusher server such as Sockudo), drives
 /// the publishing side, and reports delivery, latency and server cost.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -66,7 +68,8 @@ pub struct Cli {
     #[arg(long)]
     pub no_recovery: bool,
     /// WebSocket URL of the gateway (or of NATS's WebSocket listener with
-    /// --protocol nats). Several (repeated, or comma-separated): clients start
+    /// --protocol nats; with --protocol pusher a URL whose path is `/` gets
+    /// `/app/KEY?protocol=7&client=load-test&version=1`). Several (repeated, or comma-separated): clients start
     /// spread over them round-robin and reconnect to the next one; ticks are
     /// published to the first.
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
@@ -77,6 +80,19 @@ pub struct Cli {
     /// NATS client port (plain TCP) for publishing with --protocol nats.
     #[arg(long, default_value = "127.0.0.1:4222")]
     pub nats_addr: SocketAddr,
+    /// Pusher app id (the HTTP API path `/apps/ID/batch_events`).
+    #[arg(long, default_value = "marketmux-bench")]
+    pub pusher_app_id: String,
+    /// Pusher app key (the socket path `/app/KEY`, and `auth_key`).
+    #[arg(long, default_value = "marketmux-bench-key")]
+    pub pusher_key: String,
+    /// Pusher app secret, which signs HTTP API requests.
+    #[arg(long, default_value = "marketmux-bench-secret")]
+    pub pusher_secret: String,
+    /// Most events per `batch_events` request (Pusher's own service takes 10;
+    /// Sockudo has no limit unless the app sets `max_event_batch_size`).
+    #[arg(long, default_value_t = 100)]
+    pub pusher_batch: usize,
     /// Print one JSON object on stdout (the text report goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -128,6 +144,10 @@ pub struct Config {
     /// Resubscribe with `since` (not `--no-recovery`).
     pub recovery: bool,
     pub nats_addr: SocketAddr,
+    /// The app published to and subscribed at with `--protocol pusher`.
+    pub pusher: Credentials,
+    /// Events per `batch_events` request.
+    pub pusher_batch: usize,
     pub server_pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
     pub allow_remote: bool,
@@ -168,6 +188,26 @@ impl Cli {
                 anyhow::bail!("symbol {bad:?} is not a single NATS subject token");
             }
         }
+        if self.protocol == Protocol::Pusher {
+            if let Some(bad) = symbols.iter().find(|s| s.contains([':', '/'])) {
+                anyhow::bail!("symbol {bad:?} is not a valid Pusher channel name");
+            }
+            if self.pusher_batch == 0 {
+                anyhow::bail!("--pusher-batch must be at least 1");
+            }
+            for (flag, v) in [
+                ("--pusher-app-id", &self.pusher_app_id),
+                ("--pusher-key", &self.pusher_key),
+            ] {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    anyhow::bail!("{flag} must be non-empty, of A-Z a-z 0-9 - _ .");
+                }
+            }
+        }
         if self.clients == 0 {
             anyhow::bail!("--clients must be at least 1");
         }
@@ -205,6 +245,12 @@ impl Cli {
             reconnect_every: self.reconnect_every,
             recovery: !self.no_recovery,
             nats_addr: self.nats_addr,
+            pusher: Credentials {
+                app_id: self.pusher_app_id,
+                key: self.pusher_key,
+                secret: self.pusher_secret,
+            },
+            pusher_batch: self.pusher_batch,
             server_pid: self.server_pid,
             source_ips: self.source_ips,
             allow_remote: self.allow_remote,
@@ -316,6 +362,19 @@ mod tests {
         assert!(cfg(&["--slow-fraction", "2"]).is_err());
         assert!(cfg(&["-c", "0"]).is_err());
         assert!(cfg(&["--protocol", "nats", "--symbol", "A.B"]).is_err());
+        assert!(cfg(&["--protocol", "pusher", "--symbol", "A:B"]).is_err());
+        assert!(cfg(&["--protocol", "pusher", "--pusher-batch", "0"]).is_err());
+        assert!(cfg(&["--protocol", "pusher", "--pusher-key", "a/b"]).is_err());
+        let c = cfg(&[
+            "--protocol",
+            "pusher",
+            "--symbol",
+            "A.B",
+            "--pusher-key",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!((c.pusher.key.as_str(), c.pusher_batch), ("k", 100));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::message::{self, ServerMessage, TickFields};
 use crate::nats::{self, Op};
 use crate::plan::ClientPlan;
+use crate::pusher::{self, Event};
 use crate::recovery::{self, StreamTracker, Verdict};
 use crate::rfc3339::now_ns;
 use crate::stats::{add, Counters, Latencies};
@@ -50,6 +51,9 @@ pub enum Protocol {
     Marketmux,
     /// NATS text protocol over NATS's WebSocket listener.
     Nats,
+    /// Pusher channels protocol 7 (Sockudo): one channel per symbol, ticks
+    /// published through the HTTP API.
+    Pusher,
 }
 
 /// Where the clients connect.
@@ -261,6 +265,8 @@ async fn setup(
         h.saturating_record(started.elapsed().as_micros().max(1) as u64);
     }
     let names: Vec<&str> = state.slots.iter().map(|n| &**n).collect();
+    // Pusher: subscribe once the server has said the connection is established.
+    let mut then_subscribe = None;
     let (request, acks) = match t.protocol {
         Protocol::Marketmux => {
             subscribe_frames(&names, &mut state.streams, ctx.recovery, state.mask)
@@ -280,6 +286,15 @@ async fn setup(
                 1,
             )
         }
+        Protocol::Pusher => {
+            // Pusher numbers nothing: the publisher's `seq` is per run.
+            for slot in 0..names.len() {
+                state.streams.reset(slot);
+            }
+            then_subscribe = Some((pusher::subscribe_frames(&names, state.mask), names.len()));
+            // Nothing to send before `pusher:connection_established`.
+            (Vec::new(), 1)
+        }
     };
     stream.write_all(&request).await?;
     state.protocol = t.protocol;
@@ -291,6 +306,13 @@ async fn setup(
     conn.process(ctx, state)?;
     while state.acks_pending > 0 {
         conn.pump(ctx, state).await?;
+    }
+    if let Some((frames, acks)) = then_subscribe {
+        conn.stream.write_all(&frames).await?;
+        state.acks_pending = acks;
+        while state.acks_pending > 0 {
+            conn.pump(ctx, state).await?;
+        }
     }
     Ok(conn)
 }
@@ -431,11 +453,12 @@ impl Connection {
             let payload = &self.buf.bytes()[head.header..head.total()];
             match head.opcode {
                 opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => match state.protocol {
-                    Protocol::Marketmux if !head.fin => {
+                    Protocol::Marketmux | Protocol::Pusher if !head.fin => {
                         return Err(WsError::Protocol("fragmented message"))
                     }
                     Protocol::Marketmux => state.on_text(ctx, payload, now, start),
                     Protocol::Nats => state.on_nats(ctx, payload, now, start)?,
+                    Protocol::Pusher => state.on_pusher(ctx, payload, now, start)?,
                 },
                 opcode::PING => {
                     let pong = ws::client_frame(opcode::PONG, payload, state.mask);
@@ -527,6 +550,38 @@ impl State {
             l.new_epochs += u64::from(r.new_epoch);
             l.unnumbered += u64::from(r.unnumbered);
         }
+    }
+
+    /// Fails on an error while connecting or subscribing (it would never be acknowledged).
+    fn on_pusher(
+        &mut self,
+        ctx: &Context,
+        msg: &[u8],
+        now: i64,
+        start: i64,
+    ) -> Result<(), WsError> {
+        match pusher::classify(msg) {
+            Event::Tick(t) => self.on_tick(t, now, start),
+            Event::Established | Event::Subscribed => {
+                self.acks_pending = self.acks_pending.saturating_sub(1);
+            }
+            Event::Ping => {
+                let f = ws::client_frame(opcode::TEXT, pusher::PONG.as_bytes(), self.mask);
+                self.out.extend_from_slice(&f);
+            }
+            Event::Error(e) => {
+                self.local.errors += 1;
+                ctx.note_error(format!("Pusher: {}", String::from_utf8_lossy(e)));
+                if self.acks_pending > 0 {
+                    return Err(WsError::Protocol(
+                        "the server refused the connection or a subscribe",
+                    ));
+                }
+            }
+            Event::Malformed => self.local.malformed += 1,
+            Event::Other => {}
+        }
+        Ok(())
     }
 
     fn on_nats(&mut self, ctx: &Context, data: &[u8], now: i64, start: i64) -> Result<(), WsError> {

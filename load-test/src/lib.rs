@@ -9,7 +9,10 @@
 //!   what replays, gaps and duplicates count as.
 //! - [`message`], [`rfc3339`]: reading a tick's symbol, timestamp and seq, fast.
 //! - [`nats`]: the NATS text protocol (subscriber parsing, TCP publisher).
-//! - [`publisher`]: ticks at a fixed rate, via `POST /api/v1/ticks` or NATS `PUB`.
+//! - [`pusher`], [`pusher_api`]: the Pusher protocol (Sockudo): subscriber
+//!   messages, and publishing through the signed HTTP API.
+//! - [`publisher`]: ticks at a fixed rate, via `POST /api/v1/ticks`, NATS `PUB`
+//!   or Pusher `batch_events`.
 //! - [`stats`]: shared counters, latency histograms.
 //! - [`proc`]: RLIMIT_NOFILE, and the server's CPU and memory from `/proc`.
 //! - [`runner`]: one scenario from connect to report; [`report`]: its result.
@@ -22,6 +25,8 @@ pub mod plan;
 pub mod pool;
 pub mod proc;
 pub mod publisher;
+pub mod pusher;
+pub mod pusher_api;
 pub mod recovery;
 pub mod report;
 pub mod rfc3339;

@@ -1,7 +1,7 @@
 //! The publishing side of a scenario: ticks at a fixed rate, round-robin
-//! over the symbols, in batches (`POST /api/v1/ticks` or NATS `PUB`s). Each
-//! tick's timestamp is its send time, which the clients subtract from their
-//! receive time.
+//! over the symbols, in batches (`POST /api/v1/ticks`, NATS `PUB`s, or
+//! Pusher `batch_events`). Each tick's timestamp is its send time, which the
+//! clients subtract from their receive time.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::nats::{self, NatsPublisher};
+use crate::pusher_api::{self, Credentials, PusherPublisher};
 use crate::rfc3339;
 
 /// Most ticks in one batch (the ingest endpoint's own bound is 10,000).
@@ -28,6 +29,12 @@ pub enum Sink {
     },
     /// `PUB ticks.SYM` to a NATS server over TCP.
     Nats(Box<NatsPublisher>),
+    /// `POST /apps/{id}/batch_events` to a Pusher server, at most `batch`
+    /// events per request.
+    Pusher {
+        publisher: Box<PusherPublisher>,
+        batch: usize,
+    },
 }
 
 impl Sink {
@@ -62,16 +69,33 @@ impl Sink {
                 Ok(())
             }
             Sink::Nats(p) => p.send(&body).await,
+            Sink::Pusher { .. } => anyhow::bail!("a Pusher sink takes events, not a body"),
         }
     }
 
-    /// Waits until the server has taken every tick sent so far.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    /// Waits until the server has taken every tick sent so far; returns the
+    /// requests that finished meanwhile.
+    async fn flush(&mut self) -> Vec<Sent> {
+        let failed = |e: anyhow::Error| Sent {
+            symbols: Vec::new(),
+            result: Err(e),
+            took: Duration::ZERO,
+        };
         match self {
-            Sink::Http { .. } => Ok(()),
-            Sink::Nats(p) => p.flush().await,
+            Sink::Http { .. } => Vec::new(),
+            Sink::Nats(p) => p.flush().await.err().map(failed).into_iter().collect(),
+            Sink::Pusher { publisher, .. } => publisher.finish().await,
         }
     }
+}
+
+/// One request (or socket write) and the ticks it carried.
+pub struct Sent {
+    /// The symbol index of each tick.
+    pub symbols: Vec<usize>,
+    pub result: anyhow::Result<()>,
+    /// Until the server accepted it.
+    pub took: Duration,
 }
 
 /// Where to publish, before connecting.
@@ -81,6 +105,12 @@ pub enum SinkSpec {
     Http(reqwest::Url),
     /// A NATS client port (plain TCP).
     Nats(SocketAddr),
+    /// A Pusher server's HTTP API at this URL's host and port, events per request.
+    Pusher {
+        base: reqwest::Url,
+        creds: Credentials,
+        batch: usize,
+    },
 }
 
 impl SinkSpec {
@@ -88,6 +118,10 @@ impl SinkSpec {
         match self {
             SinkSpec::Http(url) => Sink::http(url),
             SinkSpec::Nats(addr) => Sink::nats(addr).await,
+            SinkSpec::Pusher { base, creds, batch } => Ok(Sink::Pusher {
+                publisher: Box::new(PusherPublisher::new(&base, creds)?),
+                batch: batch.max(1),
+            }),
         }
     }
 }
@@ -183,6 +217,7 @@ pub struct Published {
     pub first_error: Option<String>,
     pub elapsed: Duration,
     /// Time each batch took to be accepted (HTTP response, or NATS socket write), µs.
+    /// A Pusher batch is one `batch_events` request.
     pub send_micros: Option<hdrhistogram::Histogram<u64>>,
 }
 
@@ -201,7 +236,6 @@ pub async fn run(
         per_symbol: vec![0; symbols.len()],
         ..Published::default()
     };
-    let is_nats = matches!(sink, Sink::Nats(_));
     let mut seq = vec![0u64; symbols.len()];
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let mut sent = 0u64;
@@ -209,8 +243,8 @@ pub async fn run(
     let start = Instant::now();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut batch_syms: Vec<usize> = Vec::new();
     let mut send_micros = crate::stats::micros_histogram();
+    let mut batch: Vec<(usize, String)> = Vec::new();
     while sent < total && !stop.is_cancelled() {
         ticker.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(total);
@@ -218,53 +252,26 @@ pub async fn run(
         if n == 0 {
             continue;
         }
-        batch_syms.clear();
-        let mut body = Vec::with_capacity(n as usize * 110);
-        if !is_nats {
-            body.push(b'[');
-        }
-        for i in 0..n {
+        batch.clear();
+        // The gateway's ingest body has no `seq` (the gateway assigns it);
+        // NATS and Pusher subscribers get the tick as the gateway would send it.
+        let with_seq = !matches!(sink, Sink::Http { .. });
+        for _ in 0..n {
             let s = next % symbols.len();
             next += 1;
             seq[s] += 1;
-            batch_syms.push(s);
             let ts = rfc3339::format(rfc3339::now_ns());
             let price = 100.0 + (seq[s] % 1000) as f64 / 100.0;
-            if is_nats {
-                let payload = tick_json(&symbols[s], price, &ts, Some(seq[s]));
-                nats::push_pub(&mut body, &symbols[s], payload.as_bytes());
-            } else {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(tick_json(&symbols[s], price, &ts, None).as_bytes());
-            }
-        }
-        if !is_nats {
-            body.push(b']');
+            let json = tick_json(&symbols[s], price, &ts, with_seq.then_some(seq[s]));
+            batch.push((s, json));
         }
         sent += n;
-        let t0 = Instant::now();
-        let r = sink.send(body).await;
-        send_micros.saturating_record(t0.elapsed().as_micros().max(1) as u64);
-        match r {
-            Ok(()) => {
-                out.batches += 1;
-                out.ticks += n;
-                for &s in &batch_syms {
-                    out.per_symbol[s] += 1;
-                }
-                progress.fetch_add(n, Relaxed);
-            }
-            Err(e) => {
-                out.errors += 1;
-                out.first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
+        for done in send(&mut sink, symbols, &batch).await {
+            account(&mut out, &mut send_micros, &progress, done);
         }
     }
-    if let Err(e) = sink.flush().await {
-        out.errors += 1;
-        out.first_error.get_or_insert_with(|| format!("{e:#}"));
+    for done in sink.flush().await {
+        account(&mut out, &mut send_micros, &progress, done);
     }
     if let Sink::Nats(p) = &sink {
         if let Some(e) = p.error.lock().ok().and_then(|e| e.clone()) {
@@ -274,6 +281,79 @@ pub async fn run(
     out.elapsed = start.elapsed();
     out.send_micros = Some(send_micros);
     out
+}
+
+/// Sends one batch of `(symbol index, tick JSON)`; returns the requests
+/// that finished (for HTTP and NATS, this one).
+async fn send(sink: &mut Sink, symbols: &[String], batch: &[(usize, String)]) -> Vec<Sent> {
+    if let Sink::Pusher {
+        publisher,
+        batch: per_request,
+    } = sink
+    {
+        let mut done = Vec::new();
+        for chunk in batch.chunks(*per_request) {
+            let body = pusher_api::batch_body(
+                chunk
+                    .iter()
+                    .map(|(s, json)| (symbols[*s].as_str(), json.as_str())),
+            );
+            let ticks = chunk.iter().map(|(s, _)| *s).collect();
+            done.extend(publisher.submit(body, ticks).await);
+        }
+        return done;
+    }
+    let mut body = Vec::with_capacity(batch.len() * 120);
+    let is_nats = matches!(sink, Sink::Nats(_));
+    if !is_nats {
+        body.push(b'[');
+    }
+    for (i, (s, json)) in batch.iter().enumerate() {
+        if is_nats {
+            nats::push_pub(&mut body, &symbols[*s], json.as_bytes());
+        } else {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(json.as_bytes());
+        }
+    }
+    if !is_nats {
+        body.push(b']');
+    }
+    let t0 = Instant::now();
+    let result = sink.send(body).await;
+    vec![Sent {
+        symbols: batch.iter().map(|(s, _)| *s).collect(),
+        result,
+        took: t0.elapsed(),
+    }]
+}
+
+/// Counts one finished request: accepted ticks per symbol, or an error.
+fn account(
+    out: &mut Published,
+    send_micros: &mut hdrhistogram::Histogram<u64>,
+    progress: &AtomicU64,
+    done: Sent,
+) {
+    if !done.took.is_zero() {
+        send_micros.saturating_record(done.took.as_micros().max(1) as u64);
+    }
+    match done.result {
+        Ok(()) => {
+            out.batches += 1;
+            out.ticks += done.symbols.len() as u64;
+            for &s in &done.symbols {
+                out.per_symbol[s] += 1;
+            }
+            progress.fetch_add(done.symbols.len() as u64, Relaxed);
+        }
+        Err(e) => {
+            out.errors += 1;
+            out.first_error.get_or_insert_with(|| format!("{e:#}"));
+        }
+    }
 }
 
 /// A tick as JSON: the ingest body element, or with `seq` the exact payload

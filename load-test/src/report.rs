@@ -26,7 +26,7 @@ pub struct Report {
     pub reconnects: u64,
     /// Resubscribes from a position, with `--reconnect` or `--reconnect-every`.
     pub recovery: Option<Recovery>,
-    /// `{"type":"error"}` messages or NATS `-ERR`s received.
+    /// `{"type":"error"}` messages, NATS `-ERR`s or `pusher:error`s received.
     pub server_errors: u64,
     pub first_error: Option<String>,
 }

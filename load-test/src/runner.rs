@@ -60,6 +60,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             PublisherThread::spawn(match cfg.protocol {
                 Protocol::Marketmux => SinkSpec::Http(ingest_url(&cfg.url)?),
                 Protocol::Nats => SinkSpec::Nats(cfg.nats_addr),
+                Protocol::Pusher => SinkSpec::Pusher {
+                    base: cfg.url.clone(),
+                    creds: cfg.pusher.clone(),
+                    batch: cfg.pusher_batch,
+                },
             })
             .await?,
         )
@@ -418,6 +423,9 @@ async fn resolve_target(cfg: &Config, url: &reqwest::Url) -> anyhow::Result<Targ
     }
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
+        None if cfg.protocol == Protocol::Pusher && url.path() == "/" => {
+            crate::pusher::socket_path(&cfg.pusher.key)
+        }
         None => url.path().to_string(),
     };
     Ok(Target {
