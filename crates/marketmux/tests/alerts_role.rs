@@ -5,12 +5,11 @@
 //! price. (That no alert fires twice is the store's conditional update,
 //! checked with racing evaluators in the marketmux-alerts suite.)
 
+mod alerts_common;
 mod scrape;
 
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_alerts::grpc::GrpcAlertClient;
 use marketmux_alerts::{AlertService, ListQuery, NewAlert};
@@ -18,64 +17,9 @@ use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use rdkafka::mocking::MockCluster;
-use sqlx::Connection as _;
 
+use alerts_common::{alerts_role, create_db, drop_db};
 use scrape::scrape;
-
-const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-async fn create_db() -> (String, String) {
-    let mut conn = sqlx::PgConnection::connect(ADMIN).await.unwrap_or_else(|e| {
-        panic!("this test needs PostgreSQL at {ADMIN} (user postgres, trust auth); install and start it: {e}")
-    });
-    let name = format!(
-        "marketmux_test_{:016x}",
-        Timestamp::now().0 as u64 ^ u64::from(std::process::id()) << 32
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    (
-        name.clone(),
-        format!("postgres://postgres@127.0.0.1:5432/{name}"),
-    )
-}
-
-async fn drop_db(name: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
-}
-
-async fn alerts_role(brokers: &str, db: &str) -> Node {
-    let cli = Cli::parse_from([
-        "marketmux",
-        "alerts",
-        "--kafka-brokers",
-        brokers,
-        "--database-url",
-        db,
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--start-from",
-        "earliest",
-        "--reload-secs",
-        "0.5",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    let Some(Role::Alerts(args)) = cli.role else {
-        panic!("not the alerts role")
-    };
-    marketmux::roles::alerts::start(args)
-        .await
-        .expect("alerts role starts")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_in_one_group_fire_every_alert() {
@@ -84,15 +28,15 @@ async fn two_instances_in_one_group_fire_every_alert() {
         .create_topic("market_ticks", 4, 1)
         .expect("create market_ticks");
     let brokers = cluster.bootstrap_servers();
-    let (name, db) = create_db().await;
+    let (name, db) = create_db("role").await;
     let result = tokio::spawn(run(brokers, db)).await;
     drop_db(&name).await;
     result.unwrap();
 }
 
 async fn run(brokers: String, db: String) {
-    let a = alerts_role(&brokers, &db).await;
-    let b = alerts_role(&brokers, &db).await;
+    let a = alerts_role(&brokers, &db, "0.5").await;
+    let b = alerts_role(&brokers, &db, "0.5").await;
     let client = GrpcAlertClient::connect_lazy(&format!("http://{}", a.http_addr())).unwrap();
     let symbols = ["AL1", "AL2", "AL3", "AL4", "AL5", "AL6"];
     let mut ids = Vec::new();

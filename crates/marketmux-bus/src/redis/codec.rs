@@ -5,7 +5,7 @@
 //!
 //! `seq` and `epoch` are appended by the script that assigns them: the
 //! publisher sends the object open ([`encode_open`]), the script closes it.
-//! `timestamp` is for people and other readers (redis-cli, the seed's tools);
+//! `timestamp` is for people and other readers (redis-cli, plain Redis clients);
 //! `ts_ns` (nanoseconds since the epoch) is exact and is what the Lua script
 //! compares. A payload without `ts_ns` is read from `timestamp`.
 
