@@ -6,6 +6,7 @@
 //! - The restart test starts its own `redis-server` on a free port, kills it
 //!   and starts it again on the same port.
 
+mod gateway_common;
 mod scrape;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use gateway_common::start_gateway;
 use scrape::scrape;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -85,24 +87,9 @@ async fn gateway(url: &str, prefix: &str) -> Node {
 
 /// Starts a gateway node with `extra` flags.
 async fn gateway_with(url: &str, prefix: &str, extra: &[&str]) -> Node {
-    let mut argv = vec![
-        "marketmux",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        url,
-        "--redis-prefix",
-        prefix,
-        "--redis-unsubscribe-linger-secs",
-        "0.3",
-    ];
+    let mut argv = vec!["--redis-unsubscribe-linger-secs", "0.3"];
     argv.extend_from_slice(extra);
-    let cli = Cli::parse_from(argv);
-    let Some(Role::Gateway(args)) = cli.role else {
-        panic!("not a gateway: {:?}", cli.role)
-    };
-    marketmux::roles::gateway::start(args).await.unwrap()
+    start_gateway(url, prefix, &argv).await
 }
 
 async fn client(addr: SocketAddr) -> Ws {

@@ -4,20 +4,22 @@
 //! the sequence; after Redis loses its data the sequence starts again. Uses the Redis at 127.0.0.1:6379 (or
 //! MARKETMUX_TEST_REDIS_URL) under a key prefix of its own, deleted at the end.
 
+mod gateway_common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser as _;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_core::Timestamp;
 use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use gateway_common::start_gateway;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -53,26 +55,9 @@ async fn gateway(url: &str, prefix: &str) -> Node {
 }
 
 async fn gateway_with(url: &str, prefix: &str, extra: &[&str]) -> Node {
-    let mut argv = vec![
-        "marketmux",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        url,
-        "--redis-prefix",
-        prefix,
-        "--drain-secs",
-        "0",
-    ];
+    let mut argv = vec!["--drain-secs", "0"];
     argv.extend_from_slice(extra);
-    let cli = Cli::parse_from(argv);
-    let Some(Role::Gateway(args)) = cli.role else {
-        panic!("not the gateway role")
-    };
-    marketmux::roles::gateway::start(args)
-        .await
-        .expect("gateway starts")
+    start_gateway(url, prefix, &argv).await
 }
 
 async fn subscribed(addr: SocketAddr, symbol: &str) -> Ws {

@@ -6,15 +6,15 @@
 //!   each under its own key prefix, and delete their keys at the end.
 //! - The flush test starts a `redis-server` of its own (it empties it).
 
+mod gateway_common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use clap::Parser as _;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_bus::testing::OwnRedis;
 use marketmux_core::Timestamp;
@@ -22,6 +22,8 @@ use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use gateway_common::start_gateway;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -70,24 +72,9 @@ async fn cleanup(admin: &Client, prefix: &str) {
 
 /// A gateway node on a free loopback port, with `extra` flags.
 async fn gateway(url: &str, prefix: &str, extra: &[&str]) -> Node {
-    let mut argv = vec![
-        "marketmux",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        url,
-        "--redis-prefix",
-        prefix,
-        "--drain-secs",
-        "0.2",
-    ];
+    let mut argv = vec!["--drain-secs", "0.2"];
     argv.extend_from_slice(extra);
-    let cli = Cli::parse_from(argv);
-    let Some(Role::Gateway(args)) = cli.role else {
-        panic!("not a gateway: {:?}", cli.role)
-    };
-    marketmux::roles::gateway::start(args).await.unwrap()
+    start_gateway(url, prefix, &argv).await
 }
 
 async fn client(addr: SocketAddr) -> Ws {
