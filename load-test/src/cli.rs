@@ -49,6 +49,10 @@ pub struct Cli {
     /// After publishing, how long to wait for the last deliveries.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Latency is also reported per window of this length (a long run shows
+    /// how it drifts): `60s`, `10s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub latency_window: Duration,
     /// Fraction of clients that stop reading once subscribed.
     #[arg(long, default_value_t = 0.0)]
     pub slow_fraction: f64,
@@ -138,6 +142,7 @@ pub struct Config {
     pub publish_rate: f64,
     pub publish_interval: Duration,
     pub drain: Duration,
+    pub latency_window: Duration,
     pub slow_fraction: f64,
     pub reconnect: bool,
     pub reconnect_every: Option<Duration>,
@@ -223,6 +228,9 @@ impl Cli {
         if self.zipf.is_some_and(|s| !(s >= 0.0 && s.is_finite())) {
             anyhow::bail!("--zipf must be a finite number >= 0");
         }
+        if self.latency_window.is_zero() {
+            anyhow::bail!("--latency-window must be positive");
+        }
         if self.publish_interval.is_zero() {
             anyhow::bail!("--publish-interval must be positive");
         }
@@ -239,6 +247,7 @@ impl Cli {
             duration: self.duration,
             publish_rate: self.publish_rate,
             publish_interval: self.publish_interval,
+            latency_window: self.latency_window,
             drain: self.drain,
             slow_fraction: self.slow_fraction,
             reconnect: self.reconnect || self.reconnect_every.is_some(),

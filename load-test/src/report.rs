@@ -17,6 +17,11 @@ pub struct Report {
     pub deliveries: Deliveries,
     /// End-to-end latency (tick timestamp to client receive) of live deliveries.
     pub latency: Percentiles,
+    /// Length of the windows in `latency_windows`, seconds.
+    pub latency_window_s: f64,
+    /// The same latency per window of time from the clients' start (the
+    /// first window includes connecting).
+    pub latency_windows: Vec<Percentiles>,
     pub server: Option<Server>,
     /// This process's own CPU over the same window (it shares the cores with the server).
     pub generator: Generator,
@@ -221,6 +226,19 @@ impl fmt::Display for Report {
             "latency      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
         )?;
+        if self.latency_windows.len() > 1 {
+            for (i, w) in self.latency_windows.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  {:>6.0}s+   p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+                    i as f64 * self.latency_window_s,
+                    w.p50_ms,
+                    w.p99_ms,
+                    w.max_ms,
+                    w.samples
+                )?;
+            }
+        }
         if let Some(sv) = &self.server {
             write!(
                 f,

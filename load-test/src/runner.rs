@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     );
     let slow = plans.iter().filter(|p| p.slow).count();
     let mut ctx = Context::new(targets, cfg.symbols.clone(), stop.clone());
+    ctx.latencies = crate::stats::Latencies::with_window(cfg.latency_window);
     ctx.reconnect = cfg.reconnect;
     ctx.reconnect_every = cfg.reconnect_every;
     ctx.recovery = cfg.recovery;
@@ -300,6 +301,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             bytes_in: c.bytes_in.load(Relaxed),
         },
         latency: Percentiles::of(&ctx.latencies.merged()),
+        latency_window_s: ctx.latencies.window().as_secs_f64(),
+        latency_windows: ctx.latencies.per_window(),
         server,
         generator,
         closed_by_server: c.closed_by_server.load(Relaxed),

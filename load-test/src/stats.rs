@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -58,45 +59,103 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
 }
 
-/// Latency samples in microseconds, sharded.
+/// One shard's samples: all of them, and those of each window.
+struct Shard {
+    all: Histogram<u64>,
+    /// Window `i` holds the samples recorded between `i` and `i + 1`
+    /// windows after the start.
+    windows: Vec<Histogram<u64>>,
+}
+
+/// A histogram for one window: 2 significant digits, enough for a
+/// percentile per minute, and about a tenth of the size of a full one.
+fn window_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 2).unwrap_or_else(|_| Histogram::new(2).unwrap())
+}
+
+/// Latency samples in microseconds, sharded; also kept per window of time
+/// (a minute by default) so that a long run shows how they drift.
 pub struct Latencies {
-    shards: Vec<Mutex<Histogram<u64>>>,
+    shards: Vec<Mutex<Shard>>,
+    start: Instant,
+    window: Duration,
 }
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(micros_histogram()))
-                .collect(),
-        }
+        Self::with_window(Duration::from_secs(60))
     }
 }
 
 impl Latencies {
+    /// Empty, with windows of `window` (at least 1 ms) from now.
+    pub fn with_window(window: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        all: micros_histogram(),
+                        windows: Vec::new(),
+                    })
+                })
+                .collect(),
+            start: Instant::now(),
+            window: window.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// The length of a window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// Records `samples` (µs) into the shard of client `key`.
     pub fn record(&self, key: usize, samples: &[u64]) {
         if samples.is_empty() {
             return;
         }
-        let mut h = match self.shards[key % SHARDS].lock() {
+        let window = (self.start.elapsed().as_nanos() / self.window.as_nanos()) as usize;
+        let mut shard = match self.shards[key % SHARDS].lock() {
             Ok(h) => h,
             Err(p) => p.into_inner(),
         };
-        for &s in samples {
-            h.saturating_record(s.max(1));
+        while shard.windows.len() <= window {
+            shard.windows.push(window_histogram());
         }
+        for &s in samples {
+            shard.all.saturating_record(s.max(1));
+            shard.windows[window].saturating_record(s.max(1));
+        }
+    }
+
+    /// Each window's samples, merged over the shards, from the first window
+    /// to the last one that has a sample.
+    pub fn per_window(&self) -> Vec<Percentiles> {
+        let mut merged: Vec<Histogram<u64>> = Vec::new();
+        for s in &self.shards {
+            let shard = match s.lock() {
+                Ok(h) => h,
+                Err(p) => p.into_inner(),
+            };
+            for (i, h) in shard.windows.iter().enumerate() {
+                while merged.len() <= i {
+                    merged.push(window_histogram());
+                }
+                let _ = merged[i].add(h);
+            }
+        }
+        merged.iter().map(Percentiles::of).collect()
     }
 
     /// All shards merged.
     pub fn merged(&self) -> Histogram<u64> {
         let mut all = micros_histogram();
         for s in &self.shards {
-            let h = match s.lock() {
+            let shard = match s.lock() {
                 Ok(h) => h,
                 Err(p) => p.into_inner(),
             };
-            let _ = all.add(&*h);
+            let _ = all.add(&shard.all);
         }
         all
     }
@@ -153,6 +212,23 @@ mod tests {
         assert_eq!(p.samples, 4);
         assert!((p.max_ms - 3.0).abs() < 0.01, "{p:?}");
         assert!((p.p50_ms - 1.0).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn samples_fall_into_the_window_of_their_recording() {
+        let l = Latencies::with_window(Duration::from_millis(200));
+        l.record(0, &[1000]);
+        l.record(3, &[1000, 1000]);
+        std::thread::sleep(Duration::from_millis(450));
+        l.record(5, &[9000]);
+        let w = l.per_window();
+        assert!(w.len() >= 3, "{w:?}");
+        assert_eq!(w[0].samples, 3);
+        let last = w.last().unwrap();
+        assert_eq!(last.samples, 1);
+        assert!((last.max_ms - 9.0).abs() < 0.1, "{last:?}");
+        assert_eq!(w.iter().map(|p| p.samples).sum::<u64>(), 4);
+        assert_eq!(l.merged().len(), 4);
     }
 
     #[test]

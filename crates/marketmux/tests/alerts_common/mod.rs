@@ -41,6 +41,7 @@ pub async fn drop_db(name: &str) {
 
 /// Starts an alerts instance reading `brokers` and storing in `db`, reloading
 /// its alerts every `reload_secs`.
+#[allow(dead_code)] // the fault tests start the role as a process instead
 pub async fn alerts_role(brokers: &str, db: &str, reload_secs: &str) -> Node {
     let cli = Cli::parse_from([
         "marketmux",

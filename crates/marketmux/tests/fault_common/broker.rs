@@ -1,0 +1,200 @@
+//! A tansu broker of the test's own behind a TCP proxy that the test can cut.
+//!
+//! The broker advertises the proxy's address, so every client connection
+//! (producers, consumers, group coordinator) goes through it. An outage
+//! freezes tansu (SIGSTOP: whatever it was processing stays unanswered),
+//! resets every connection and refuses new ones; the end of the outage thaws
+//! it and accepts again on the same port. tansu keeps its topics, records and
+//! committed offsets across that, as a restarted broker with durable storage
+//! does. (tansu 0.6's only durable engines are S3 and PostgreSQL, and it does
+//! not create its PostgreSQL schema itself: a killed and restarted tansu on
+//! `memory://` would come back empty, which no client can survive.)
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketmux_bus::testing::free_port;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::proc::Proc;
+
+/// The tansu binary: MARKETMUX_TEST_TANSU (set by scripts/test).
+///
+/// # Panics
+/// When it is unset, with what to do.
+pub fn tansu_bin() -> String {
+    std::env::var("MARKETMUX_TEST_TANSU").unwrap_or_else(|_| {
+        panic!(
+            "MARKETMUX_TEST_TANSU is not set: run ./scripts/test, which installs tansu \
+             (`cargo install tansu --features dynostore`) and sets it to the binary's path"
+        )
+    })
+}
+
+/// A loopback TCP proxy to one upstream address that can be cut and restored.
+pub struct Proxy {
+    port: u16,
+    upstream: SocketAddr,
+    /// Cancelled to cut: the accept loop and every connection end.
+    open: Mutex<Option<CancellationToken>>,
+}
+
+impl Proxy {
+    /// Listens on a free port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Arc<Self> {
+        let proxy = Arc::new(Self {
+            port: free_port(),
+            upstream,
+            open: Mutex::new(None),
+        });
+        proxy.restore().await;
+        proxy
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Resets every connection and closes the listening socket (new
+    /// connections are refused).
+    pub fn cut(&self) {
+        if let Some(token) = self.open.lock().take() {
+            token.cancel();
+        }
+    }
+
+    /// Listens again on the same port.
+    ///
+    /// # Panics
+    /// When the port cannot be bound again within 5 s.
+    pub async fn restore(&self) {
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.unwrap_or_else(|| panic!("proxy port {} stays taken", self.port));
+        let token = CancellationToken::new();
+        *self.open.lock() = Some(token.clone());
+        let upstream = self.upstream;
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    a = listener.accept() => match a {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                    _ = token.cancelled() => return,
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = token.cancelled() => {
+                            // Reset, not a clean close: as a dead broker looks.
+                            // (A zero linger does not block the drop.)
+                            #[allow(deprecated)]
+                            let _ = client.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// A tansu broker (in-memory storage) with `market_ticks` created, reached
+/// through a [`Proxy`].
+pub struct Tansu {
+    proc: Proc,
+    proxy: Arc<Proxy>,
+}
+
+impl Tansu {
+    /// Starts tansu, waits for it, creates `market_ticks` with `partitions`.
+    ///
+    /// # Panics
+    /// When tansu does not start or the topic cannot be created.
+    pub async fn start(dir: &Path, partitions: u32) -> Self {
+        let bin = tansu_bin();
+        let port = free_port();
+        let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        let listen = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", proxy.port());
+        let args: Vec<String> = [
+            "broker",
+            "--listener-url",
+            &listen,
+            "--advertised-listener-url",
+            &advertised,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let proc = Proc::spawn("tansu", &bin, &args, &[], dir);
+        let mut up = false;
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "tansu did not listen; its log:\n{}", proc.log_tail(40));
+        let created = Command::new(&bin)
+            .args(["topic", "create", "--broker", &listen])
+            .args(["--partitions", &partitions.to_string(), "market_ticks"])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            created.status.success(),
+            "tansu topic create failed: {}\n{}",
+            String::from_utf8_lossy(&created.stderr),
+            proc.log_tail(40)
+        );
+        Self { proc, proxy }
+    }
+
+    /// `--kafka-brokers` for the roles: the proxy.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy.port())
+    }
+
+    /// The broker goes away: frozen, every connection reset, new ones refused.
+    pub fn stop(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGSTOP) };
+        self.proxy.cut();
+    }
+
+    /// The broker is back, with everything it had stored.
+    pub async fn resume(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGCONT) };
+        self.proxy.restore().await;
+    }
+
+    /// The broker process (for RSS and fds).
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+}

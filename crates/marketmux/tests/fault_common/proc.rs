@@ -1,0 +1,201 @@
+//! Child processes of a fault test: the `marketmux` binary's roles, tansu,
+//! PostgreSQL. Each writes to a log file of its own (shown when the test
+//! fails), can be killed with SIGKILL, and is killed when dropped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process with its log file.
+pub struct Proc {
+    /// What it is, in messages ("bridge A").
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program` with `args`, stdout and stderr to `dir/NAME.log`
+    /// (appended: a restarted process keeps one log).
+    pub fn spawn(name: &str, program: &str, args: &[String], envs: &[(&str, &str)], dir: &Path) -> Self {
+        let log = dir.join(format!("{}.log", name.replace(' ', "-")));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
+        let err = out.try_clone().expect("log file handle");
+        let child = Command::new(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Starts a prepared `command` whose output already goes to `log`.
+    pub fn from_command(name: &str, command: &mut Command, log: PathBuf) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Sends `signal` (a `libc::SIG*`) without waiting.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// Its process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: no shutdown path runs, whatever was in flight is lost.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Resident memory in KiB, from /proc (None once it exited).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Open file descriptors, from /proc (None once it exited).
+    pub fn fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .ok()
+            .map(|d| d.count())
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Where its log is.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `marketmux` binary of this build.
+pub fn marketmux_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_marketmux")
+}
+
+/// Starts a `marketmux` role as a child process (`RUST_LOG=info`).
+pub fn marketmux(name: &str, args: &[String], dir: &Path) -> Proc {
+    Proc::spawn(name, marketmux_bin(), args, &[("RUST_LOG", "info")], dir)
+}
+
+/// `["--flag", "value", ...]` as owned strings.
+pub fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Waits until `url` answers 200.
+///
+/// # Panics
+/// After `within`, with `proc`'s log tail.
+pub async fn wait_ok(url: &str, within: Duration, proc: &Proc) {
+    let deadline = Instant::now() + within;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not answer 200 on {url} within {within:?}; its log:\n{}",
+            proc.name,
+            proc.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A directory of the test's own under the system temp dir, removed when
+/// dropped unless the test failed (then its logs stay for a look).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `marketmux-fault-{what}-{pid}`.
+    pub fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("marketmux-fault-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Fault: one of two bridges and one of two alerts instances die (SIGKILL)
+//! mid-stream.
+//!
+//! tansu (MARKETMUX_TEST_TANSU, set by scripts/test), two gateways whose
+//! POSTs go to Kafka, two bridges in one group, two alerts instances in
+//! another, all child processes; Redis at 127.0.0.1:6379, PostgreSQL at
+//! 127.0.0.1:5432 (a database of the test's own). Halfway through the
+//! stream bridge A and alerts instance A are killed without warning: the
+//! survivors take their partitions over when the group notices (the
+//! session timeout), read their uncommitted batches again, and still every
+//! accepted tick reaches each socket exactly once and every alert fires
+//! (is stored and pushed) exactly once.
+
+mod alerts_common;
+mod fault_common;
+mod kafka_common;
+mod scrape;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fault_common::broker::Tansu;
+use fault_common::proc::TempDir;
+use fault_common::{crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally};
+use parking_lot::Mutex;
+use sqlx::Connection as _;
+
+const N: usize = 4_000;
+const CHUNK: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_and_an_alerts_instance_killed_mid_stream() {
+    let dir = TempDir::new("roles");
+    let (db_name, db) = alerts_common::create_db("froles").await;
+    let result = tokio::spawn(run(dir.0.clone(), db)).await;
+    alerts_common::drop_db(&db_name).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn run(dir: std::path::PathBuf, db: String) {
+    let redis = kafka_common::redis_url();
+    let admin = kafka_common::admin(&redis).await;
+    let tag = kafka_common::run_tag();
+    let prefix = format!("mmtest:froles:{tag}:");
+    let symbols: Vec<String> = (0..12).map(|i| format!("{tag}.R{i}")).collect();
+
+    let tansu = Tansu::start(&dir, 6).await;
+    let brokers = tansu.brokers();
+    let kafka = ["--kafka-brokers", brokers.as_str()];
+    let ga = roles::gateway("gateway A", &dir, &redis, &prefix, &kafka).await;
+    let gb = roles::gateway("gateway B", &dir, &redis, &prefix, &kafka).await;
+    let bridges = format!("mmtest-froles-{tag}");
+    let mut bridge_a = roles::bridge("bridge A", &dir, &brokers, &redis, &prefix, &bridges).await;
+    let bridge_b = roles::bridge("bridge B", &dir, &brokers, &redis, &prefix, &bridges).await;
+    let group = format!("mmtest-froles-alerts-{tag}");
+    let mut alerts_a = roles::alerts("alerts A", &dir, &brokers, &db, &redis, &prefix, &group).await;
+    let alerts_b = roles::alerts("alerts B", &dir, &brokers, &db, &redis, &prefix, &group).await;
+    let watch = AlertWatch::start(&redis, &prefix).await;
+    let alert_ids = crossing_alerts(alerts_a.addr, &symbols, N, 5).await;
+    let views = [
+        kafka_common::socket(ga.addr, &symbols).await,
+        kafka_common::socket(ga.addr, &symbols).await,
+        kafka_common::socket(gb.addr, &symbols).await,
+        kafka_common::socket(gb.addr, &symbols).await,
+    ];
+
+    let posted = Arc::new(Mutex::new(Posted::default()));
+    let sender = tokio::spawn(post_ticks(
+        vec![ga.addr, gb.addr],
+        symbols.clone(),
+        N,
+        CHUNK,
+        Duration::from_millis(5),
+        posted.clone(),
+    ));
+    kafka_common::eventually("half the ticks accepted", Duration::from_secs(120), || {
+        posted.lock().accepted.len() >= N / 2
+    })
+    .await;
+    let before = (
+        scrape::scrape(bridge_a.metrics).await["marketmux_bridge_ticks_forwarded_total"],
+        scrape::scrape(alerts_a.metrics).await["marketmux_alerts_ticks_total"],
+    );
+    bridge_a.proc.kill();
+    alerts_a.proc.kill();
+    let killed_at = posted.lock().sent;
+    tokio::time::timeout(Duration::from_secs(300), sender)
+        .await
+        .expect("the sender finishes")
+        .expect("the sender does not panic");
+
+    let accepted = posted.lock().accepted.clone();
+    let tallies = settle(&views, &accepted, Duration::from_secs(90)).await;
+    wait_for(Duration::from_secs(60), || watch.counts().0 >= alert_ids.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pushed, extra_pushes) = watch.counts();
+    let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alerts WHERE NOT active AND triggered_at IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let survivor = scrape::scrape(bridge_b.metrics).await;
+    let total = Tally::sum(&tallies);
+    {
+        let p = posted.lock();
+        println!(
+            "fault=roles sent={} accepted={} statuses={:?} killed_after_sent={killed_at} \
+             bridge_a_forwarded={} alerts_a_evaluated={} survivor_dropped_duplicates={} \
+             sockets=4 {total} alerts={} stored_fired={stored} pushed={pushed} duplicate_fires={extra_pushes}",
+            p.sent,
+            accepted.len(),
+            p.statuses,
+            before.0,
+            before.1,
+            survivor["marketmux_bridge_dropped_duplicates_total"],
+            alert_ids.len(),
+        );
+    }
+    for (i, t) in tallies.iter().enumerate() {
+        assert_eq!(
+            (t.missing, t.duplicated, t.out_of_order),
+            (0, 0, 0),
+            "socket {i}: {t}"
+        );
+    }
+    assert_eq!(accepted.len(), N, "every POST accepted (the broker stayed up)");
+    assert_eq!(stored as usize, alert_ids.len(), "every alert stored as fired once");
+    let fires = watch.fires();
+    for id in &alert_ids {
+        assert_eq!(fires.get(id), Some(&1), "alert {id} pushed exactly once");
+    }
+    drop(alerts_b);
+    kafka_common::cleanup(&admin, &prefix).await;
+    drop(tansu);
+}
