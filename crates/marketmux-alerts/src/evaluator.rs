@@ -40,6 +40,10 @@ struct PendingFire {
     alert: Alert,
     price: f64,
     at: DateTime<Utc>,
+    /// An update for it was sent and failed without an answer: the store may
+    /// have committed it (a connection lost after the commit, before the
+    /// reply). A later "already fired" is then checked against what it stored.
+    sent: bool,
 }
 
 /// An index change made while a reload was reading the store.
@@ -231,6 +235,7 @@ impl Evaluator {
                 alert,
                 price: tick.price,
                 at,
+                sent: false,
             };
             if store_down {
                 // The store just failed: queue the rest without waiting on it again.
@@ -262,8 +267,12 @@ impl Evaluator {
     }
 
     /// One conditional update. `Ok(fired)`, or `Err(())` once kept pending.
-    async fn try_fire(&self, pf: PendingFire) -> Result<bool, ()> {
-        match self.store.fire(pf.alert.id, pf.price, pf.at).await {
+    async fn try_fire(&self, mut pf: PendingFire) -> Result<bool, ()> {
+        let fired = match self.store.fire(pf.alert.id, pf.price, pf.at).await {
+            Ok(false) if pf.sent => self.committed_before(&pf).await,
+            other => other,
+        };
+        match fired {
             Ok(true) => {
                 self.stats.fired.fetch_add(1, Relaxed);
                 let mut alert = pf.alert;
@@ -291,10 +300,23 @@ impl Evaluator {
             Err(e) => {
                 self.stats.store_errors.fetch_add(1, Relaxed);
                 tracing::warn!(alert_id = pf.alert.id, error = %e, "Alert fire failed; kept pending");
+                pf.sent = true;
                 self.keep_pending(pf);
                 Err(())
             }
         }
+    }
+
+    /// Whether an earlier, unanswered update of `pf` is what the store holds:
+    /// fired at exactly this crossing's price and time (microseconds, as
+    /// stored). Then that update committed, nobody was told, and this
+    /// evaluator still owes the push; otherwise another instance or a delete
+    /// got there first.
+    async fn committed_before(&self, pf: &PendingFire) -> Result<bool, StoreError> {
+        let stored = self.store.get(pf.alert.id).await?;
+        Ok(stored.is_some_and(|a| {
+            !a.active && a.triggered_price == Some(pf.price) && a.triggered_at == Some(pf.at)
+        }))
     }
 
     fn keep_pending(&self, pf: PendingFire) {
@@ -373,6 +395,23 @@ mod tests {
     struct MemStore {
         alerts: Mutex<Vec<Alert>>,
         gate: Mutex<Option<Gate>>,
+        /// The next this many `fire`s commit, then fail as a connection
+        /// lost before the reply would.
+        lose_replies: Mutex<usize>,
+        /// The next this many calls (`fire`, `get`) fail before doing anything.
+        down_for: Mutex<usize>,
+    }
+
+    impl MemStore {
+        /// Fails a call while `down_for` lasts.
+        fn check_up(&self) -> Result<(), StoreError> {
+            let mut down = self.down_for.lock();
+            if *down > 0 {
+                *down -= 1;
+                return Err(StoreError::Unavailable("connection refused (test)".into()));
+            }
+            Ok(())
+        }
     }
 
     impl MemStore {
@@ -421,6 +460,7 @@ mod tests {
         }
 
         async fn get(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+            self.check_up()?;
             Ok(self.alerts.lock().iter().find(|a| a.id == id).cloned())
         }
 
@@ -448,16 +488,25 @@ mod tests {
         }
 
         async fn fire(&self, id: i64, price: f64, at: DateTime<Utc>) -> Result<bool, StoreError> {
-            let mut alerts = self.alerts.lock();
-            match alerts.iter_mut().find(|a| a.id == id && a.active) {
-                Some(a) => {
-                    a.active = false;
-                    a.triggered_at = Some(at);
-                    a.triggered_price = Some(price);
-                    Ok(true)
+            self.check_up()?;
+            let fired = {
+                let mut alerts = self.alerts.lock();
+                match alerts.iter_mut().find(|a| a.id == id && a.active) {
+                    Some(a) => {
+                        a.active = false;
+                        a.triggered_at = Some(at);
+                        a.triggered_price = Some(price);
+                        true
+                    }
+                    None => false,
                 }
-                None => Ok(false),
+            };
+            let mut lose = self.lose_replies.lock();
+            if *lose > 0 {
+                *lose -= 1;
+                return Err(StoreError::Unavailable("connection lost after commit (test)".into()));
             }
+            Ok(fired)
         }
 
         async fn ping(&self) -> Result<(), StoreError> {
@@ -581,5 +630,59 @@ mod tests {
         slow.await.unwrap().unwrap();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev.on_tick(&tick("MSFT", 11.0)).await, 1, "{remote:?} kept");
+    }
+
+    #[tokio::test]
+    async fn a_fire_committed_without_a_reply_is_pushed_once_on_retry() {
+        let (store, ev, fired) = setup();
+        let lost = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        let other = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 101.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        // The first update commits but its reply is lost (a PostgreSQL
+        // restart between the commit and the answer); the second is then
+        // queued without being sent.
+        *store.lose_replies.lock() = 1;
+        assert_eq!(ev.on_tick(&tick("AAPL", 102.0)).await, 0);
+        assert_eq!(ev.pending_len(), 2, "both wait for the store");
+        assert!(fired.lock().is_empty());
+        let stored = store.get(lost.id).await.unwrap().unwrap();
+        assert!(!stored.active, "the first one is fired in the store");
+        // Its retry finds it fired, at this crossing's price and time: the
+        // update was its own, and the push is still owed.
+        assert_eq!(ev.retry_pending().await, 0);
+        assert_eq!(*fired.lock(), vec![lost.id, other.id], "each pushed once");
+        assert_eq!(ev.stats.fired.load(Relaxed), 2);
+        assert_eq!(ev.stats.lost_races.load(Relaxed), 0);
+        // Replays of the crossing push nothing more.
+        ev.track(store.get(lost.id).await.unwrap().unwrap());
+        assert_eq!(ev.on_tick(&tick("AAPL", 103.0)).await, 0);
+        assert_eq!(fired.lock().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_alert_fired_elsewhere_meanwhile_is_not_pushed_by_the_retry() {
+        let (store, ev, fired) = setup();
+        let alert = store
+            .create_unbounded(&new_alert("MSFT", Condition::Below, 50.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        *store.down_for.lock() = 1; // the update never reaches the store
+        assert_eq!(ev.on_tick(&tick("MSFT", 49.0)).await, 0);
+        assert_eq!(ev.pending_len(), 1);
+        // Another instance fires it on another tick while this one waits.
+        assert!(store
+            .fire(alert.id, 48.0, timestamp_to_utc(Timestamp::now()))
+            .await
+            .unwrap());
+        assert_eq!(ev.retry_pending().await, 0);
+        assert!(fired.lock().is_empty(), "the other instance pushed it");
+        assert_eq!(ev.stats.lost_races.load(Relaxed), 1);
     }
 }
