@@ -14,7 +14,7 @@
 //! so an alert tracked during a reload is never lost from the index.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +115,10 @@ pub struct Evaluator {
     store: Arc<dyn AlertStore>,
     live: Mutex<Live>,
     pending: Mutex<BTreeMap<i64, PendingFire>>,
+    /// The last fire attempt failed on a store error: new crossings are
+    /// queued as pending at once instead of each waiting for the store to
+    /// time out again (the retry, every [`RETRY_EVERY`], probes it).
+    store_down: AtomicBool,
     sink: AlertSink,
     /// Counters.
     pub stats: EvaluatorStats,
@@ -127,6 +131,7 @@ impl Evaluator {
             store,
             live: Mutex::new(Live::default()),
             pending: Mutex::new(BTreeMap::new()),
+            store_down: AtomicBool::new(false),
             sink,
             stats: EvaluatorStats::default(),
         })
@@ -229,7 +234,7 @@ impl Evaluator {
         }
         let at = timestamp_to_utc(tick.timestamp);
         let mut fired = 0;
-        let mut store_down = false;
+        let mut store_down = self.store_down.load(Relaxed);
         for alert in crossed {
             let pf = PendingFire {
                 alert,
@@ -272,6 +277,7 @@ impl Evaluator {
             Ok(false) if pf.sent => self.committed_before(&pf).await,
             other => other,
         };
+        self.store_down.store(fired.is_err(), Relaxed);
         match fired {
             Ok(true) => {
                 self.stats.fired.fetch_add(1, Relaxed);

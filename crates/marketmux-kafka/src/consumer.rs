@@ -114,6 +114,18 @@ impl TickBatch {
     pub fn next_offsets(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
         self.next_offsets.iter().map(|(p, o)| (*p, *o))
     }
+
+    /// Folds a later batch's offsets into this one (per partition, the
+    /// furthest) and drops the ticks of both: what a consumer that holds its
+    /// commits back keeps until it may commit everything it has read.
+    pub fn absorb(&mut self, later: TickBatch) {
+        for (partition, next) in later.next_offsets {
+            let o = self.next_offsets.entry(partition).or_insert(next);
+            *o = (*o).max(next);
+        }
+        self.ticks = Vec::new();
+        self.undecodable = 0;
+    }
 }
 
 /// A member of a consumer group on the tick topic.

@@ -34,7 +34,7 @@ use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_bus::BusError;
 use marketmux_gateway::exporter::RoleSeries;
 use marketmux_gateway::metrics::{counters, metric};
-use marketmux_kafka::{ConsumerStats, KafkaConfig, StartFrom, TickConsumer};
+use marketmux_kafka::{ConsumerStats, KafkaConfig, StartFrom, TickBatch, TickConsumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -154,9 +154,10 @@ fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> Rol
     })
 }
 
-/// Reads tick batches, evaluates them, retries pending fires, reloads the
-/// index periodically (the safety net behind the change feed), and commits
-/// a batch only when no fire is pending.
+/// Reads tick batches, evaluates them, retries pending fires every
+/// [`RETRY_EVERY`](marketmux_alerts::evaluator::RETRY_EVERY) (whether or not
+/// ticks arrive), reloads the index periodically (the safety net behind the
+/// change feed), and commits what it has read only when no fire is pending.
 async fn consume(
     consumer: TickConsumer,
     evaluator: Arc<Evaluator>,
@@ -166,9 +167,23 @@ async fn consume(
     let mut reload = tokio::time::interval(reload_every);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reload.tick().await;
+    let mut retry = tokio::time::interval(marketmux_alerts::evaluator::RETRY_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Offsets read and evaluated but not committed, because a fire was
+    // pending: committed once the store has taken every pending fire.
+    let mut held: Option<TickBatch> = None;
     loop {
         let batch = tokio::select! {
             b = consumer.next_batch() => b,
+            _ = retry.tick(), if evaluator.pending_len() > 0 => {
+                if evaluator.retry_pending().await == 0 {
+                    if let Some(h) = held.take() {
+                        tracing::info!("Pending alert fires stored; committing the held offsets");
+                        commit(&consumer, &h);
+                    }
+                }
+                continue;
+            }
             _ = reload.tick() => {
                 if let Err(e) = evaluator.reload().await {
                     tracing::warn!(error = %e, "Alert index reload failed; keeping the current one");
@@ -185,16 +200,18 @@ async fn consume(
                 continue;
             }
         };
-        if evaluator.pending_len() > 0 {
-            evaluator.retry_pending().await;
-        }
         for t in &batch.ticks {
             evaluator.on_tick(&t.tick).await;
         }
-        if evaluator.pending_len() == 0 {
-            if let Err(e) = consumer.commit(&batch) {
-                tracing::warn!(error = %e, "Offset commit failed; the batch may be evaluated again");
+        let batch = match held.take() {
+            Some(mut h) => {
+                h.absorb(batch);
+                h
             }
+            None => batch,
+        };
+        if evaluator.pending_len() == 0 {
+            commit(&consumer, &batch);
         } else {
             // Uncommitted: a restart replays these ticks; the store's
             // conditional update keeps the replay from firing anything twice.
@@ -202,8 +219,17 @@ async fn consume(
                 pending = evaluator.pending_len(),
                 "Alert store unavailable; holding offsets until pending fires are stored"
             );
-            tokio::time::sleep(marketmux_alerts::evaluator::RETRY_EVERY).await;
+            let mut offsets = TickBatch::default();
+            offsets.absorb(batch);
+            held = Some(offsets);
         }
+    }
+}
+
+/// Commits `batch`'s offsets; a refusal is logged (the batch may be read again).
+fn commit(consumer: &TickConsumer, batch: &TickBatch) {
+    if let Err(e) = consumer.commit(batch) {
+        tracing::warn!(error = %e, "Offset commit failed; the batch may be evaluated again");
     }
 }
 
