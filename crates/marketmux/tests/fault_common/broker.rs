@@ -2,13 +2,16 @@
 //!
 //! The broker advertises the proxy's address, so every client connection
 //! (producers, consumers, group coordinator) goes through it. An outage
-//! freezes tansu (SIGSTOP: whatever it was processing stays unanswered),
-//! resets every connection and refuses new ones; the end of the outage thaws
-//! it and accepts again on the same port. tansu keeps its topics, records and
-//! committed offsets across that, as a restarted broker with durable storage
-//! does. (tansu 0.6's only durable engines are S3 and PostgreSQL, and it does
-//! not create its PostgreSQL schema itself: a killed and restarted tansu on
-//! `memory://` would come back empty, which no client can survive.)
+//! resets every connection and refuses new ones; its end accepts again on
+//! the same port. To the clients that is a broker that died and came back;
+//! tansu keeps its topics, records, producer state and committed offsets
+//! across it, as a restarted broker with durable storage does. (tansu 0.6's
+//! only durable engines are S3 and PostgreSQL, and it does not create its
+//! PostgreSQL schema itself: a killed and restarted tansu on `memory://`
+//! comes back empty, which no client can survive. A tansu frozen with
+//! SIGSTOP for longer than a consumer session answers the producers'
+//! retries with ProducerFenced and its consumer groups stop making progress
+//! after SIGCONT: a fault of that broker, not modelled here.)
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -179,17 +182,13 @@ impl Tansu {
         format!("127.0.0.1:{}", self.proxy.port())
     }
 
-    /// The broker goes away: frozen, every connection reset, new ones refused.
+    /// The broker goes away: every connection reset, new ones refused.
     pub fn stop(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGSTOP) };
         self.proxy.cut();
     }
 
     /// The broker is back, with everything it had stored.
     pub async fn resume(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGCONT) };
         self.proxy.restore().await;
     }
 

@@ -26,7 +26,9 @@ impl Proc {
             .open(&log)
             .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
         let err = out.try_clone().expect("log file handle");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        die_with_parent(&mut command);
+        let child = command
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -43,6 +45,7 @@ impl Proc {
 
     /// Starts a prepared `command` whose output already goes to `log`.
     pub fn from_command(name: &str, command: &mut Command, log: PathBuf) -> Self {
+        die_with_parent(command);
         let child = command
             .stdin(Stdio::null())
             .spawn()
@@ -132,6 +135,19 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The child gets SIGKILL when the test process dies, even when killed
+/// itself (no `Drop` runs then): no role outlives an interrupted test.
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
 
