@@ -510,7 +510,9 @@ mod tests {
             let mut lose = self.lose_replies.lock();
             if *lose > 0 {
                 *lose -= 1;
-                return Err(StoreError::Unavailable("connection lost after commit (test)".into()));
+                return Err(StoreError::Unavailable(
+                    "connection lost after commit (test)".into(),
+                ));
             }
             Ok(fired)
         }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use fault_common::broker::Tansu;
 use fault_common::proc::TempDir;
-use fault_common::{crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally};
+use fault_common::{
+    crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally,
+};
 use parking_lot::Mutex;
 
 /// Ticks posted, in chunks of `CHUNK`.
@@ -86,9 +88,11 @@ async fn run(dir: std::path::PathBuf, db: String) {
         posted.clone(),
     ));
     // The broker goes away a third of the way in.
-    kafka_common::eventually("a third of the ticks accepted", Duration::from_secs(120), || {
-        posted.lock().accepted.len() >= N / 3
-    })
+    kafka_common::eventually(
+        "a third of the ticks accepted",
+        Duration::from_secs(120),
+        || posted.lock().accepted.len() >= N / 3,
+    )
     .await;
     tansu.stop();
     let stopped_at = posted.lock().sent;
@@ -102,7 +106,10 @@ async fn run(dir: std::path::PathBuf, db: String) {
 
     let accepted = posted.lock().accepted.clone();
     let tallies = settle(&views, &accepted, Duration::from_secs(90)).await;
-    wait_for(Duration::from_secs(60), || watch.counts().0 >= alert_ids.len()).await;
+    wait_for(Duration::from_secs(60), || {
+        watch.counts().0 >= alert_ids.len()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (fired, extra_pushes) = watch.counts();
     let total = Tally::sum(&tallies);
@@ -127,7 +134,11 @@ async fn run(dir: std::path::PathBuf, db: String) {
     assert!(accepted.len() > N / 2, "most ticks were accepted");
     let fires = watch.fires();
     for id in &alert_ids {
-        assert_eq!(fires.get(id), Some(&1), "alert {id} pushed exactly once: {fires:?}");
+        assert_eq!(
+            fires.get(id),
+            Some(&1),
+            "alert {id} pushed exactly once: {fires:?}"
+        );
     }
     assert_eq!(fires.len(), alert_ids.len(), "no other alert fired");
     kafka_common::cleanup(&admin, &prefix).await;

@@ -92,21 +92,34 @@ async fn clients_of_a_killed_gateway_resume_on_the_other() {
         r.seam_gaps,
         report.connections.failed,
     );
-    assert_eq!(report.publish.errors, 0, "every publish accepted by the surviving node");
+    assert_eq!(
+        report.publish.errors, 0,
+        "every publish accepted by the surviving node"
+    );
     assert!(
         report.closed_by_server >= 900,
         "the killed node's clients (about half) lost their sockets: {}",
         report.closed_by_server
     );
-    assert_eq!(report.reconnects, report.closed_by_server, "and every one came back");
+    assert_eq!(
+        report.reconnects, report.closed_by_server,
+        "and every one came back"
+    );
     assert!(r.resumed > 0 && r.recovered == r.resumed, "{r:?}");
-    assert_eq!((r.refused, r.new_epochs, r.seam_gaps, r.unnumbered), (0, 0, 0, 0), "{r:?}");
+    assert_eq!(
+        (r.refused, r.new_epochs, r.seam_gaps, r.unnumbered),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
     assert_eq!(
         (d.missing, d.duplicated, d.conflated),
         (0, 0, 0),
         "every tick exactly once: {d:?}"
     );
     assert_eq!(d.received, d.expected, "{d:?}");
-    assert!(d.recovered > 0, "ticks published while they were away were replayed");
+    assert!(
+        d.recovered > 0,
+        "ticks published while they were away were replayed"
+    );
     drop(a);
 }

@@ -94,15 +94,16 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
         let publisher = &publisher;
         async move { publisher.publish(ticks).await.expect("publish to tansu") }
     };
-    let fired_up_to = |top: f64| -> usize {
-        alerts_by_id.values().filter(|(_, t)| *t <= top).count()
-    };
+    let fired_up_to =
+        |top: f64| -> usize { alerts_by_id.values().filter(|(_, t)| *t <= top).count() };
 
     // Before: 15 crosses the 10s.
     publish(15.0).await;
-    kafka_common::eventually("the first crossings pushed", Duration::from_secs(60), || {
-        watch.counts().0 >= fired_up_to(15.0)
-    })
+    kafka_common::eventually(
+        "the first crossings pushed",
+        Duration::from_secs(60),
+        || watch.counts().0 >= fired_up_to(15.0),
+    )
     .await;
 
     // PostgreSQL goes down; crossings keep coming.
@@ -119,13 +120,29 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     while Instant::now() < deadline && (pending < pending_wanted || statuses.last() != Some(&503)) {
         let m = scrape::scrape(alerts.metrics).await;
         pending = m["marketmux_alerts_pending_fires"];
-        statuses.push(http.get(&list).send().await.map_or(0, |r| r.status().as_u16()));
+        statuses.push(
+            http.get(&list)
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16()),
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(statuses.last(), Some(&503), "the alert API while PostgreSQL is down: {statuses:?}");
-    assert_eq!(pending, pending_wanted, "the crossings wait as pending fires");
+    assert_eq!(
+        statuses.last(),
+        Some(&503),
+        "the alert API while PostgreSQL is down: {statuses:?}"
+    );
+    assert_eq!(
+        pending, pending_wanted,
+        "the crossings wait as pending fires"
+    );
     let pushed_while_down = watch.counts().0;
-    assert_eq!(pushed_while_down, fired_up_to(15.0), "nothing fires while the store is down");
+    assert_eq!(
+        pushed_while_down,
+        fired_up_to(15.0),
+        "nothing fires while the store is down"
+    );
     let created = http
         .post(format!("http://{}/alerts", gateway.addr))
         .json(&serde_json::json!({"user_id": 1, "symbol": symbols[0], "target_price": 1000.0, "condition": "ABOVE"}))
@@ -150,19 +167,23 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     for price in [15.0, 35.0, 55.0, 75.0] {
         publish(price).await; // replays
     }
-    kafka_common::eventually("the later crossings pushed", Duration::from_secs(60), || {
-        watch.counts().0 >= fired_up_to(75.0)
-    })
+    kafka_common::eventually(
+        "the later crossings pushed",
+        Duration::from_secs(60),
+        || watch.counts().0 >= fired_up_to(75.0),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     let fires = watch.fires();
     let (fired, extra) = watch.counts();
     let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE NOT active AND triggered_at IS NOT NULL")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE NOT active AND triggered_at IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     let active: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE active")
         .fetch_one(&mut conn)
         .await
@@ -177,11 +198,19 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     );
     for (id, (_, target)) in &alerts_by_id {
         let want = usize::from(*target <= 75.0);
-        assert_eq!(fires.get(id).copied().unwrap_or(0), want, "alert {id} (target {target})");
+        assert_eq!(
+            fires.get(id).copied().unwrap_or(0),
+            want,
+            "alert {id} (target {target})"
+        );
     }
     assert_eq!(fires.len(), fired_up_to(75.0), "no other alert pushed");
     assert_eq!(stored as usize, fired_up_to(75.0), "stored as fired");
-    assert_eq!(active as usize, alerts_by_id.len() - fired_up_to(75.0), "the rest still active");
+    assert_eq!(
+        active as usize,
+        alerts_by_id.len() - fired_up_to(75.0),
+        "the rest still active"
+    );
     drop(conn);
     kafka_common::cleanup(&admin, &prefix).await;
     drop(gateway);

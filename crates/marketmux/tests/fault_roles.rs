@@ -28,10 +28,12 @@ mod scrape;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
 use fault_common::proc::TempDir;
-use fault_common::{crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally};
+use fault_common::{
+    crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally,
+};
 use parking_lot::Mutex;
+use rdkafka::mocking::MockCluster;
 use sqlx::Connection as _;
 
 const N: usize = 4_000;
@@ -67,7 +69,8 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
     let mut bridge_a = roles::bridge("bridge A", &dir, &brokers, &redis, &prefix, &bridges).await;
     let bridge_b = roles::bridge("bridge B", &dir, &brokers, &redis, &prefix, &bridges).await;
     let group = format!("mmtest-froles-alerts-{tag}");
-    let mut alerts_a = roles::alerts("alerts A", &dir, &brokers, &db, &redis, &prefix, &group).await;
+    let mut alerts_a =
+        roles::alerts("alerts A", &dir, &brokers, &db, &redis, &prefix, &group).await;
     let alerts_b = roles::alerts("alerts B", &dir, &brokers, &db, &redis, &prefix, &group).await;
     let watch = AlertWatch::start(&redis, &prefix).await;
     let alert_ids = crossing_alerts(alerts_a.addr, &symbols, N, 5).await;
@@ -105,7 +108,10 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(owns, "bridge A and alerts A never got partitions: {before:?}");
+    assert!(
+        owns,
+        "bridge A and alerts A never got partitions: {before:?}"
+    );
     bridge_a.proc.kill();
     alerts_a.proc.kill();
     let killed_at = posted.lock().sent;
@@ -116,15 +122,19 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
 
     let accepted = posted.lock().accepted.clone();
     let tallies = settle(&views, &accepted, Duration::from_secs(90)).await;
-    wait_for(Duration::from_secs(60), || watch.counts().0 >= alert_ids.len()).await;
+    wait_for(Duration::from_secs(60), || {
+        watch.counts().0 >= alert_ids.len()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (pushed, extra_pushes) = watch.counts();
     let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM alerts WHERE NOT active AND triggered_at IS NOT NULL")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE NOT active AND triggered_at IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     let survivor = scrape::scrape(bridge_b.metrics).await;
     let total = Tally::sum(&tallies);
     {
@@ -151,12 +161,19 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
             "socket {i}: {t}"
         );
     }
-    assert_eq!(accepted.len(), N, "every POST accepted (the broker stayed up)");
-    assert_eq!(stored as usize, alert_ids.len(), "every alert stored as fired once");
+    assert_eq!(
+        accepted.len(),
+        N,
+        "every POST accepted (the broker stayed up)"
+    );
+    assert_eq!(
+        stored as usize,
+        alert_ids.len(),
+        "every alert stored as fired once"
+    );
     assert_eq!(extra_pushes, 0, "no alert pushed twice");
     // Pushed alerts are stored ones; the difference is the known limit above.
     assert!(pushed <= alert_ids.len());
     drop(alerts_b);
     kafka_common::cleanup(&admin, &prefix).await;
 }
-

@@ -189,14 +189,26 @@ impl AlertWatch {
 /// Creates `per_symbol` ABOVE alerts on each symbol (user `k + 1` for symbol
 /// `k`) whose targets lie between the prices [`post_ticks`] sends for it, so
 /// each is crossed once somewhere in a stream of `n` ticks; returns their ids.
-pub async fn crossing_alerts(grpc: SocketAddr, symbols: &[String], n: usize, per_symbol: usize) -> Vec<i64> {
+pub async fn crossing_alerts(
+    grpc: SocketAddr,
+    symbols: &[String],
+    n: usize,
+    per_symbol: usize,
+) -> Vec<i64> {
     let client = GrpcAlertClient::connect_lazy(&format!("http://{grpc}")).expect("gRPC client");
     let mut ids = Vec::new();
     for (k, symbol) in symbols.iter().enumerate() {
         for j in 1..=per_symbol {
             let target = (n * j / (per_symbol + 1)) as f64 + 0.5;
-            let new = NewAlert::parse(k as i64 + 1, symbol, target, "ABOVE").expect("a valid alert");
-            ids.push(client.create(new).await.expect("create an alert over gRPC").id);
+            let new =
+                NewAlert::parse(k as i64 + 1, symbol, target, "ABOVE").expect("a valid alert");
+            ids.push(
+                client
+                    .create(new)
+                    .await
+                    .expect("create an alert over gRPC")
+                    .id,
+            );
         }
     }
     ids
@@ -204,10 +216,20 @@ pub async fn crossing_alerts(grpc: SocketAddr, symbols: &[String], n: usize, per
 
 /// Waits until every socket has every accepted tick, then a little longer
 /// so that a late duplicate would show; returns each socket's tally.
-pub async fn settle(views: &[Arc<Mutex<SocketView>>], accepted: &HashSet<u64>, within: Duration) -> Vec<Tally> {
-    wait_for(within, || views.iter().all(|v| v.lock().prices.is_superset(accepted))).await;
+pub async fn settle(
+    views: &[Arc<Mutex<SocketView>>],
+    accepted: &HashSet<u64>,
+    within: Duration,
+) -> Vec<Tally> {
+    wait_for(within, || {
+        views.iter().all(|v| v.lock().prices.is_superset(accepted))
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    views.iter().map(|v| Tally::of(&v.lock(), accepted)).collect()
+    views
+        .iter()
+        .map(|v| Tally::of(&v.lock(), accepted))
+        .collect()
 }
 
 /// Polls `ok` every 100 ms until it holds (true) or `within` has passed (false).

@@ -47,7 +47,9 @@ fn run_as() -> Option<(u32, u32)> {
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("running as root needs a `postgres` user for the test's own PostgreSQL"))
+            .unwrap_or_else(|_| {
+                panic!("running as root needs a `postgres` user for the test's own PostgreSQL")
+            })
     };
     Some((id("-u"), id("-g")))
 }
@@ -82,11 +84,14 @@ impl OwnPostgres {
                 .status();
         }
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .current_dir(dir)
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        initdb.current_dir(dir).arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
         if let Some((uid, gid)) = user {
             initdb.uid(uid).gid(gid);
         }
@@ -143,7 +148,10 @@ impl OwnPostgres {
                     .append(true)
                     .open(&log)
                     .expect("postgres log");
-                let _ = Command::new("chown").arg(format!("{uid}:{gid}")).arg(&log).status();
+                let _ = Command::new("chown")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(&log)
+                    .status();
                 Proc::from_command(
                     "postgres",
                     Command::new(program.as_ref())

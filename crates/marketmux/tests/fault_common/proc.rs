@@ -18,7 +18,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `program` with `args`, stdout and stderr to `dir/NAME.log`
     /// (appended: a restarted process keeps one log).
-    pub fn spawn(name: &str, program: &str, args: &[String], envs: &[(&str, &str)], dir: &Path) -> Self {
+    pub fn spawn(
+        name: &str,
+        program: &str,
+        args: &[String],
+        envs: &[(&str, &str)],
+        dir: &Path,
+    ) -> Self {
         let log = dir.join(format!("{}.log", name.replace(' ', "-")));
         let out = File::options()
             .create(true)
@@ -199,7 +205,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Creates `marketmux-fault-{what}-{pid}`.
     pub fn new(what: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("marketmux-fault-{what}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("marketmux-fault-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temp dir");
         Self(dir)

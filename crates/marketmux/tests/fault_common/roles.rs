@@ -72,7 +72,14 @@ pub async fn gateway(name: &str, dir: &Path, redis: &str, prefix: &str, extra: &
 }
 
 /// A bridge in consumer group `group`, reading from the topic's start.
-pub async fn bridge(name: &str, dir: &Path, brokers: &str, redis: &str, prefix: &str, group: &str) -> Role {
+pub async fn bridge(
+    name: &str,
+    dir: &Path,
+    brokers: &str,
+    redis: &str,
+    prefix: &str,
+    group: &str,
+) -> Role {
     let metrics = loopback(free_port());
     let args: Vec<String> = [
         "bridge",
