@@ -191,9 +191,4 @@ impl Tansu {
     pub async fn resume(&self) {
         self.proxy.restore().await;
     }
-
-    /// The broker process (for RSS and fds).
-    pub fn proc(&self) -> &Proc {
-        &self.proc
-    }
 }

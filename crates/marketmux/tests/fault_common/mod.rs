@@ -3,7 +3,7 @@
 //! flow, and the counting that says whether every tick and every alert got
 //! through exactly once.
 //!
-//! - [`proc`]: child processes with logs, SIGKILL, RSS and fds.
+//! - [`proc`]: child processes with logs, signals and fd counts.
 //! - [`broker`]: tansu behind a proxy the test can cut.
 //! - [`postgres`]: a PostgreSQL server of the test's own.
 //! - [`roles`]: the `marketmux` roles as child processes.

@@ -1,6 +1,8 @@
 //! Child processes of a fault test: the `marketmux` binary's roles, tansu,
-//! PostgreSQL. Each writes to a log file of its own (shown when the test
-//! fails), can be killed with SIGKILL, and is killed when dropped.
+//! PostgreSQL. Each writes to a log file of its own (its tail is shown when
+//! it does not come up; the files stay when the test fails), can be
+//! signalled or killed with SIGKILL, and is killed when dropped or when the
+//! test process dies.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -91,33 +93,6 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-
-    /// Resident memory in KiB, from /proc (None once it exited).
-    pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
     /// Open file descriptors, from /proc (None once it exited).
     pub fn fds(&self) -> Option<usize> {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -130,11 +105,6 @@ impl Proc {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Where its log is.
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 }
 
@@ -165,11 +135,6 @@ pub fn marketmux_bin() -> &'static str {
 /// Starts a `marketmux` role as a child process (`RUST_LOG=info`).
 pub fn marketmux(name: &str, args: &[String], dir: &Path) -> Proc {
     Proc::spawn(name, marketmux_bin(), args, &[("RUST_LOG", "info")], dir)
-}
-
-/// `["--flag", "value", ...]` as owned strings.
-pub fn argv(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Waits until `url` answers 200.

@@ -20,22 +20,6 @@ pub struct Role {
     pub addr: SocketAddr,
     /// `/metrics` (a gateway serves it on `addr`).
     pub metrics: SocketAddr,
-    /// The arguments it was started with (to start it again).
-    args: Vec<String>,
-}
-
-impl Role {
-    /// Starts the same role again with the same flags (same ports).
-    pub async fn restart(&mut self, dir: &Path) {
-        self.proc.kill();
-        self.proc = marketmux(&self.proc.name.clone(), &self.args, dir);
-        wait_ok(
-            &format!("http://{}/health", self.metrics),
-            START_WITHIN,
-            &self.proc,
-        )
-        .await;
-    }
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -67,7 +51,6 @@ pub async fn gateway(name: &str, dir: &Path, redis: &str, prefix: &str, extra: &
         proc,
         addr,
         metrics: addr,
-        args,
     }
 }
 
@@ -105,7 +88,6 @@ pub async fn bridge(
         proc,
         addr: metrics,
         metrics,
-        args,
     }
 }
 
@@ -152,6 +134,5 @@ pub async fn alerts(
         proc,
         addr: grpc,
         metrics,
-        args,
     }
 }
