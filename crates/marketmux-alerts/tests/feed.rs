@@ -54,11 +54,13 @@ async fn creates_fires_and_deletes_through_one_store_reach_the_other_at_once() {
 
     let mut lags = Vec::new();
     for i in 0..20 {
+        // Counted before the create: its notification may be applied
+        // before `add` returns.
+        let n = ev.len();
         let a = here
             .add(&new_alert(2, "MSFT", "BELOW", 10.0 + i as f64))
             .await
             .unwrap();
-        let n = ev.len();
         lags.push(wait_for(Duration::from_secs(2), "create seen", || ev.len() == n + 1).await);
         assert!(here.delete(a.id, None).await.unwrap());
         wait_for(Duration::from_secs(2), "delete seen", || ev.len() == n).await;

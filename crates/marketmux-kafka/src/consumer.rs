@@ -292,3 +292,26 @@ impl TickConsumer {
             .map_err(KafkaError::Commit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(pairs: &[(i32, i64)]) -> TickBatch {
+        TickBatch {
+            next_offsets: pairs.iter().copied().collect(),
+            undecodable: 1,
+            ..TickBatch::default()
+        }
+    }
+
+    #[test]
+    fn absorbing_keeps_the_furthest_offset_of_every_partition() {
+        let mut held = offsets(&[(0, 10), (1, 7)]);
+        held.absorb(offsets(&[(1, 9), (2, 3)]));
+        held.absorb(offsets(&[(0, 4)]));
+        let got: Vec<(i32, i64)> = held.next_offsets().collect();
+        assert_eq!(got, vec![(0, 10), (1, 9), (2, 3)]);
+        assert_eq!(held.records(), 0, "only offsets are kept");
+    }
+}
