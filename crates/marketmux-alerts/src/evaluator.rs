@@ -693,4 +693,35 @@ mod tests {
         assert!(fired.lock().is_empty(), "the other instance pushed it");
         assert_eq!(ev.stats.lost_races.load(Relaxed), 1);
     }
+
+    #[tokio::test]
+    async fn once_the_store_failed_later_crossings_queue_without_waiting_on_it() {
+        let (store, ev, fired) = setup();
+        let a = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        let m = store
+            .create_unbounded(&new_alert("MSFT", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        *store.down_for.lock() = 1;
+        assert_eq!(ev.on_tick(&tick("AAPL", 101.0)).await, 0);
+        // The store would answer now, but this crossing is queued without an
+        // attempt: while it is down, each attempt waits out a timeout.
+        assert_eq!(ev.on_tick(&tick("MSFT", 101.0)).await, 0);
+        assert_eq!(ev.pending_len(), 2);
+        assert!(store.get(m.id).await.unwrap().unwrap().active);
+        // The retry probes the store and stores both.
+        assert_eq!(ev.retry_pending().await, 0);
+        assert_eq!(*fired.lock(), vec![a.id, m.id]);
+        // A success clears the mark: the next crossing is fired at once.
+        let late = store
+            .create_unbounded(&new_alert("NVDA", Condition::Below, 10.0))
+            .await
+            .unwrap();
+        ev.track(late.clone());
+        assert_eq!(ev.on_tick(&tick("NVDA", 9.0)).await, 1);
+    }
 }
