@@ -101,6 +101,7 @@ impl RandomWalk {
             volume: Some(volume),
             seq: 0,
             epoch: Epoch::default(),
+            candles_late: 0,
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{CandleConfig, Interval, Position, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 
+use crate::candles::CandlePage;
 use crate::saved::{self, SavedError};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
 use crate::streams::SymbolStreams;
@@ -34,8 +35,15 @@ impl InProcessBus {
 
     /// An empty bus keeping `history` of each symbol.
     pub fn with_history(history: HistoryConfig) -> Arc<Self> {
+        Self::with_streams(history, CandleConfig::default())
+    }
+
+    /// An empty bus keeping `history` of each symbol and its candles as
+    /// `candles` says.
+    pub fn with_streams(history: HistoryConfig, candles: CandleConfig) -> Arc<Self> {
+        crate::candles::register();
         Arc::new(Self {
-            streams: Mutex::new(SymbolStreams::new(history)),
+            streams: Mutex::new(SymbolStreams::new(history).with_candles(candles)),
             ..Self::default()
         })
     }
@@ -152,6 +160,15 @@ impl PriceStore for InProcessBus {
     ) -> Result<HistoryPage, BusError> {
         let limit = limit.min(MAX_HISTORY_PAGE);
         Ok(self.streams.lock().history(symbol, since, limit))
+    }
+
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError> {
+        Ok(self.streams.lock().candles(symbol, interval, limit))
     }
 }
 

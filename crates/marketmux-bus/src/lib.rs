@@ -10,6 +10,8 @@
 //!   [`HistoryConfig`]).
 //! - [`TickHandler`], [`TickBatchHandler`]: the callbacks through which a bus
 //!   delivers ticks to a node (the gateway wires them to the hub).
+//! - [`candles`]: candle pages ([`CandlePage`]) and the late-tick count;
+//!   candles are built where `seq` is assigned, by both buses.
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests; its
 //!   streams live in [`streams`], saved across a clean restart by [`saved`].
@@ -17,6 +19,7 @@
 //!   per-symbol pub/sub, one interest-following subscriber per node.
 //! - [`testing`]: a `redis-server` of a test's own.
 
+pub mod candles;
 pub mod in_process;
 pub mod latest;
 pub mod metrics;
@@ -29,8 +32,9 @@ pub mod testing;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{Interval, Position, Symbol, Tick};
 
+pub use candles::CandlePage;
 pub use in_process::InProcessBus;
 pub use latest::LatestPrices;
 pub use redis::{RedisBus, RedisConfig};
@@ -105,6 +109,16 @@ pub trait PriceStore: Send + Sync {
         since: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, BusError>;
+
+    /// The last `limit` candles of `symbol` for `interval` (at most
+    /// [`marketmux_core::candle::MAX_CANDLE_PAGE`]), oldest first, the
+    /// current one last; `None` for a symbol that never had a tick.
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError>;
 }
 
 /// Whether a component can serve now (backs `/ready`).

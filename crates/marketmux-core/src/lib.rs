@@ -5,11 +5,13 @@
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
 //! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
+//! - [`candle`]: [`Interval`], [`Candle`] and the rules that build candles from ticks.
 //! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
 //! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
 //! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
 pub mod auth;
+pub mod candle;
 pub mod ingest;
 pub mod request;
 pub mod response;
@@ -18,6 +20,7 @@ pub mod stream;
 pub mod symbol;
 pub mod tick;
 
+pub use candle::{Candle, CandleConfig, Interval, SymbolCandles};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::candle::Interval;
 use crate::stream::Epoch;
 use crate::symbol::Symbol;
 use crate::tick::Tick;
@@ -71,6 +72,20 @@ pub enum ServerMessage<'a> {
         symbols: &'a [Symbol],
         id: Option<&'a str>,
     },
+    /// The reply to a candle subscribe:
+    /// `{"type":"subscribed","symbols":[...],"candles":["1m"]}`.
+    CandlesSubscribed {
+        symbols: &'a [Symbol],
+        intervals: &'a [Interval],
+        id: Option<&'a str>,
+    },
+    /// The reply to a candle unsubscribe:
+    /// `{"type":"unsubscribed","symbols":[...],"candles":["1m"]}`.
+    CandlesUnsubscribed {
+        symbols: &'a [Symbol],
+        intervals: &'a [Interval],
+        id: Option<&'a str>,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -109,6 +124,26 @@ impl ServerMessage<'_> {
                 push_symbols(&mut out, symbols);
                 push_id(&mut out, *id);
             }
+            ServerMessage::CandlesSubscribed {
+                symbols,
+                intervals,
+                id,
+            } => {
+                out.push_str(r#"{"type":"subscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_intervals(&mut out, intervals);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::CandlesUnsubscribed {
+                symbols,
+                intervals,
+                id,
+            } => {
+                out.push_str(r#"{"type":"unsubscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_intervals(&mut out, intervals);
+                push_id(&mut out, *id);
+            }
             ServerMessage::Error { code, message, id } => {
                 out.push_str(r#"{"type":"error","code":""#);
                 out.push_str(code.as_str());
@@ -143,6 +178,19 @@ fn push_symbols(out: &mut String, symbols: &[Symbol]) {
         }
         out.push('"');
         out.push_str(s.as_str());
+        out.push('"');
+    }
+    out.push(']');
+}
+
+fn push_intervals(out: &mut String, intervals: &[Interval]) {
+    out.push_str(r#","candles":["#);
+    for (i, interval) in intervals.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(interval.as_str());
         out.push('"');
     }
     out.push(']');
@@ -261,6 +309,16 @@ mod tests {
                 id: Some("7"),
             },
             ServerMessage::Pong { id: None },
+            ServerMessage::CandlesSubscribed {
+                symbols: &syms,
+                intervals: &[Interval::M1, Interval::D1],
+                id: Some("3"),
+            },
+            ServerMessage::CandlesUnsubscribed {
+                symbols: &syms[..1],
+                intervals: &[Interval::S1],
+                id: None,
+            },
             ServerMessage::Identified {
                 user_id: 7,
                 id: None,

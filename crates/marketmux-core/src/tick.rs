@@ -70,6 +70,11 @@ pub struct Tick {
     /// The life of the symbol's sequence `seq` belongs to
     /// (`Epoch::default()`: not assigned yet).
     pub epoch: Epoch,
+    /// The candle intervals whose candle had already closed when the tick
+    /// was accepted (a bit set by [`crate::Interval::index`]): decided
+    /// where `seq` is assigned, with that place's clock, so that every node
+    /// builds the same candles from the stream. 0: on time for every interval.
+    pub candles_late: u8,
 }
 
 /// Why a tick was refused.
@@ -111,6 +116,7 @@ impl Tick {
             volume,
             seq: 0,
             epoch: Epoch::default(),
+            candles_late: 0,
         })
     }
 

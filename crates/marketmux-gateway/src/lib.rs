@@ -7,6 +7,7 @@
 //!   `Content-Type` of writes, the body deadline.
 //! - [`ws`]: the WebSocket upgrade, framing, and the per-socket reader and writer.
 //! - [`rest`]: `/health`, `/ready`, `/price/{symbol}`, `POST /api/v1/ticks`, `/debug/vars`.
+//! - [`candles`]: `GET /candles/{symbol}`, candles as the bus built them.
 //! - [`state`]: [`GatewayState`], what a node's requests and sockets share.
 //! - [`auth`]: JWT for sockets and user APIs, the ingest token, the Origin allow-list.
 //! - [`config`]: [`GatewayConfig`], every limit with its default.
@@ -19,6 +20,7 @@
 //! - [`web`]: the live page at `/`.
 
 pub mod auth;
+pub mod candles;
 pub mod config;
 pub mod conn;
 pub mod debug;

@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, LimitHit, Refusal};
 use crate::state::GatewayState;
 use crate::ws::frame::{self, OpCode};
-use crate::{debug, guard, metrics, rest, web, ws};
+use crate::{candles, debug, guard, metrics, rest, web, ws};
 
 /// Pending connections the kernel queues before `accept` (the default 1,024
 /// overflows when thousands of clients reconnect at once).
@@ -63,6 +63,7 @@ pub fn public_router(state: Arc<GatewayState>) -> Router {
         .route("/ready", get(rest::ready))
         .route("/price/{symbol}", get(rest::price))
         .route("/history/{symbol}", get(rest::history))
+        .route("/candles/{symbol}", get(candles::rest::candles))
         .route("/api/v1/ticks", post(rest::ingest))
         .merge(web::routes())
         .with_state(state)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use marketmux_bus::HistoryConfig;
-use marketmux_core::ClockSkew;
+use marketmux_core::{CandleConfig, ClockSkew};
 use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
@@ -97,6 +97,14 @@ pub struct HistoryArgs {
     /// Seconds a kept tick stays kept; 0 turns history off.
     #[arg(long, env = "MARKETMUX_HISTORY_TTL_SECS", default_value_t = 600)]
     pub history_ttl_secs: u64,
+    /// Closed candles kept per symbol and interval (GET /candles serves at most 1,000).
+    #[arg(long, env = "MARKETMUX_CANDLE_HISTORY", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub candle_history: u32,
+    /// Milliseconds after its end an interval still takes ticks; then the clock closes its candle.
+    #[arg(long, env = "MARKETMUX_CANDLE_GRACE_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub candle_grace_ms: u32,
 }
 
 impl HistoryArgs {
@@ -105,6 +113,14 @@ impl HistoryArgs {
         HistoryConfig {
             size: self.history_size as usize,
             ttl: Duration::from_secs(self.history_ttl_secs),
+        }
+    }
+
+    /// How candles are kept, as the bus takes it.
+    pub fn candle_config(&self) -> CandleConfig {
+        CandleConfig {
+            history: self.candle_history as usize,
+            grace_ms: i64::from(self.candle_grace_ms),
         }
     }
 }

@@ -31,6 +31,7 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
         prefix: args.redis_prefix.clone(),
         sharded: args.redis_sharded,
         history: args.history.config(),
+        candles: args.history.candle_config(),
         ..RedisConfig::default()
     };
     let client = redis
@@ -38,7 +39,9 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
         .await
         .with_context(|| format!("bridge: Redis at {}", redis.redacted_url()))?;
     let keys = KeySpace::new(&redis.prefix, redis.sharded).context("bridge: Redis key prefix")?;
-    let publisher = RedisPublisher::new(client, keys).with_history(redis.history);
+    let publisher = RedisPublisher::new(client, keys)
+        .with_history(redis.history)
+        .with_candles(redis.candles);
     publisher.load_script().await.with_context(|| {
         format!(
             "bridge: loading the tick script into {}",

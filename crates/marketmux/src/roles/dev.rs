@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use marketmux_alerts::{open_store, AlertEngine, AlertSink, AlertStore, FiredAlert, StoreHealth};
 use marketmux_bus::InProcessBus;
 use marketmux_core::Tick;
+use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
 use mock_publisher::{Feed, FeedConfig};
 use tokio_util::sync::CancellationToken;
@@ -24,20 +25,23 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         config.allowed_hosts = Some(Vec::new());
     }
     marketmux_gateway::server::raise_fd_limit();
-    let bus = InProcessBus::with_history(args.history.config());
+    let bus = InProcessBus::with_streams(args.history.config(), args.history.candle_config());
     let saved_streams = restore_streams(&bus, &args)?;
     let hub = GatewayState::new_hub();
-    let h = hub.clone();
+    let candles = CandleHub::new(args.history.candle_config().grace_ms);
+    let (h, c) = (hub.clone(), candles.clone());
     // Whole batches: each client's writer wakes once per batch, not per tick.
     bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
         h.publish_batch(ticks);
+        c.on_ticks(ticks);
     }));
     let shutdown = CancellationToken::new();
     let alert_store = open_alert_store(&args).await?;
     let alert_health = StoreHealth::watch(alert_store.clone(), STORE_PING, shutdown.clone());
-    let state = GatewayState::new(
+    let state = GatewayState::with_candles(
         config,
         hub,
+        candles,
         bus.clone(),
         bus.clone(),
         vec![bus.clone(), alert_health],

@@ -17,8 +17,9 @@ use anyhow::Context as _;
 use marketmux_bus::redis::StillNeeded;
 use marketmux_bus::{Readiness, RedisBus, RedisConfig, TickBatchHandler, TickPublisher};
 use marketmux_core::{Symbol, Tick};
+use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
-use marketmux_hub::{Interest, SymbolHub};
+use marketmux_hub::{Interest, InterestListener, SymbolHub};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GatewayArgs, LimitArgs};
@@ -28,24 +29,29 @@ use crate::node::Node;
 pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     let redis = redis_config(&args)?;
     let hub = GatewayState::new_hub();
-    let to_hub = hub.clone();
+    let candles = CandleHub::new(redis.candles.grace_ms);
+    let (to_hub, to_candles) = (hub.clone(), candles.clone());
     // Ticks that arrived together go out together: one write per client.
     let handler: TickBatchHandler = Arc::new(move |ticks: &[Tick]| {
         to_hub.publish_batch(ticks);
+        to_candles.on_ticks(ticks);
     });
-    let counts = hub.clone();
-    let still_needed: StillNeeded = Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0);
+    let (counts, candle_counts) = (hub.clone(), candles.clone());
+    let still_needed: StillNeeded =
+        Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0 || candle_counts.follows(s));
     let bus = RedisBus::connect(redis.clone(), handler, still_needed)
         .await
         .with_context(|| format!("gateway: Redis edge bus at {}", redis.redacted_url()))?;
     follow_interest(&hub, &bus);
+    candles.set_interest_listener(interest_listener(&bus));
 
     let (publisher, kafka_ready) = ingest_publisher(&args, &bus)?;
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![bus.clone()];
     readiness.extend(kafka_ready);
-    let state = GatewayState::new(
+    let state = GatewayState::with_candles(
         args.limits.gateway_config()?,
         hub,
+        candles,
         publisher,
         bus.clone(),
         readiness,
@@ -134,6 +140,7 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
         unsubscribe_linger: linger,
         max_pending_reads: args.redis_max_pending_reads.max(1),
         history: args.history.config(),
+        candles: args.history.candle_config(),
         ..RedisConfig::default()
     })
 }
@@ -144,15 +151,22 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
 /// the open could run before the task did, and read before the SUBSCRIBE.)
 /// Holds the bus weakly: the bus's tick handler holds the hub.
 fn follow_interest(hub: &SymbolHub, bus: &Arc<RedisBus>) {
+    hub.set_interest_listener(interest_listener(bus));
+}
+
+/// Follows a symbol in Redis from its first local subscriber (of ticks or of
+/// candles) and unfollows it (after the linger, if no one else needs it) at
+/// its last.
+fn interest_listener(bus: &Arc<RedisBus>) -> InterestListener {
     let bus = Arc::downgrade(bus);
-    hub.set_interest_listener(Arc::new(move |event| {
+    Arc::new(move |event| {
         if let Some(bus) = bus.upgrade() {
             match event {
                 Interest::Added(s) => bus.follow(s),
                 Interest::Removed(s) => bus.unfollow(s),
             }
         }
-    }));
+    })
 }
 
 /// Where `POST /api/v1/ticks` sends accepted ticks: straight to Redis, unless
