@@ -485,3 +485,233 @@ async fn two_gateways_on_one_redis_serve_identical_candles_also_after_a_restart(
     b.stop().await.unwrap();
     cleanup(&admin, &prefix).await;
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn socket(addr: SocketAddr) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn send(ws: &mut Ws, msg: Json) {
+    use futures_util::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        msg.to_string(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next JSON message on `ws` (within 5 s).
+async fn next(ws: &mut Ws) -> Json {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no message within 5 s: {other:?}"),
+        }
+    }
+}
+
+/// Candle messages on `ws` until one matches `done`; every one returned.
+async fn candles_until(ws: &mut Ws, done: impl Fn(&Json) -> bool) -> Vec<Json> {
+    let mut got = Vec::new();
+    loop {
+        let m = next(ws).await;
+        assert_ne!(
+            m["type"], "tick",
+            "a candle subscription gets no ticks: {m}"
+        );
+        if m["type"] == "candle" {
+            let stop = done(&m);
+            got.push(m);
+            if stop {
+                return got;
+            }
+        }
+    }
+}
+
+/// Subscribes `ws` to `symbol`'s candles of `intervals`; checks the reply.
+async fn subscribe_candles(ws: &mut Ws, symbol: &str, intervals: &[&str]) {
+    send(
+        ws,
+        json!({"action":"subscribe","candles":intervals,"symbols":[symbol],"id":1}),
+    )
+    .await;
+    let reply = next(ws).await;
+    assert_eq!(
+        reply,
+        json!({"type":"subscribed","symbols":[symbol],"candles":intervals,"id":1})
+    );
+}
+
+/// Live candles for the known sequence, as a socket on `read_at` sees
+/// them while ticks are posted at `post_at`: the current candle on
+/// subscribe, each change, `closed:true` when a later tick closes one, all
+/// equal to what `GET /candles` answers; nothing after an unsubscribe.
+async fn live_candles(
+    http: &reqwest::Client,
+    post_at: SocketAddr,
+    read_at: SocketAddr,
+    symbol: &str,
+) {
+    let base = now_ms() / 1_000 * 1_000 - 5_000;
+    let sent = known_sequence(base);
+    // A first tick before anyone follows: the subscribe gets its candle.
+    post(http, post_at, symbol, &sent[..1]).await;
+    let mut ws = socket(read_at).await;
+    subscribe_candles(&mut ws, symbol, &["1s", "1d"]).await;
+    let first = candles_until(&mut ws, |m| m["interval"] == "1d").await;
+    assert!(
+        first
+            .iter()
+            .all(|m| m["ticks"] == 1 && m["closed"] == false),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.len(),
+        2,
+        "the current candle of each interval: {first:?}"
+    );
+
+    post(http, post_at, symbol, &sent[1..]).await;
+    let last_start = Timestamp((base + 3_000) * 1_000_000).to_rfc3339();
+    let live = candles_until(&mut ws, |m| {
+        m["interval"] == "1s" && m["start"] == last_start.as_str()
+    })
+    .await;
+    // The 1s candles that closed came with closed:true, with their final
+    // numbers, in order.
+    let closed: Vec<Row> = live
+        .iter()
+        .filter(|m| m["interval"] == "1s" && m["closed"] == true)
+        .map(row_of)
+        .collect();
+    let (status, body) = get(http, read_at, &format!("/candles/{symbol}?interval=1s")).await;
+    assert_eq!(status, 200);
+    let stored: Vec<Row> = body["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(row_of)
+        .collect();
+    assert_eq!(closed, stored[..2], "closed:true carries the stored candle");
+    assert_eq!(
+        row_of(live.last().unwrap()),
+        stored[2],
+        "the current candle"
+    );
+    // The 1d candle's newest update (it may be conflated, never stale) is
+    // the stored one once every tick arrived.
+    let (_, body) = get(
+        http,
+        read_at,
+        &format!("/candles/{symbol}?interval=1d&limit=1"),
+    )
+    .await;
+    let stored_day = row_of(&body["candles"][0]);
+    let mut day = live
+        .iter()
+        .rev()
+        .find(|m| m["interval"] == "1d")
+        .map(row_of);
+    while day.as_ref() != Some(&stored_day) {
+        let more = candles_until(&mut ws, |m| m["interval"] == "1d").await;
+        day = more.last().map(row_of);
+    }
+
+    send(
+        &mut ws,
+        json!({"action":"unsubscribe","candles":["1s","1d"],"symbols":[symbol]}),
+    )
+    .await;
+    let mut reply = next(&mut ws).await;
+    while reply["type"] == "candle" {
+        reply = next(&mut ws).await;
+    }
+    assert_eq!(
+        reply,
+        json!({"type":"unsubscribed","symbols":[symbol],"candles":["1s","1d"]})
+    );
+    post(
+        http,
+        post_at,
+        symbol,
+        &[Sent {
+            ms: base + 3_500,
+            price: 1.0,
+            volume: None,
+        }],
+    )
+    .await;
+    send(&mut ws, json!({"action":"ping"})).await;
+    assert_eq!(
+        next(&mut ws).await["type"],
+        "pong",
+        "no candle after the unsubscribe"
+    );
+}
+
+#[tokio::test]
+async fn dev_sends_live_candles_closed_by_the_next_tick_and_by_the_clock() {
+    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-live")));
+    let http = reqwest::Client::new();
+    let node = start_dev(&dir.0, LONG_GRACE_MS).await;
+    live_candles(&http, node.http_addr(), node.http_addr(), "LIVE").await;
+    node.stop().await.unwrap();
+
+    // The clock closes a live candle with no further tick.
+    let node = start_dev(&dir.0, 200).await;
+    let addr = node.http_addr();
+    let mut ws = socket(addr).await;
+    subscribe_candles(&mut ws, "TICKLESS", &["1s"]).await;
+    let at = now_ms();
+    post(
+        &http,
+        addr,
+        "TICKLESS",
+        &[Sent {
+            ms: at,
+            price: 7.0,
+            volume: None,
+        }],
+    )
+    .await;
+    let got = candles_until(&mut ws, |m| m["closed"] == true).await;
+    let end = at / 1_000 * 1_000 + 1_000;
+    assert!(
+        now_ms() >= end + 200,
+        "closed before its end plus the grace"
+    );
+    assert_eq!(got.last().map(row_of).map(|r| (r.1, r.6)), Some((7.0, 1)));
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_on_one_gateway_gets_the_candles_of_ticks_posted_at_another() {
+    let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin = admin(&url).await;
+    let prefix = format!("mmtest:{}:", unique("candles-live"));
+    let grace = LONG_GRACE_MS.to_string();
+    let flags = [
+        "--candle-grace-ms",
+        grace.as_str(),
+        "--redis-unsubscribe-linger-secs",
+        "0.2",
+    ];
+    let a = start_gateway(&url, &prefix, &flags).await;
+    let b = start_gateway(&url, &prefix, &flags).await;
+    let http = reqwest::Client::new();
+    live_candles(&http, a.http_addr(), b.http_addr(), "LIVE").await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
