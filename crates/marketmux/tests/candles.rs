@@ -408,7 +408,9 @@ async fn dev_closes_a_candle_by_the_clock_with_no_further_tick() {
     };
     post(&http, addr, "CLOCK", &[late]).await;
     let (_, body) = get(&http, addr, "/candles/CLOCK?interval=1s").await;
-    let got = row_of(&body["candles"][0]);
+    let candles = body["candles"].as_array().unwrap();
+    assert_eq!(candles.len(), 1, "no candle reopened: {body}");
+    let got = row_of(&candles[0]);
     assert_eq!((got.1, got.2, got.6, got.7), (5.0, 5.0, 1, true), "{body}");
     let metrics = http
         .get(format!("http://{addr}/metrics"))
