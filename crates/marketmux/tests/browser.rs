@@ -1071,9 +1071,17 @@ async fn candle_chart_draws_history_and_live_candles() {
     let read_back = "return window.marketmuxCandles && window.marketmuxCandles.loaded \
         ? window.marketmuxCandles.candles.map(c => [c.open, c.high, c.low, c.close, c.ticks, c.closed]) \
         : null";
-    let history = wait_for("the chart's history", Duration::from_secs(10), || async move {
-        js(c, read_back).await.as_array().filter(|a| a.len() == 3).cloned()
-    })
+    let history = wait_for(
+        "the chart's history",
+        Duration::from_secs(10),
+        || async move {
+            js(c, read_back)
+                .await
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(
         Value::Array(history),
@@ -1084,24 +1092,39 @@ async fn candle_chart_draws_history_and_live_candles() {
         ])
     );
     assert_eq!(
-        js(c, "return document.getElementById('chart-symbol').textContent").await,
+        js(
+            c,
+            "return document.getElementById('chart-symbol').textContent"
+        )
+        .await,
         "CHART"
     );
 
     // Live: a tick of a later second closes the last candle and opens one.
     post(vec![(Timestamp::now().0 / 1_000_000, 103.0)]).await;
     let live = wait_for("the live candle", Duration::from_secs(10), || async move {
-        js(c, read_back).await.as_array().filter(|a| a.len() == 4).cloned()
+        js(c, read_back)
+            .await
+            .as_array()
+            .filter(|a| a.len() == 4)
+            .cloned()
     })
     .await;
-    assert_eq!(live[2], json!([99.5, 99.5, 99.5, 99.5, 1, true]), "closed live");
+    assert_eq!(
+        live[2],
+        json!([99.5, 99.5, 99.5, 99.5, 1, true]),
+        "closed live"
+    );
     assert_eq!(live[3], json!([103, 103, 103, 103, 1, false]));
 
     // Drawn: bars of both colours on the canvas.
-    let pixels = wait_for("bars on the canvas", Duration::from_secs(5), || async move {
-        let v = js(
-            c,
-            "const cv = document.getElementById('candle-chart');
+    let pixels = wait_for(
+        "bars on the canvas",
+        Duration::from_secs(5),
+        || async move {
+            let v = js(
+                c,
+                "const cv = document.getElementById('candle-chart');
              const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
              let up = 0, down = 0;
              for (let i = 0; i < d.length; i += 4) {
@@ -1109,18 +1132,23 @@ async fn candle_chart_draws_history_and_live_candles() {
                if (d[i + 3] > 100 && d[i] > 200 && d[i + 1] < 120) down++;
              }
              return [up, down, window.marketmuxCandles.draws];",
-        )
-        .await;
-        let n: Vec<u64> = v.as_array()?.iter().filter_map(Value::as_u64).collect();
-        (n.len() == 3 && n[0] > 50 && n[1] > 50).then_some(n)
-    })
+            )
+            .await;
+            let n: Vec<u64> = v.as_array()?.iter().filter_map(Value::as_u64).collect();
+            (n.len() == 3 && n[0] > 50 && n[1] > 50).then_some(n)
+        },
+    )
     .await;
     assert!(pixels[2] > 0, "drawn at least once");
     // And the screenshot of the canvas is not that of a blank one.
     let canvas = c.find(Locator::Id("candle-chart")).await.unwrap();
     let drawn = canvas.screenshot().await.unwrap();
     std::fs::write(artifacts_dir().join("browser-candles.png"), &drawn).unwrap();
-    js(c, "const cv = document.getElementById('candle-chart'); cv.width = cv.width; return 1").await;
+    js(
+        c,
+        "const cv = document.getElementById('candle-chart'); cv.width = cv.width; return 1",
+    )
+    .await;
     let blank = canvas.screenshot().await.unwrap();
     assert!(
         drawn.len() > blank.len() * 2,
