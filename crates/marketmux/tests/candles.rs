@@ -51,8 +51,12 @@ impl Drop for DataDir {
 }
 
 async fn start_dev(data_dir: &Path, grace_ms: i64) -> Node {
+    start_dev_with(data_dir, grace_ms, &[]).await
+}
+
+async fn start_dev_with(data_dir: &Path, grace_ms: i64, extra: &[&str]) -> Node {
     let grace = grace_ms.to_string();
-    let cli = Cli::parse_from([
+    let mut argv = vec![
         "marketmux",
         "dev",
         "--listen",
@@ -65,7 +69,9 @@ async fn start_dev(data_dir: &Path, grace_ms: i64) -> Node {
         &grace,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ]);
+    ];
+    argv.extend_from_slice(extra);
+    let cli = Cli::parse_from(argv);
     let Some(Role::Dev(args)) = cli.role else {
         panic!("not the dev role")
     };
@@ -715,5 +721,96 @@ async fn a_socket_on_one_gateway_gets_the_candles_of_ticks_posted_at_another() {
     live_candles(&http, a.http_addr(), b.http_addr(), "LIVE").await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    cleanup(&admin, &prefix).await;
+}
+
+#[tokio::test]
+async fn candle_series_per_socket_and_symbols_per_node_are_bounded() {
+    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-bounds")));
+    let flags = ["--max-subscriptions", "3", "--max-topics", "2"];
+    let node = start_dev_with(&dir.0, LONG_GRACE_MS, &flags).await;
+    let mut a = socket(node.http_addr()).await;
+    subscribe_candles(&mut a, "B1", &["1s", "1m"]).await;
+    // Two more series would make four on this socket: refused whole.
+    send(
+        &mut a,
+        json!({"action":"subscribe","candles":["1s","1m"],"symbols":["B2"]}),
+    )
+    .await;
+    let err = next(&mut a).await;
+    assert_eq!(err["code"], "too_many_subscriptions", "{err}");
+    subscribe_candles(&mut a, "B2", &["1d"]).await;
+    // The node follows the candles of two symbols: a third is refused, on
+    // any socket; one already followed is not.
+    let mut b = socket(node.http_addr()).await;
+    send(
+        &mut b,
+        json!({"action":"subscribe","candles":["1m"],"symbols":["B3"]}),
+    )
+    .await;
+    let err = next(&mut b).await;
+    assert_eq!(err["code"], "too_many_subscriptions", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 symbols"),
+        "{err}"
+    );
+    subscribe_candles(&mut b, "B1", &["5m"]).await;
+    // Leaving frees the place.
+    send(
+        &mut a,
+        json!({"action":"unsubscribe","candles":["1d"],"symbols":["B2"]}),
+    )
+    .await;
+    assert_eq!(next(&mut a).await["type"], "unsubscribed");
+    subscribe_candles(&mut b, "B3", &["1m"]).await;
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_closes_a_candle_by_the_clock_with_no_further_tick() {
+    let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin = admin(&url).await;
+    let prefix = format!("mmtest:{}:", unique("candles-clock"));
+    let node = start_gateway(&url, &prefix, &["--candle-grace-ms", "200"]).await;
+    let (http, addr) = (reqwest::Client::new(), node.http_addr());
+    let sent = Sent {
+        ms: now_ms(),
+        price: 5.0,
+        volume: Some(1.0),
+    };
+    post(&http, addr, "CLOCK", &[sent]).await;
+    let end = sent.ms / 1_000 * 1_000 + 1_000;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = get(&http, addr, "/candles/CLOCK?interval=1s").await;
+        let candles = body["candles"].as_array().unwrap().clone();
+        assert_eq!(candles.len(), 1, "{body}");
+        if candles[0]["closed"] == true {
+            assert!(now_ms() >= end + 200, "closed too early");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still open after 5 s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Late now: no second candle of that second.
+    post(
+        &http,
+        addr,
+        "CLOCK",
+        &[Sent {
+            price: 50.0,
+            ..sent
+        }],
+    )
+    .await;
+    let (_, body) = get(&http, addr, "/candles/CLOCK?interval=1s").await;
+    let candles = body["candles"].as_array().unwrap();
+    assert_eq!(candles.len(), 1, "no candle reopened: {body}");
+    assert_eq!((row_of(&candles[0]).2, row_of(&candles[0]).6), (5.0, 1));
+    node.stop().await.unwrap();
     cleanup(&admin, &prefix).await;
 }

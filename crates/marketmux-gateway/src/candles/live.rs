@@ -20,7 +20,8 @@
 //!
 //! Bounds: ticks waiting for a read, [`MAX_PENDING`] per symbol (past it the
 //! read's result is refused and the symbol's subscribers get an error).
-//! Subscriptions are bounded per socket by the caller.
+//! Subscriptions are bounded per socket, and the symbols followed per node
+//! (`max_topics`), by the caller ([`super::session`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -185,6 +186,11 @@ impl CandleHub {
         if let Some(l) = self.interest.lock().as_ref() {
             l(event);
         }
+    }
+
+    /// How many symbols' candles this node follows.
+    pub fn symbol_count(&self) -> usize {
+        self.followed.load(Relaxed)
     }
 
     /// Whether any socket on this node follows candles of `symbol`.

@@ -2,8 +2,11 @@
 //! (`{"action":"subscribe","candles":["1m"],"symbols":[...]}`), joined in
 //! the node's [`super::live::CandleHub`].
 //!
-//! Bound: a socket holds at most `max_subscriptions` (symbol, interval)
-//! pairs, the per-connection bound of tick subscriptions, counted apart.
+//! Bounds: a socket holds at most `max_subscriptions` (symbol, interval)
+//! pairs, the per-connection bound of tick subscriptions, counted apart; a
+//! node follows the candles of at most `max_topics` symbols (each is also an
+//! upstream Redis channel), counted apart from tick topics. Past either the
+//! subscribe is refused whole with `too_many_subscriptions`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -46,6 +49,20 @@ impl CandleSubscriptions {
                 "following {} more candle series would exceed the limit of {limit} per connection ({} in use)",
                 fresh.len(),
                 self.held.len()
+            );
+            reply(ServerMessage::Error {
+                code: ErrorCode::TooManySubscriptions,
+                message: &message,
+                id,
+            });
+            return;
+        }
+        let max_topics = state.config.max_topics;
+        let new_symbols = symbols.iter().filter(|s| !state.candles.follows(s)).count();
+        if max_topics > 0 && state.candles.symbol_count() + new_symbols > max_topics {
+            state.stats.limits.hit(LimitHit::MaxTopics);
+            let message = format!(
+                "this node follows the candles of its limit of {max_topics} symbols; {new_symbols} of these are not followed yet"
             );
             reply(ServerMessage::Error {
                 code: ErrorCode::TooManySubscriptions,
