@@ -36,7 +36,7 @@ fn apply(c: &mut Criterion) {
         let mut i = 0usize;
         b.iter(|| {
             let t = &all[i % all.len()];
-            if i % all.len() == 0 {
+            if i.is_multiple_of(all.len()) {
                 candles = SymbolCandles::default();
             }
             let now = t.timestamp.0 / 1_000_000 + 5;
