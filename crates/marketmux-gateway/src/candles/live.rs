@@ -193,6 +193,15 @@ impl CandleHub {
         self.followed.load(Relaxed)
     }
 
+    /// Whether `client` follows `symbol`'s candles of `interval` (false once
+    /// the symbol was abandoned).
+    pub fn has(&self, symbol: &Symbol, interval: Interval, client: ClientId) -> bool {
+        self.symbols
+            .lock()
+            .get(symbol)
+            .is_some_and(|l| l.series[interval.index()].subscribers.contains_key(&client))
+    }
+
     /// Whether any socket on this node follows candles of `symbol`.
     pub fn follows(&self, symbol: &Symbol) -> bool {
         self.symbols.lock().contains_key(symbol)
@@ -506,8 +515,13 @@ mod tests {
         let mut t = tick(base, 1.0, 1, 0);
         t.symbol = msft;
         hub.on_ticks(&vec![t; MAX_PENDING + 1]);
+        assert!(hub.has(&msft, Interval::M1, a.id()));
         assert!(!hub.loaded(&msft, Epoch::from_raw(7), &[]));
         assert!(!hub.follows(&msft));
+        assert!(
+            !hub.has(&msft, Interval::M1, a.id()),
+            "dropped: may subscribe again"
+        );
         assert_eq!(sent(&a)[0]["type"], "error");
     }
 }

@@ -37,6 +37,10 @@ impl CandleSubscriptions {
         id: Option<&str>,
     ) {
         let reply = |msg: ServerMessage<'_>| queue.push_control(GatewayState::control_frame(&msg));
+        // Series the node dropped since (their stored candles could not be
+        // read) are no longer held: they can be subscribed to again.
+        self.held
+            .retain(|(s, i)| !symbols.contains(s) || state.candles.has(s, *i, queue.id()));
         let fresh: Vec<(Symbol, Interval)> = symbols
             .iter()
             .flat_map(|s| intervals.iter().map(move |i| (*s, *i)))
