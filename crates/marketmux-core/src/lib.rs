@@ -1,5 +1,6 @@
 //! MarketMux domain types shared by every crate.
 //!
+//! - [`backoff`]: [`Backoff`], the one capped exponential backoff every retry loop uses.
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
@@ -10,6 +11,7 @@
 //! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
 pub mod auth;
+pub mod backoff;
 pub mod ingest;
 pub mod request;
 pub mod response;
@@ -18,6 +20,7 @@ pub mod stream;
 pub mod symbol;
 pub mod tick;
 
+pub use backoff::{Backoff, Jitter};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};

@@ -32,6 +32,7 @@ use marketmux_alerts::{
 };
 use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_bus::BusError;
+use marketmux_core::{Backoff, Jitter};
 use marketmux_gateway::exporter::RoleSeries;
 use marketmux_gateway::metrics::{counters, metric};
 use marketmux_kafka::{ConsumerStats, KafkaConfig, StartFrom, TickConsumer};
@@ -249,10 +250,7 @@ async fn fired_alert_sink(
     tokio::spawn(relay_fired(
         relay,
         rx,
-        Backoff {
-            first: PUSH_RETRY_FIRST,
-            max: PUSH_RETRY_MAX,
-        },
+        Backoff::new(PUSH_RETRY_FIRST, PUSH_RETRY_MAX, Jitter::None),
         shutdown,
     ));
     Ok(queue_sink(tx))
@@ -275,15 +273,6 @@ impl PushAlert for AlertRelay {
     async fn push(&self, user_id: i64, alert_json: &str) -> Result<(), BusError> {
         self.publish(user_id, alert_json).await.map(|_listeners| ())
     }
-}
-
-/// Capped exponential backoff between publish attempts.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    /// Wait after the first failure.
-    first: Duration,
-    /// The wait doubles up to this.
-    max: Duration,
 }
 
 /// A sink that queues each fired alert for [`relay_fired`] without blocking.
@@ -324,7 +313,7 @@ fn queue_sink(tx: mpsc::Sender<Push>) -> AlertSink {
 async fn relay_fired<P: PushAlert>(
     pusher: P,
     mut rx: mpsc::Receiver<Push>,
-    backoff: Backoff,
+    mut backoff: Backoff,
     shutdown: CancellationToken,
 ) {
     let mut down = false;
@@ -336,7 +325,7 @@ async fn relay_fired<P: PushAlert>(
             },
             _ = shutdown.cancelled() => break rx.len(),
         };
-        let mut wait = backoff.first;
+        backoff.reset();
         let delivered = loop {
             let res = tokio::select! {
                 r = pusher.push(user, &alert) => r,
@@ -354,10 +343,9 @@ async fn relay_fired<P: PushAlert>(
                         );
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.cancelled() => break false,
                     }
-                    wait = (wait * 2).min(backoff.max);
                 }
             }
         };
@@ -406,10 +394,9 @@ mod tests {
         }
     }
 
-    const FAST: Backoff = Backoff {
-        first: Duration::from_millis(1),
-        max: Duration::from_millis(4),
-    };
+    fn fast() -> Backoff {
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(4), Jitter::None)
+    }
 
     fn fired(id: i64) -> FiredAlert {
         FiredAlert {
@@ -435,7 +422,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(8);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
+        let task = tokio::spawn(relay_fired(pusher.clone(), rx, fast(), shutdown.clone()));
         let sink = queue_sink(tx);
         for id in 1..=3 {
             sink(&fired(id));
@@ -468,7 +455,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(2);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
+        let task = tokio::spawn(relay_fired(pusher.clone(), rx, fast(), shutdown.clone()));
         let sink = queue_sink(tx);
         // One in flight, two queued, the rest dropped without blocking.
         for id in 1..=50 {
