@@ -13,6 +13,8 @@ use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
 
+use crate::conventional::KAFKA_BROKERS;
+
 /// MarketMux: real-time market prices to many WebSocket clients.
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
@@ -165,17 +167,10 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The brokers from the flag, else the conventional KAFKA_BROKERS.
-    pub fn brokers(&self) -> anyhow::Result<String> {
-        self.kafka_brokers
-            .clone()
-            .or_else(|| std::env::var("KAFKA_BROKERS").ok())
-            .filter(|b| !b.trim().is_empty())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "this role needs --kafka-brokers (or KAFKA_BROKERS), e.g. 127.0.0.1:9092"
-                )
-            })
+    /// The brokers from the flag, else the conventional KAFKA_BROKERS;
+    /// `role` cannot run without them.
+    pub fn brokers(&self, role: &str) -> anyhow::Result<String> {
+        KAFKA_BROKERS.require(self.kafka_brokers.as_deref(), role)
     }
 }
 

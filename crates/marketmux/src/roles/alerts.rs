@@ -40,16 +40,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AlertsArgs, StartFromArg};
+use crate::conventional::{DATABASE_URL, REDIS_URL};
 use crate::node::Node;
 
 /// Starts the alerts role; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
-    let url = args
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.trim().is_empty())
-        .context("the alerts role needs --database-url (or DATABASE_URL), e.g. postgres://postgres@127.0.0.1:5432/marketmux")?;
+    let url = DATABASE_URL.require(args.database_url.as_deref(), "alerts")?;
     let store = Arc::new(
         PgAlertStore::connect(&url)
             .await
@@ -68,7 +64,7 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
         args.max_alerts_per_user,
     );
 
-    let brokers = args.kafka.brokers()?;
+    let brokers = args.kafka.brokers("alerts")?;
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
     let start_from = match args.start_from {
         StartFromArg::Earliest => StartFrom::Earliest,
@@ -227,11 +223,7 @@ async fn fired_alert_sink(
     args: &AlertsArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<AlertSink> {
-    let url = args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_ADDR").ok())
-        .filter(|u| !u.trim().is_empty());
+    let url = REDIS_URL.resolve(args.redis_url.as_deref());
     let Some(url) = url else {
         tracing::warn!("No --redis-url: fired alerts are stored but not pushed to gateway sockets");
         return Ok(Arc::new(|fired: &FiredAlert| {
