@@ -8,8 +8,8 @@
 //!   a newer one), and each symbol's stream: head, history, recovery.
 //! - [`stream`]: the stream types ([`Origin`], [`StreamOpen`], [`HistoryPage`],
 //!   [`HistoryConfig`]).
-//! - [`TickHandler`], [`TickBatchHandler`]: the callbacks through which a bus
-//!   delivers ticks to a node (the gateway wires them to the hub).
+//! - [`TickBatchHandler`]: the callback through which a bus delivers ticks
+//!   to a node (the gateway wires it to the hub, `dev` also to the alerts).
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests; its
 //!   streams live in [`streams`], saved across a clean restart by [`saved`].
@@ -35,10 +35,6 @@ pub use in_process::InProcessBus;
 pub use latest::LatestPrices;
 pub use redis::{RedisBus, RedisConfig};
 pub use stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
-
-/// Receives every tick the bus delivers to this node (with its `seq` and
-/// `epoch`). Must not block.
-pub type TickHandler = Arc<dyn Fn(&Tick) + Send + Sync>;
 
 /// Receives the ticks a bus delivers to this node (with their `seq` and
 /// `epoch`), in arrival order, as many at once as arrived together. Must

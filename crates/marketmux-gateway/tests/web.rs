@@ -30,8 +30,8 @@ impl TestNode {
         let bus = InProcessBus::new();
         let hub = GatewayState::new_hub();
         let h = hub.clone();
-        bus.add_handler(Arc::new(move |t: &Tick| {
-            h.publish(t);
+        bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
+            h.publish_batch(ticks);
         }));
         let state = GatewayState::new(config, hub, bus.clone(), bus.clone(), vec![bus.clone()]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -50,7 +50,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         shutdown.clone(),
     )
     .await?;
-    bus.add_handler(alerts.tick_handler());
+    bus.add_batch_handler(alerts.tick_handler());
 
     if args.feed_rate > 0.0 {
         let feed = Feed::new(FeedConfig {
