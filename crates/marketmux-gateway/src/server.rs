@@ -33,6 +33,8 @@ use crate::{debug, guard, metrics, rest, web, ws};
 /// Pending connections the kernel queues before `accept` (the default 1,024
 /// overflows when thousands of clients reconnect at once).
 const LISTEN_BACKLOG: u32 = 4096;
+/// How long the drain waits, after the drain period, for the last sockets' tasks to end.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// How often the heartbeat pings its next turn of sockets (see [`heartbeat`]).
 const HEARTBEAT_STEP: Duration = Duration::from_millis(50);
 
@@ -123,10 +125,9 @@ pub async fn serve(
             state.config.drain_period,
         )
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !state.registry.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Every socket was told to close: wait for their tasks, a short grace at most.
+    state.sockets.close();
+    let _ = tokio::time::timeout(DRAIN_GRACE, state.sockets.wait()).await;
     stop.cancel();
     let _ = accept.await;
     tracing::info!(left = state.registry.len(), "Drain finished");

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use marketmux_bus::{PriceStore, Readiness, TickPublisher};
 use marketmux_core::{encode_tick, ServerMessage, Tick};
 use marketmux_hub::{ControlEncoder, HubConfig, SymbolHub, TickEncoder};
+use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::ws::frame;
@@ -53,6 +54,9 @@ pub struct GatewayState {
     pub hub: Arc<SymbolHub>,
     /// Every open socket.
     pub registry: ConnectionRegistry,
+    /// Every socket's task, from its upgrade to its end: the shutdown drain
+    /// waits on it (after closing the sockets) instead of polling the registry.
+    pub sockets: TaskTracker,
     /// Where `POST /api/v1/ticks` sends accepted ticks.
     pub publisher: Arc<dyn TickPublisher>,
     /// Latest prices for `GET /price` and snapshots of symbols the hub has not seen.
@@ -91,6 +95,7 @@ impl GatewayState {
         Arc::new(Self {
             hub,
             registry: ConnectionRegistry::default(),
+            sockets: TaskTracker::new(),
             publisher,
             prices,
             readiness,
