@@ -15,7 +15,6 @@
 //!   streams live in [`streams`], saved across a clean restart by [`saved`].
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
-//! - [`testing`]: a `redis-server` of a test's own.
 
 pub mod in_process;
 pub mod latest;
@@ -24,7 +23,6 @@ pub mod redis;
 pub mod saved;
 pub mod stream;
 pub mod streams;
-pub mod testing;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketmux_bus::redis::{KeySpace, RedisPublisher};
-use marketmux_bus::testing::OwnRedisCluster;
+use marketmux_test_support::OwnRedisCluster;
 use marketmux_bus::{HistoryPage, Origin, PriceStore, RedisBus, RedisConfig, TickPublisher};
 use marketmux_core::{Position, Symbol, Tick, Timestamp};
 use tokio::sync::mpsc;

@@ -51,6 +51,11 @@ impl ProfilingSlot {
     }
 }
 
+/// Whether a CPU profile is being taken now (another one would get 409).
+pub fn profile_running() -> bool {
+    PROFILING.load(Ordering::Acquire)
+}
+
 impl Drop for ProfilingSlot {
     fn drop(&mut self) {
         PROFILING.store(false, Ordering::Release);

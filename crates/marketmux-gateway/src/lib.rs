@@ -12,7 +12,6 @@
 //! - [`config`]: [`GatewayConfig`], every limit with its default.
 //! - [`error`]: [`ApiError`], JSON error bodies.
 //! - [`metrics`]: `/metrics` in Prometheus text format.
-//! - [`prometheus`]: reads Prometheus text back (tests, tools).
 //! - [`exporter`]: `/metrics` on its own address, for roles without a gateway.
 //! - [`limits`]: counters of refusals and limits hit; a connection's slot under the limits.
 //! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand; who may reach `/debug/*`.
@@ -27,7 +26,6 @@ pub mod exporter;
 pub mod guard;
 pub mod limits;
 pub mod metrics;
-pub mod prometheus;
 pub mod rest;
 pub mod server;
 pub mod state;

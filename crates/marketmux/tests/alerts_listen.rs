@@ -20,6 +20,7 @@ use rdkafka::mocking::MockCluster;
 
 use alerts_common::{alerts_role, create_db, drop_db};
 use scrape::scrape;
+use marketmux_test_support::tick;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_created_or_deleted_through_one_instance_is_seen_by_the_other_at_once() {
@@ -51,10 +52,6 @@ async fn counts(node: &Node) -> Counts {
         lost_races: m["marketmux_alerts_lost_races_total"],
         indexed: m["marketmux_alerts_indexed"],
     }
-}
-
-fn tick(symbol: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(symbol).unwrap(), price, Timestamp::now(), None).unwrap()
 }
 
 /// A price that crosses none of the test's alerts. An instance evaluates

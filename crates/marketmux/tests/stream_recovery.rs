@@ -16,7 +16,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::node::Node;
-use marketmux_bus::testing::OwnRedis;
+use marketmux_test_support::OwnRedis;
 use marketmux_core::Timestamp;
 use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;

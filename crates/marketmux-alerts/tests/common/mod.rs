@@ -219,6 +219,4 @@ pub fn new_alert(user: i64, sym: &str, cond: &str, target: f64) -> NewAlert {
     NewAlert::parse(user, sym, target, cond).expect("valid alert")
 }
 
-pub fn tick(sym: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(sym).unwrap(), price, Timestamp::now(), None).unwrap()
-}
+pub use marketmux_test_support::tick;
