@@ -673,7 +673,10 @@ mod tests {
         tx.send(vec![tick("AAPL", 101.0)]).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while ev.pending_len() == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the crossing was not kept pending");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the crossing was not kept pending"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Several retries while the store is down: nothing is settled.
@@ -684,10 +687,17 @@ mod tests {
         store.fail_fires.store(false, Relaxed);
         tx.send(vec![tick("MSFT", 5.0)]).unwrap();
         while settled.lock().is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "nothing settled once the store is back");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing settled once the store is back"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(*fired.lock(), vec![alert.id], "the pending fire is delivered by a retry");
+        assert_eq!(
+            *fired.lock(),
+            vec![alert.id],
+            "the pending fire is delivered by a retry"
+        );
         // The batch that crossed stays unsettled (a restart would replay it);
         // the next one, evaluated with nothing pending, settles.
         assert_eq!(*settled.lock(), vec![5.0]);

@@ -186,7 +186,11 @@ mod tests {
     }
 
     fn fast() -> Backoff {
-        Backoff::new(Duration::from_millis(1), Duration::from_millis(4), Jitter::None)
+        Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(4),
+            Jitter::None,
+        )
     }
 
     fn fired(id: i64) -> FiredAlert {

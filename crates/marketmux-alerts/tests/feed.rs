@@ -6,14 +6,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
 use marketmux_alerts::{follow, AlertStore, Evaluator, StoreEvent};
+use marketmux_test_support::{eventually, tick};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use marketmux_test_support::eventually;
 
 async fn next_event(feed: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
     tokio::time::timeout(Duration::from_secs(10), feed.recv())

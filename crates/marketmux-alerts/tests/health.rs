@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use marketmux_alerts::StoreHealth;
 use marketmux_bus::Readiness;
-use tokio_util::sync::CancellationToken;
 use marketmux_test_support::eventually;
+use tokio_util::sync::CancellationToken;
 
 async fn wait_for(h: &StoreHealth, up: bool) {
     let what = format!("store health up={up}");

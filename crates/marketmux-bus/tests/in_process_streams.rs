@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use marketmux_bus::{HistoryConfig, HistoryPage, InProcessBus, Origin, PriceStore, TickPublisher};
 use marketmux_core::{Position, Symbol, Tick, Timestamp};
-use parking_lot::Mutex;
 use marketmux_test_support::tick;
+use parking_lot::Mutex;
 
 fn recorder(bus: &InProcessBus) -> Arc<Mutex<Vec<Tick>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));

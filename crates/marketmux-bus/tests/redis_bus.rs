@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
-use marketmux_test_support::OwnRedis;
 use marketmux_bus::{PriceStore, Readiness, RedisBus, RedisConfig, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_test_support::tick_at;
+use marketmux_test_support::wait_for_value;
+use marketmux_test_support::OwnRedis;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use marketmux_test_support::wait_for_value;
-use marketmux_test_support::tick_at;
 
 fn redis_url() -> String {
     std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -106,13 +106,21 @@ async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_publishe
     needed.lock().insert(sym("AAPL"));
     bus.follow(sym("AAPL"));
     let channel = keys.channel(&sym("AAPL"));
-    wait_for_value("subscribers", 1, Duration::from_secs(5), || numsub(&admin, &channel, false)).await;
+    wait_for_value("subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, false)
+    })
+    .await;
 
     // In one batch (one pipeline), then in separate calls.
-    bus.publish(vec![tick_at("AAPL", 2.0, Timestamp(2_000)), tick_at("AAPL", 1.0, Timestamp(1_000))])
+    bus.publish(vec![
+        tick_at("AAPL", 2.0, Timestamp(2_000)),
+        tick_at("AAPL", 1.0, Timestamp(1_000)),
+    ])
+    .await
+    .unwrap();
+    bus.publish(vec![tick_at("AAPL", 0.5, Timestamp(500))])
         .await
         .unwrap();
-    bus.publish(vec![tick_at("AAPL", 0.5, Timestamp(500))]).await.unwrap();
     let latest = bus.latest(&sym("AAPL")).await.unwrap().unwrap();
     assert_eq!((latest.price, latest.timestamp), (2.0, Timestamp(2_000)));
     // Clients see every tick, in the order accepted.
@@ -123,11 +131,16 @@ async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_publishe
 
     // Equal or newer replaces; timestamps beyond 2^53 ns compare exactly.
     let big = 1_778_598_245_123_456_789;
-    bus.publish(vec![tick_at("AAPL", 3.0, Timestamp(big)), tick_at("AAPL", 4.0, Timestamp(big - 1))])
+    bus.publish(vec![
+        tick_at("AAPL", 3.0, Timestamp(big)),
+        tick_at("AAPL", 4.0, Timestamp(big - 1)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 3.0);
+    bus.publish(vec![tick_at("AAPL", 5.0, Timestamp(big + 1))])
         .await
         .unwrap();
-    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 3.0);
-    bus.publish(vec![tick_at("AAPL", 5.0, Timestamp(big + 1))]).await.unwrap();
     assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 5.0);
 
     // The stored value is the documented JSON, readable with redis-cli.
@@ -179,13 +192,19 @@ async fn subscribes_only_to_followed_symbols_and_lingers_before_unsubscribing() 
 
     needed.lock().insert(aapl);
     bus.follow(aapl);
-    wait_for_value("AAPL followed", 1, Duration::from_secs(5), || numsub(&admin, &ch_a, false)).await;
+    wait_for_value("AAPL followed", 1, Duration::from_secs(5), || {
+        numsub(&admin, &ch_a, false)
+    })
+    .await;
     assert_eq!(numsub(&admin, &ch_m, false).await, 0);
 
     // Only the followed symbol reaches the node.
-    bus.publish(vec![tick_at("MSFT", 1.0, Timestamp(1)), tick_at("AAPL", 2.0, Timestamp(2))])
-        .await
-        .unwrap();
+    bus.publish(vec![
+        tick_at("MSFT", 1.0, Timestamp(1)),
+        tick_at("AAPL", 2.0, Timestamp(2)),
+    ])
+    .await
+    .unwrap();
     assert_eq!(recv(&mut rx).await.symbol, aapl);
 
     // A client that flaps within the linger: no unsubscribe, no new command.
@@ -205,9 +224,12 @@ async fn subscribes_only_to_followed_symbols_and_lingers_before_unsubscribing() 
     needed.lock().remove(&aapl);
     bus.unfollow(aapl);
     assert_eq!(numsub(&admin, &ch_a, false).await, 1);
-    wait_for_value("AAPL dropped after the linger", 0, Duration::from_secs(5), || {
-        numsub(&admin, &ch_a, false)
-    })
+    wait_for_value(
+        "AAPL dropped after the linger",
+        0,
+        Duration::from_secs(5),
+        || numsub(&admin, &ch_a, false),
+    )
     .await;
     assert!(bus.check().is_ok());
     bus.shutdown().await;
@@ -225,7 +247,10 @@ async fn sharded_pubsub_delivers_through_ssubscribe() {
     needed.lock().insert(s);
     bus.follow(s);
     let channel = keys.channel(&s);
-    wait_for_value("shard subscribers", 1, Duration::from_secs(5), || numsub(&admin, &channel, true)).await;
+    wait_for_value("shard subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, true)
+    })
+    .await;
     // Plain PUBSUB sees no subscriber: the tick went through SPUBLISH.
     assert_eq!(numsub(&admin, &channel, false).await, 0);
     bus.publish(vec![tick_at("BINANCE:BTCUSDT", 64_000.5, Timestamp(7))])
@@ -235,7 +260,10 @@ async fn sharded_pubsub_delivers_through_ssubscribe() {
     assert_eq!(bus.latest(&s).await.unwrap().unwrap().price, 64_000.5);
     needed.lock().remove(&s);
     bus.unfollow(s);
-    wait_for_value("shard unsubscribed", 0, Duration::from_secs(5), || numsub(&admin, &channel, true)).await;
+    wait_for_value("shard unsubscribed", 0, Duration::from_secs(5), || {
+        numsub(&admin, &channel, true)
+    })
+    .await;
     bus.shutdown().await;
     cleanup(&admin, &keys, &[s]).await;
 }
@@ -311,9 +339,14 @@ async fn messages_that_arrive_together_reach_the_node_as_one_batch_in_order() {
     .unwrap();
     bus.follow(sym("BAT"));
     let channel = keys.channel(&sym("BAT"));
-    wait_for_value("subscribers", 1, Duration::from_secs(5), || numsub(&admin, &channel, false)).await;
+    wait_for_value("subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, false)
+    })
+    .await;
 
-    bus.publish(vec![tick_at("BAT", 1.0, Timestamp(1))]).await.unwrap();
+    bus.publish(vec![tick_at("BAT", 1.0, Timestamp(1))])
+        .await
+        .unwrap();
     let ticks: Vec<Tick> = (2..=501)
         .map(|i| tick_at("BAT", f64::from(i), Timestamp(i64::from(i))))
         .collect();
@@ -357,7 +390,7 @@ async fn reads_after_a_burst_past_the_bound_are_answered_at_once() {
     };
     let (bus, _rx, _needed) = bus(config).await;
     let aapl = sym("AAPL");
-    bus.publish(vec![tick_at("AAPL", 1.5, Timestamp::now().0)])
+    bus.publish(vec![tick_at("AAPL", 1.5, Timestamp::now())])
         .await
         .unwrap();
 

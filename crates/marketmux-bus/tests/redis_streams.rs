@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
-use marketmux_test_support::OwnRedis;
 use marketmux_bus::{
     HistoryConfig, HistoryPage, Origin, PriceStore, RedisBus, RedisConfig, TickPublisher,
 };
 use marketmux_core::{Epoch, Position, Symbol, Tick, Timestamp};
-use tokio::sync::mpsc;
 use marketmux_test_support::tick;
+use marketmux_test_support::OwnRedis;
+use tokio::sync::mpsc;
 
 fn redis_url() -> String {
     std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{recv, send, TestNode};
 use marketmux_gateway::GatewayConfig;
-use pprof::protos::Message as _;
 use marketmux_test_support::eventually;
+use pprof::protos::Message as _;
 
 /// Every sample of a scrape; the test fails if it is not valid exposition.
 fn parse_prometheus(text: &str) -> HashMap<String, f64> {

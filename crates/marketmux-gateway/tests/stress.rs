@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{recv, send, TestNode};
 use marketmux_gateway::GatewayConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use marketmux_test_support::eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SYMBOLS: usize = 20;
 
@@ -49,9 +49,11 @@ async fn started_node() -> TestNode {
     let metrics = tokio::runtime::Handle::current().metrics();
     let before = metrics.num_alive_tasks();
     let node = TestNode::start(GatewayConfig::default()).await;
-    eventually("the node's serve, accept and heartbeat tasks", Duration::from_secs(10), || {
-        metrics.num_alive_tasks() >= before + 3
-    })
+    eventually(
+        "the node's serve, accept and heartbeat tasks",
+        Duration::from_secs(10),
+        || metrics.num_alive_tasks() >= before + 3,
+    )
     .await;
     node
 }

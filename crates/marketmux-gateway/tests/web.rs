@@ -9,10 +9,10 @@ use marketmux_bus::InProcessBus;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_gateway::web::{RateWindow, SymbolDirectory};
 use marketmux_gateway::{GatewayConfig, GatewayState};
+use marketmux_test_support::wait_for;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use marketmux_test_support::wait_for;
 
 /// A gateway on 127.0.0.1:0 over the in-process bus; stops when dropped.
 struct TestNode {
@@ -71,7 +71,8 @@ impl TestNode {
     }
 
     fn publish(&self, symbol: &str, price: f64) {
-        self.bus.publish_now(&[marketmux_test_support::tick(symbol, price)]);
+        self.bus
+            .publish_now(&[marketmux_test_support::tick(symbol, price)]);
     }
 
     async fn eventually(&self, what: &str, f: impl Fn(&GatewayState) -> bool) {
@@ -123,10 +124,21 @@ async fn stats_report_clients_and_rates() {
     }
     // The rate is over the time since the previous sample: poll until the
     // second sample names one.
-    let second: Value = wait_for("a second stats sample with a rate", Duration::from_secs(10), || async {
-        let v: Value = c.get(node.url("/api/v1/stats")).send().await.ok()?.json().await.ok()?;
-        v["ticks_per_sec"].as_f64().is_some().then_some(v)
-    })
+    let second: Value = wait_for(
+        "a second stats sample with a rate",
+        Duration::from_secs(10),
+        || async {
+            let v: Value = c
+                .get(node.url("/api/v1/stats"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["ticks_per_sec"].as_f64().is_some().then_some(v)
+        },
+    )
     .await;
     let tps = second["ticks_per_sec"].as_f64().unwrap_or_default();
     assert!(tps > 10.0, "{second}");

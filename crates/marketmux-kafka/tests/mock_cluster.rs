@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use marketmux_bus::{BusError, Readiness, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{Bridge, ConsumedTick, KafkaConfig, KafkaPublisher, StartFrom, TickConsumer};
+use marketmux_test_support::eventually;
 use parking_lot::Mutex;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
-use marketmux_test_support::eventually;
 
 const TOPIC: &str = "market_ticks";
 const PARTITIONS: i32 = 6;

@@ -26,7 +26,10 @@ mod tests {
     #[test]
     fn builds_the_tick_asked_for() {
         let t = tick_at("AAPL", 1.5, Timestamp(7));
-        assert_eq!((t.symbol.as_str(), t.price, t.timestamp), ("AAPL", 1.5, Timestamp(7)));
+        assert_eq!(
+            (t.symbol.as_str(), t.price, t.timestamp),
+            ("AAPL", 1.5, Timestamp(7))
+        );
         assert!(t.volume.is_none());
     }
 

@@ -14,13 +14,13 @@ use marketmux::node::Node;
 use marketmux_alerts::grpc::GrpcAlertClient;
 use marketmux_alerts::{AlertService, ListQuery, NewAlert};
 use marketmux_bus::TickPublisher;
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::Tick;
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use rdkafka::mocking::MockCluster;
 
 use alerts_common::{alerts_role, create_db, drop_db};
-use scrape::scrape;
 use marketmux_test_support::tick;
+use scrape::scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_created_or_deleted_through_one_instance_is_seen_by_the_other_at_once() {

@@ -50,9 +50,12 @@ async fn run(brokers: String, db: String) {
     // Instance b learns of the alerts created through a from the change feed
     // (and its periodic reload, 0.5 s here).
     for node in [&a, &b] {
-        wait_for_value("every alert indexed", ids.len() as f64, Duration::from_secs(10), || async {
-            scrape(node.metrics_addr()).await["marketmux_alerts_indexed"]
-        })
+        wait_for_value(
+            "every alert indexed",
+            ids.len() as f64,
+            Duration::from_secs(10),
+            || async { scrape(node.metrics_addr()).await["marketmux_alerts_indexed"] },
+        )
         .await;
     }
 
@@ -67,14 +70,19 @@ async fn run(brokers: String, db: String) {
         publisher.publish(crossing.clone()).await.unwrap(); // and two replays
     }
 
-    wait_for_value("alerts still active", 0, Duration::from_secs(30), || async {
-        let mut active = 0;
-        for i in 0..symbols.len() {
-            let query = ListQuery::new(true, None, None).unwrap();
-            active += client.list(1 + i as i64, query).await.unwrap().alerts.len();
-        }
-        active
-    })
+    wait_for_value(
+        "alerts still active",
+        0,
+        Duration::from_secs(30),
+        || async {
+            let mut active = 0;
+            for i in 0..symbols.len() {
+                let query = ListQuery::new(true, None, None).unwrap();
+                active += client.list(1 + i as i64, query).await.unwrap().alerts.len();
+            }
+            active
+        },
+    )
     .await;
     for i in 0..symbols.len() {
         let page = client

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux_test_support::{free_port, wait_for, OwnRedis};
 use marketmux_core::Timestamp;
+use marketmux_test_support::{free_port, wait_for, OwnRedis};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;

@@ -19,16 +19,16 @@ use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
-use marketmux_test_support::OwnRedis;
 use marketmux_core::Timestamp;
+use marketmux_test_support::OwnRedis;
 use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use gateway_common::start_gateway;
-use scrape::scrape;
 use marketmux_test_support::wait_for_value;
+use scrape::scrape;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

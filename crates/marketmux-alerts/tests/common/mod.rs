@@ -14,7 +14,6 @@ use marketmux_alerts::{
     Alert, AlertPage, AlertSink, AlertStore, FiredAlert, ListQuery, NewAlert, PgAlertStore,
     SqliteAlertStore, StoreError, StoreEvent,
 };
-use marketmux_core::{Symbol, Tick, Timestamp};
 use parking_lot::Mutex;
 use sqlx::Connection as _;
 use tokio::sync::mpsc;
@@ -218,5 +217,3 @@ impl Recorder {
 pub fn new_alert(user: i64, sym: &str, cond: &str, target: f64) -> NewAlert {
     NewAlert::parse(user, sym, target, cond).expect("valid alert")
 }
-
-pub use marketmux_test_support::tick;

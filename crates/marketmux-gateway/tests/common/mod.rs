@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use marketmux_bus::InProcessBus;
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::Tick;
 use marketmux_gateway::{GatewayConfig, GatewayState};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -86,6 +86,7 @@ impl TestNode {
     }
 }
 
+#[allow(unused_imports)] // not every test file publishes
 pub use marketmux_test_support::tick;
 
 pub async fn send(ws: &mut Ws, text: &str) {

@@ -35,9 +35,7 @@ use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_core::Tick;
 use marketmux_gateway::exporter::RoleSeries;
 use marketmux_gateway::metrics::{counters, metric};
-use marketmux_kafka::{
-    ConsumerStats, KafkaConfig, KafkaError, StartFrom, TickBatch, TickConsumer,
-};
+use marketmux_kafka::{ConsumerStats, KafkaConfig, KafkaError, StartFrom, TickBatch, TickConsumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AlertsArgs, StartFromArg};
@@ -87,11 +85,8 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
     // Other instances' creates and deletes, applied as they commit.
     let store_dyn: Arc<dyn AlertStore> = store.clone();
     follow::spawn(store_dyn, evaluator.clone(), shutdown.clone());
-    let eval_task = tokio::spawn(evaluator.run(
-        KafkaFeed(consumer),
-        Some(reload_every),
-        shutdown.clone(),
-    ));
+    let eval_task =
+        tokio::spawn(evaluator.run(KafkaFeed(consumer), Some(reload_every), shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let served = grpc::serve(listener, service, stop.clone()).await;
