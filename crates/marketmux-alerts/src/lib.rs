@@ -20,6 +20,10 @@
 //! - [`engine`]: [`AlertEngine`], everything above wired for a role.
 //! - [`health`]: [`StoreHealth`], the store's state for `/ready`.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod engine;
 pub mod evaluator;
 pub mod feed;

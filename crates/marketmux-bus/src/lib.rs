@@ -16,6 +16,10 @@
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod in_process;
 pub mod latest;
 pub mod metrics;
@@ -42,8 +46,10 @@ pub type TickBatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 /// Why a bus or store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The bus cannot be reached now; the call may work later.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus answered, and refused the request.
     #[error("bus rejected the request: {0}")]
     Rejected(String),
 }

@@ -10,6 +10,10 @@
 //! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
 //! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod auth;
 pub mod backoff;
 pub mod ingest;

@@ -19,19 +19,30 @@ pub enum ClientRequest {
     /// `since` holds the positions the client asks to resume from, each for
     /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`).
     Subscribe {
+        /// The symbols, in the order given, without repeats.
         symbols: Vec<Symbol>,
+        /// Positions to resume from, per symbol.
         since: Vec<(Symbol, Position)>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `unsubscribe`: one symbol or several.
     Unsubscribe {
+        /// The symbols to leave.
         symbols: Vec<Symbol>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `ping`: answered with `pong` (browsers cannot send WebSocket pings).
     Ping {
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `identify`: which user's alerts this socket hears (only while authentication is off).
     Identify {
+        /// The user.
         user_id: i64,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
 }
@@ -41,8 +52,11 @@ pub enum ClientRequest {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
+    /// The error code the reply carries.
     pub code: ErrorCode,
+    /// What was wrong, for people.
     pub message: String,
+    /// The request's `id`, when it could be read, echoed in the reply.
     pub id: Option<String>,
 }
 

@@ -101,6 +101,7 @@ fn return_freed_memory() {
     backtrace::clear_symbol_cache();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator.
+    #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
     }

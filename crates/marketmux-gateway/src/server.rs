@@ -312,6 +312,7 @@ impl Entrance {
                         );
                         // SAFETY: `conn` owns the descriptor and is alive until
                         // the end of this scope.
+                        #[allow(unsafe_code)]
                         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
                         let _ = socket2::SockRef::from(&fd)
                             .send_with_flags(&answer, libc::MSG_NOSIGNAL);
@@ -414,6 +415,7 @@ pub fn raise_fd_limit() -> Option<u64> {
         rlim_max: 0,
     };
     // SAFETY: plain system calls on a local struct.
+    #[allow(unsafe_code)]
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return None;
@@ -433,6 +435,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// `configured`, lowered to fit the descriptor limit less [`FD_RESERVE`] and
 /// the connections being refused.
+#[allow(unsafe_code)]
 fn connection_cap(configured: usize) -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -6,6 +6,10 @@
 //!   [`marketmux_bus::TickPublisher`] (Kafka in the `ingest` role).
 //! - [`protocol`]: the Finnhub messages, parsed and built.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod finnhub;
 pub mod protocol;
 

@@ -10,6 +10,10 @@
 //! - [`redis`]: [`OwnRedis`], [`OwnRedisCluster`]: `redis-server`s of a
 //!   test's own; [`free_port`].
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod exposition;
 pub mod poll;
 pub mod redis;

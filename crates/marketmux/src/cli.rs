@@ -22,12 +22,16 @@ pub struct Cli {
     /// Log output: `text` for people, `json` for machines. Level from RUST_LOG.
     #[arg(long, global = true, env = "MARKETMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The role to run (none: `dev`).
     #[command(subcommand)]
     pub role: Option<Role>,
 }
 
-/// Log formats.
+/// Log formats: `text` (human-readable lines) or `json` (one object per line).
+// The variants have no doc comments: clap would show them as per-value help
+// and switch `--help` to its long form.
 #[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
 pub enum LogFormat {
     Text,
     Json,
@@ -82,8 +86,10 @@ pub struct DevArgs {
     /// Active alerts one user may have; creating more answers 409 `too_many_alerts`.
     #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_alerts_per_user: u32,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Per-node limits.
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -149,8 +155,10 @@ pub struct GatewayArgs {
     /// The alerts role's gRPC API, for the REST alert endpoints.
     #[arg(long, env = "MARKETMUX_ALERTS_URL")]
     pub alerts_url: Option<String>,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Per-node limits.
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -203,10 +211,13 @@ pub struct MetricsArgs {
 /// Flags of the `bridge` role.
 #[derive(Args, Debug)]
 pub struct BridgeArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
     /// Redis for latest prices and pub/sub (also REDIS_ADDR).
@@ -224,6 +235,7 @@ pub struct BridgeArgs {
     /// Where a group without committed offsets starts.
     #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Earliest)]
     pub start_from: StartFromArg,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
 }
@@ -231,8 +243,10 @@ pub struct BridgeArgs {
 /// Flags of the `alerts` role.
 #[derive(Args, Debug)]
 pub struct AlertsArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
     /// PostgreSQL holding `users` and `alerts` (also DATABASE_URL).
@@ -283,10 +297,13 @@ pub enum StartFromArg {
 /// Flags of the `ingest` role.
 #[derive(Args, Debug)]
 pub struct IngestArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
     /// Finnhub API token (also FINNHUB_API_KEY).
@@ -390,8 +407,10 @@ pub struct LimitArgs {
     /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
+    /// Authentication.
     #[command(flatten)]
     pub security: SecurityArgs,
 }

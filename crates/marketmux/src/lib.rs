@@ -3,6 +3,10 @@
 //! role ([`roles`]). Each role has `start(args) -> Node` (used by tests to run
 //! real nodes in-process) and `run(args)` (start, then wait for a signal).
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod conventional;
 pub mod node;
