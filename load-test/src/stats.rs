@@ -15,7 +15,8 @@ const SHARDS: usize = 16;
 /// A new histogram of microseconds, 3 significant digits.
 pub fn micros_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+    Histogram::new_with_bounds(1, MAX_MICROS, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits are within bounds"))
 }
 
 /// Counters every client adds to. Deliveries count only live ticks to clients that read.

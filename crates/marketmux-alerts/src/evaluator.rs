@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use marketmux_core::Tick;
+use marketmux_core::{Backoff, Jitter, Tick};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::TickInbox;
+use crate::feed::TickFeed;
 use crate::index::AlertIndex;
 use crate::model::{timestamp_to_utc, Alert, FiredAlert};
 use crate::store::{AlertStore, StoreError};
@@ -34,6 +34,11 @@ pub type AlertSink = Arc<dyn Fn(&FiredAlert) + Send + Sync>;
 
 /// How often fires that failed on a store error are retried.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A failed feed read is retried after this long, doubling...
+const READ_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// ...up to this long.
+const READ_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A crossing the store has not confirmed yet.
 struct PendingFire {
@@ -302,14 +307,17 @@ impl Evaluator {
         self.pending.lock().entry(pf.alert.id).or_insert(pf);
     }
 
-    /// The evaluation loop: drains `inbox`, retries pending fires every
-    /// [`RETRY_EVERY`], and optionally reloads the index every `reload_every`
-    /// (to see alerts created through other instances). Ends at `shutdown`;
-    /// fires still pending then stay active in the store and fire on the next
-    /// crossing after a restart.
-    pub async fn run(
+    /// The evaluation loop: evaluates every batch of `feed`, retries pending
+    /// fires every [`RETRY_EVERY`], and optionally reloads the index every
+    /// `reload_every` (the safety net behind the change feed). A batch is
+    /// settled with the feed once no fire is pending; a feed that holds
+    /// unsettled batches is read at most once per retry while fires are
+    /// pending, and its every batch first retries them. A failed read is retried with backoff. Ends at `shutdown`
+    /// (or when the feed ends); fires still pending then stay active in the
+    /// store and fire on the next crossing after a restart.
+    pub async fn run<F: TickFeed>(
         self: Arc<Self>,
-        inbox: Arc<TickInbox>,
+        mut feed: F,
         reload_every: Option<Duration>,
         shutdown: CancellationToken,
     ) {
@@ -319,14 +327,43 @@ impl Evaluator {
             tokio::time::interval(reload_every.unwrap_or(Duration::from_secs(86_400 * 365)));
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
+        let mut read_retry = Backoff::new(READ_RETRY_FIRST, READ_RETRY_MAX, Jitter::None);
+        // The feed waits for the next retry: fires are pending and it holds unsettled batches.
+        let mut paused = false;
         loop {
             tokio::select! {
-                _ = inbox.ready() => {
-                    for tick in inbox.drain() {
-                        self.on_tick(&tick).await;
+                batch = feed.next_batch(), if !paused => match batch {
+                    None => return,
+                    Some(Err(e)) => {
+                        let wait = read_retry.next_delay();
+                        tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "Tick feed read failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
                     }
-                }
+                    Some(Ok(batch)) => {
+                        read_retry.reset();
+                        if F::HOLDS_UNSETTLED && self.pending_len() > 0 {
+                            // The store may be back: settle this batch if it can be.
+                            self.retry_pending().await;
+                        }
+                        for tick in F::ticks(&batch) {
+                            self.on_tick(tick).await;
+                        }
+                        let pending = self.pending_len();
+                        if pending == 0 {
+                            feed.settled(batch);
+                        } else if F::HOLDS_UNSETTLED {
+                            // Unsettled: a restart replays these ticks; the store's
+                            // conditional update keeps the replay from firing anything twice.
+                            tracing::warn!(pending, "Alert store unavailable; holding the feed's position until pending fires are stored");
+                            paused = true;
+                        }
+                    }
+                },
                 _ = retry.tick() => {
+                    paused = false;
                     if self.pending_len() > 0 {
                         let left = self.retry_pending().await;
                         if left == 0 {
@@ -373,6 +410,8 @@ mod tests {
     struct MemStore {
         alerts: Mutex<Vec<Alert>>,
         gate: Mutex<Option<Gate>>,
+        /// `fire` fails (the database is down) while set.
+        fail_fires: std::sync::atomic::AtomicBool,
     }
 
     impl MemStore {
@@ -448,6 +487,9 @@ mod tests {
         }
 
         async fn fire(&self, id: i64, price: f64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+            if self.fail_fires.load(Relaxed) {
+                return Err(StoreError::Unavailable("database down (test)".into()));
+            }
             let mut alerts = self.alerts.lock();
             match alerts.iter_mut().find(|a| a.id == id && a.active) {
                 Some(a) => {
@@ -581,5 +623,86 @@ mod tests {
         slow.await.unwrap().unwrap();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev.on_tick(&tick("MSFT", 11.0)).await, 1, "{remote:?} kept");
+    }
+
+    /// A feed that replays unsettled batches (as Kafka does), fed by the test;
+    /// records the first tick price of each batch it was told is settled.
+    struct ReplayingFeed {
+        batches: tokio::sync::mpsc::UnboundedReceiver<Vec<Tick>>,
+        settled: Arc<Mutex<Vec<f64>>>,
+    }
+
+    impl TickFeed for ReplayingFeed {
+        type Batch = Vec<Tick>;
+        type Error = std::convert::Infallible;
+
+        const HOLDS_UNSETTLED: bool = true;
+
+        async fn next_batch(&mut self) -> Option<Result<Vec<Tick>, Self::Error>> {
+            self.batches.recv().await.map(Ok)
+        }
+
+        fn ticks(batch: &Vec<Tick>) -> impl Iterator<Item = &Tick> {
+            batch.iter()
+        }
+
+        fn settled(&mut self, batch: Vec<Tick>) {
+            self.settled.lock().push(batch[0].price);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_whose_fire_is_pending_is_never_settled_and_the_fire_is_retried() {
+        let (store, ev, fired) = setup();
+        let alert = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        store.fail_fires.store(true, Relaxed);
+
+        let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let feed = ReplayingFeed {
+            batches,
+            settled: settled.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+
+        tx.send(vec![tick("AAPL", 101.0)]).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while ev.pending_len() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the crossing was not kept pending"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Several retries while the store is down: nothing is settled.
+        tokio::time::sleep(RETRY_EVERY * 3).await;
+        assert!(settled.lock().is_empty(), "settled {:?}", settled.lock());
+        assert!(fired.lock().is_empty());
+
+        store.fail_fires.store(false, Relaxed);
+        tx.send(vec![tick("MSFT", 5.0)]).unwrap();
+        while settled.lock().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing settled once the store is back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *fired.lock(),
+            vec![alert.id],
+            "the pending fire is delivered by a retry"
+        );
+        // The batch that crossed stays unsettled (a restart would replay it);
+        // the next one, evaluated with nothing pending, settles.
+        assert_eq!(*settled.lock(), vec![5.0]);
+        assert_eq!(ev.pending_len(), 0);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

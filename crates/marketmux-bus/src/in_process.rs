@@ -10,7 +10,7 @@ use crate::candles::CandlePage;
 use crate::saved::{self, SavedError};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
 use crate::streams::SymbolStreams;
-use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPublisher};
+use crate::{BusError, LatestPrices, PriceStore, Readiness, TickBatchHandler, TickPublisher};
 
 /// Publishing numbers each tick in its symbol's stream, keeps it in history,
 /// stores the latest price and hands the tick straight to the node's
@@ -20,12 +20,8 @@ use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPubl
 pub struct InProcessBus {
     prices: LatestPrices,
     streams: Mutex<SymbolStreams>,
-    handlers: RwLock<Vec<TickHandler>>,
-    batch_handlers: RwLock<Vec<BatchHandler>>,
+    handlers: RwLock<Vec<TickBatchHandler>>,
 }
-
-/// Receives each published batch whole (the hub: one writer wake-up per batch).
-pub type BatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 
 impl InProcessBus {
     /// An empty bus with no handler and the default history.
@@ -48,14 +44,10 @@ impl InProcessBus {
         })
     }
 
-    /// Adds a receiver of every published tick (the hub, an alert evaluator).
-    pub fn add_handler(&self, handler: TickHandler) {
+    /// Adds a receiver of every published batch, whole and in order (the
+    /// hub: one hand-off per batch; the alert inbox).
+    pub fn add_batch_handler(&self, handler: TickBatchHandler) {
         self.handlers.write().push(handler);
-    }
-
-    /// Adds a receiver of every published batch, in order.
-    pub fn add_batch_handler(&self, handler: BatchHandler) {
-        self.batch_handlers.write().push(handler);
     }
 
     /// Writes every symbol's stream (epoch, seq, kept ticks, latest tick) to
@@ -111,14 +103,10 @@ impl InProcessBus {
         if accepted.is_empty() {
             return dropped;
         }
-        let handlers = self.handlers.read();
         for tick in &accepted {
             self.prices.put_if_newer(tick);
-            for h in handlers.iter() {
-                h(tick);
-            }
         }
-        for h in self.batch_handlers.read().iter() {
+        for h in self.handlers.read().iter() {
             h(&accepted);
         }
         drop(streams);
@@ -191,8 +179,8 @@ mod tests {
         let bus = InProcessBus::new();
         let seen = Arc::new(AtomicUsize::new(0));
         let s2 = seen.clone();
-        bus.add_handler(Arc::new(move |_t: &Tick| {
-            s2.fetch_add(1, Ordering::Relaxed);
+        bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
+            s2.fetch_add(ticks.len(), Ordering::Relaxed);
         }));
         let s = Symbol::new("AAPL").unwrap();
         bus.publish(vec![Tick::new(s, 1.5, Timestamp::now(), None).unwrap()])

@@ -40,11 +40,20 @@ struct SavedStreams {
 /// Why saved streams could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SavedError {
+    /// The file could not be written or read.
     #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The file holds something else than saved streams.
     #[error("{path}: not a saved streams file: {source}")]
     Format {
+        /// The file.
         path: String,
+        /// Where reading it failed.
         source: serde_json::Error,
     },
 }

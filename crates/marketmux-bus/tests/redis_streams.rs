@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
-use marketmux_bus::testing::OwnRedis;
 use marketmux_bus::{
     HistoryConfig, HistoryPage, Origin, PriceStore, RedisBus, RedisConfig, TickPublisher,
 };
 use marketmux_core::{Epoch, Position, Symbol, Tick, Timestamp};
+use marketmux_test_support::tick;
+use marketmux_test_support::OwnRedis;
 use tokio::sync::mpsc;
 
 fn redis_url() -> String {
@@ -66,10 +67,6 @@ async fn int(admin: &Client, command: &'static str, key: String) -> i64 {
 
 fn sym(s: &str) -> Symbol {
     Symbol::new(s).unwrap()
-}
-
-fn tick(s: &str, price: f64) -> Tick {
-    Tick::new(sym(s), price, Timestamp::now(), None).unwrap()
 }
 
 fn seqs(ticks: &[Tick]) -> Vec<u64> {

@@ -121,9 +121,13 @@ impl FromStr for Interval {
 pub struct Candle {
     /// Interval start, ms since the Unix epoch (UTC).
     pub start_ms: i64,
+    /// Price of the interval's first tick.
     pub open: f64,
+    /// Highest price in the interval.
     pub high: f64,
+    /// Lowest price in the interval.
     pub low: f64,
+    /// Price of the interval's last tick so far.
     pub close: f64,
     /// Sum of the ticks' volumes (a tick without volume adds 0).
     pub volume: f64,
@@ -189,7 +193,10 @@ impl Default for CandleConfig {
 pub enum Applied {
     /// It opened a new candle; `closed` is the previous one, when the tick
     /// closed it (rather than the clock earlier).
-    Opened { closed: Option<Candle> },
+    Opened {
+        /// The candle the tick closed, if the clock had not closed it already.
+        closed: Option<Candle>,
+    },
     /// It changed the current candle.
     Updated,
     /// Its interval is closed: nothing changed.

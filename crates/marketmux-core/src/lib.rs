@@ -1,5 +1,6 @@
 //! MarketMux domain types shared by every crate.
 //!
+//! - [`backoff`]: [`Backoff`], the one capped exponential backoff every retry loop uses.
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
@@ -10,7 +11,12 @@
 //! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
 //! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod auth;
+pub mod backoff;
 pub mod candle;
 pub mod ingest;
 pub mod request;
@@ -20,6 +26,7 @@ pub mod stream;
 pub mod symbol;
 pub mod tick;
 
+pub use backoff::{Backoff, Jitter};
 pub use candle::{Candle, CandleConfig, Interval, SymbolCandles};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};

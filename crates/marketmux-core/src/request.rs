@@ -23,22 +23,35 @@ pub enum ClientRequest {
     /// `candles` (`{"candles":["1m"]}`): the symbols' candles of those
     /// intervals instead of their ticks (empty: ticks).
     Subscribe {
+        /// The symbols, in the order given, without repeats.
         symbols: Vec<Symbol>,
+        /// Positions to resume from, per symbol.
         since: Vec<(Symbol, Position)>,
+        /// Candle intervals to follow instead of the ticks (empty: ticks).
         candles: Vec<Interval>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
-    /// `candles`: leave those intervals' candles (empty: the ticks).
+    /// `unsubscribe`: one symbol or several; with `candles`, leave those
+    /// intervals' candles instead of the ticks.
     Unsubscribe {
+        /// The symbols to leave.
         symbols: Vec<Symbol>,
+        /// Candle intervals to leave (empty: the ticks).
         candles: Vec<Interval>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `ping`: answered with `pong` (browsers cannot send WebSocket pings).
     Ping {
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `identify`: which user's alerts this socket hears (only while authentication is off).
     Identify {
+        /// The user.
         user_id: i64,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
 }
@@ -48,8 +61,11 @@ pub enum ClientRequest {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
+    /// The error code the reply carries.
     pub code: ErrorCode,
+    /// What was wrong, for people.
     pub message: String,
+    /// The request's `id`, when it could be read, echoed in the reply.
     pub id: Option<String>,
 }
 

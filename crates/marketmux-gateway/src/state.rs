@@ -7,6 +7,7 @@ use bytes::Bytes;
 use marketmux_bus::{PriceStore, Readiness, TickPublisher};
 use marketmux_core::{encode_tick, ServerMessage, Tick};
 use marketmux_hub::{ControlEncoder, HubConfig, SymbolHub, TickEncoder};
+use tokio_util::task::TaskTracker;
 
 use crate::candles::CandleHub;
 use crate::config::GatewayConfig;
@@ -56,6 +57,9 @@ pub struct GatewayState {
     pub candles: Arc<CandleHub>,
     /// Every open socket.
     pub registry: ConnectionRegistry,
+    /// Every socket's task, from its upgrade to its end: the shutdown drain
+    /// waits on it (after closing the sockets) instead of polling the registry.
+    pub sockets: TaskTracker,
     /// Where `POST /api/v1/ticks` sends accepted ticks.
     pub publisher: Arc<dyn TickPublisher>,
     /// Latest prices for `GET /price` and snapshots of symbols the hub has not seen.
@@ -111,6 +115,7 @@ impl GatewayState {
             hub,
             candles,
             registry: ConnectionRegistry::default(),
+            sockets: TaskTracker::new(),
             publisher,
             prices,
             readiness,

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux_bus::testing::{free_port, OwnRedis};
 use marketmux_core::Timestamp;
+use marketmux_test_support::{free_port, wait_for, OwnRedis};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -394,25 +394,6 @@ async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![])
         .await
         .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Symbol -> price text of every board row.

@@ -18,10 +18,13 @@ use serde::{Deserialize, Serialize};
 /// Why a Redis payload is not a tick.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// Not JSON of a tick's shape.
     #[error("not a tick JSON object: {0}")]
     Json(#[from] serde_json::Error),
+    /// A tick's shape, but not a valid tick.
     #[error("invalid tick: {0}")]
     Tick(#[from] TickError),
+    /// The epoch is not a valid epoch.
     #[error("invalid epoch: {0}")]
     Epoch(#[from] EpochError),
 }

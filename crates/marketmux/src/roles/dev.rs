@@ -13,6 +13,7 @@ use mock_publisher::{Feed, FeedConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DevArgs;
+use crate::conventional::DATABASE_URL;
 use crate::node::Node;
 
 /// Starts the all-in-one node; it runs until its [`Node::shutdown`] is cancelled.
@@ -53,7 +54,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         shutdown.clone(),
     )
     .await?;
-    bus.add_handler(alerts.tick_handler());
+    bus.add_batch_handler(alerts.tick_handler());
 
     if args.feed_rate > 0.0 {
         let feed = Feed::new(FeedConfig {
@@ -130,11 +131,7 @@ const STORE_PING: Duration = Duration::from_secs(2);
 /// The dev node's alert store: the embedded one under `--data-dir`, or
 /// PostgreSQL with `--database-url`/DATABASE_URL.
 async fn open_alert_store(args: &DevArgs) -> anyhow::Result<Arc<dyn AlertStore>> {
-    let url = args
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.trim().is_empty());
+    let url = DATABASE_URL.resolve(args.database_url.as_deref());
     open_store(url.as_deref(), &args.data_dir)
         .await
         .with_context(|| match &url {

@@ -23,6 +23,7 @@ use marketmux_hub::{Interest, InterestListener, SymbolHub};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GatewayArgs, LimitArgs};
+use crate::conventional::{KAFKA_BROKERS, REDIS_URL};
 use crate::node::Node;
 
 /// Starts an edge node; it runs until its [`Node::shutdown`] is cancelled.
@@ -125,12 +126,12 @@ pub fn admin_listener(
 
 /// The Redis settings from the flags (`--redis-url`, else the conventional REDIS_ADDR).
 pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
-    let url = args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_ADDR").ok())
-        .filter(|u| !u.trim().is_empty())
-        .context("the gateway role needs --redis-url (or REDIS_ADDR), e.g. redis://127.0.0.1:6379; for a single node without Redis run `marketmux dev`")?;
+    let url = REDIS_URL
+        .resolve(args.redis_url.as_deref())
+        .ok_or_else(|| {
+            let e = REDIS_URL.missing("gateway");
+            anyhow::anyhow!("{e}; for a single node without Redis run `marketmux dev`")
+        })?;
     let linger = Duration::try_from_secs_f64(args.redis_unsubscribe_linger_secs.max(0.0))
         .context("--redis-unsubscribe-linger-secs is out of range")?;
     Ok(RedisConfig {
@@ -174,11 +175,7 @@ fn interest_listener(bus: &Arc<RedisBus>) -> InterestListener {
 type IngestTarget = (Arc<dyn TickPublisher>, Option<Arc<dyn Readiness>>);
 
 fn ingest_publisher(args: &GatewayArgs, bus: &Arc<RedisBus>) -> anyhow::Result<IngestTarget> {
-    let kafka = args
-        .kafka_brokers
-        .clone()
-        .or_else(|| std::env::var("KAFKA_BROKERS").ok())
-        .filter(|b| !b.trim().is_empty());
+    let kafka = KAFKA_BROKERS.resolve(args.kafka_brokers.as_deref());
     if let Some(brokers) = kafka {
         // Ingest goes to Kafka (202 only after the brokers' ack); the bridge moves it to Redis.
         let config =
