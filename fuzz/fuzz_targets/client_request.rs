@@ -8,7 +8,7 @@ use marketmux_core::{ClientRequest, ServerMessage, StreamState};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match ClientRequest::parse(text) {
-        Ok(ClientRequest::Subscribe { symbols, since, id }) => {
+        Ok(ClientRequest::Subscribe { symbols, since, id, .. }) => {
             assert!(!symbols.is_empty());
             assert!(since.iter().all(|(s, _)| symbols.contains(s)));
             // The reply echoes the id verbatim and names each position: it must stay valid JSON.
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             let reply = ServerMessage::Subscribed { symbols: &symbols, streams: &streams, id: id.as_deref() }.encode();
             serde_json_check(&reply);
         }
-        Ok(ClientRequest::Unsubscribe { symbols, id }) => {
+        Ok(ClientRequest::Unsubscribe { symbols, id, .. }) => {
             assert!(!symbols.is_empty());
             let reply = ServerMessage::Unsubscribed { symbols: &symbols, id: id.as_deref() }.encode();
             serde_json_check(&reply);

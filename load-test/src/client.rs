@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use marketmux_ingest::Backoff;
+use marketmux_core::{Backoff, Jitter};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -216,13 +216,13 @@ async fn reconnect(
     at: &mut usize,
     at_once: bool,
 ) -> Option<Connection> {
-    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+    let mut backoff = reconnect_backoff();
     let mut wait = !at_once;
     loop {
         *at = (*at + 1) % ctx.targets.len();
         if wait {
             tokio::select! {
-                _ = tokio::time::sleep(half_jitter(&mut backoff)) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = ctx.stop.cancelled() => return None,
             }
         }
@@ -239,12 +239,11 @@ async fn reconnect(
     }
 }
 
-/// The next wait of `backoff`, drawn from [d/2, d] rather than [0, d]: a
-/// client that lost its node does not come back at once, and makes fewer
-/// attempts (so reaches long waits later) while no node answers.
-fn half_jitter(backoff: &mut Backoff) -> Duration {
-    let ceiling = backoff.ceiling();
-    ceiling / 2 + backoff.next_delay() / 2
+/// The reconnect backoff. Equal jitter (a wait in [d/2, d] rather than
+/// [0, d]): a client that lost its node does not come back at once, and makes
+/// fewer attempts (so reaches long waits later) while no node answers.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(RECONNECT_FIRST, RECONNECT_MAX, Jitter::Equal)
 }
 
 /// Connects to target `at`, upgrades, subscribes (from the positions in
@@ -781,9 +780,9 @@ mod tests {
 
     #[test]
     fn reconnect_waits_are_in_the_upper_half_of_each_ceiling() {
-        let mut b = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+        let mut b = reconnect_backoff();
         for ceiling_ms in [300, 600, 1200, 2400, 4800, 8000, 8000] {
-            let w = half_jitter(&mut b).as_millis();
+            let w = b.next_delay().as_millis();
             assert!((ceiling_ms / 2..=ceiling_ms).contains(&w), "{w} ms");
         }
     }

@@ -17,6 +17,8 @@
 //! - [`proc`]: RLIMIT_NOFILE, and the server's CPU and memory from `/proc`.
 //! - [`runner`]: one scenario from connect to report; [`report`]: its result.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod client;
 pub mod message;

@@ -1,5 +1,8 @@
 //! `load-test`: see `load-test --help` and benches/README.md.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use load_test::Cli;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit. Errors if `need`
 /// descriptors still do not fit.
+#[allow(unsafe_code)]
 pub fn raise_nofile(need: u64) -> anyhow::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -57,6 +58,7 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let ticks = parse_cpu_ticks(&stat).context("unexpected /proc/PID/stat format")?;
     // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(ProcSample {
         cpu: Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz),

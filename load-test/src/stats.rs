@@ -16,7 +16,8 @@ const SHARDS: usize = 16;
 /// A new histogram of microseconds, 3 significant digits.
 pub fn micros_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+    Histogram::new_with_bounds(1, MAX_MICROS, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits are within bounds"))
 }
 
 /// Counters every client adds to. Deliveries count only live ticks to clients that read.
@@ -70,7 +71,9 @@ struct Shard {
 /// A histogram for one window: 2 significant digits, enough for a
 /// percentile per minute, and about a tenth of the size of a full one.
 fn window_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_MICROS, 2).unwrap_or_else(|_| Histogram::new(2).unwrap())
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, MAX_MICROS, 2)
+        .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits are within bounds"))
 }
 
 /// Latency samples in microseconds, sharded; also kept per window of time

@@ -3,12 +3,31 @@
 //! across two gateway nodes on one Redis, clients resume every stream from
 //! their positions.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser as _;
 use load_test::Cli;
 use marketmux::cli::{Cli as MarketmuxCli, Role};
-use marketmux_bus::testing::OwnRedis;
+use marketmux_test_support::{exposition, wait_for, wait_for_value, OwnRedis};
+
+/// One series of a node's `/metrics` (-1 while it does not answer).
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = async {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await
+    };
+    match text.await {
+        Ok(text) => exposition::parse(&text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .get(series)
+            .copied()
+            .unwrap_or(0.0),
+        Err(_) => -1.0,
+    }
+}
 
 async fn dev_node(listen: &str, data: &str) -> marketmux::node::Node {
     let cli = MarketmuxCli::parse_from([
@@ -54,7 +73,13 @@ async fn clients_come_back_after_a_drain() {
     .unwrap();
     let run = tokio::spawn(load_test::run(cfg));
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_value(
+        "20 sockets open on the first node",
+        20.0,
+        Duration::from_secs(30),
+        || metric(addr, "marketmux_connections_open"),
+    )
+    .await;
     first.stop().await.unwrap(); // every socket gets 1012
     let second = dev_node(&addr.to_string(), &data).await;
     let report = tokio::time::timeout(Duration::from_secs(60), run)
@@ -124,7 +149,17 @@ async fn every_stream_resumes_across_two_gateway_nodes() {
     .into_config()
     .unwrap();
     let run = tokio::spawn(load_test::run(cfg));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-run: once B's first clients have left for A (--reconnect-every)
+    // and A's have come over in their place.
+    let b_addr = b.http_addr();
+    wait_for(
+        "40 sockets opened on B",
+        Duration::from_secs(30),
+        || async move {
+            (metric(b_addr, "marketmux_connections_opened_total").await >= 40.0).then_some(())
+        },
+    )
+    .await;
     b.stop().await.unwrap(); // its clients get 1012 and move to the first node
 
     let report = tokio::time::timeout(Duration::from_secs(60), run)

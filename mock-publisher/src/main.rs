@@ -1,6 +1,9 @@
 //! `mock-publisher`: random-walk ticks to a gateway's `POST /api/v1/ticks`,
 //! or straight to Redis with `--redis-url` ([`redis_sink`]).
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod kafka_sink;
 mod redis_sink;
 

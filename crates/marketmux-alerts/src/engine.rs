@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use marketmux_bus::TickHandler;
+use marketmux_bus::TickBatchHandler;
 use marketmux_core::Tick;
 use tokio_util::sync::CancellationToken;
 
@@ -57,9 +57,13 @@ impl AlertEngine {
 
     /// A bus handler that queues each tick for evaluation (never blocks; see
     /// [`TickInbox`] for the bound).
-    pub fn tick_handler(&self) -> TickHandler {
+    pub fn tick_handler(&self) -> TickBatchHandler {
         let inbox = self.inbox.clone();
-        Arc::new(move |t: &Tick| inbox.push(t))
+        Arc::new(move |ticks: &[Tick]| {
+            for t in ticks {
+                inbox.push(t);
+            }
+        })
     }
 
     /// The REST routes over this engine's API.

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use marketmux_core::Tick;
+use marketmux_core::{Backoff, Jitter, Tick};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::TickInbox;
+use crate::feed::TickFeed;
 use crate::index::AlertIndex;
 use crate::model::{timestamp_to_utc, Alert, FiredAlert};
 use crate::store::{AlertStore, StoreError};
@@ -34,6 +34,11 @@ pub type AlertSink = Arc<dyn Fn(&FiredAlert) + Send + Sync>;
 
 /// How often fires that failed on a store error are retried.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A failed feed read is retried after this long, doubling...
+const READ_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// ...up to this long.
+const READ_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A crossing the store has not confirmed yet.
 struct PendingFire {
@@ -330,14 +335,20 @@ impl Evaluator {
         self.pending.lock().entry(pf.alert.id).or_insert(pf);
     }
 
-    /// The evaluation loop: drains `inbox`, retries pending fires every
-    /// [`RETRY_EVERY`], and optionally reloads the index every `reload_every`
-    /// (to see alerts created through other instances). Ends at `shutdown`;
-    /// fires still pending then stay active in the store and fire on the next
-    /// crossing after a restart.
-    pub async fn run(
+    /// The evaluation loop: evaluates every batch of `feed`, retries pending
+    /// fires every [`RETRY_EVERY`] (whether or not ticks arrive), and
+    /// optionally reloads the index every `reload_every` (the safety net
+    /// behind the change feed). A batch is settled with the feed once no fire
+    /// is pending. A feed that holds unsettled batches is read at most once
+    /// per retry while fires are pending, its every batch first retries them,
+    /// and what is read meanwhile is held ([`TickFeed::absorb`]) and settled
+    /// as soon as a retry has stored every pending fire, even if no other
+    /// batch arrives. A failed read is retried with backoff. Ends at
+    /// `shutdown` (or when the feed ends); fires still pending then stay
+    /// active in the store and fire on the next crossing after a restart.
+    pub async fn run<F: TickFeed>(
         self: Arc<Self>,
-        inbox: Arc<TickInbox>,
+        mut feed: F,
         reload_every: Option<Duration>,
         shutdown: CancellationToken,
     ) {
@@ -347,18 +358,65 @@ impl Evaluator {
             tokio::time::interval(reload_every.unwrap_or(Duration::from_secs(86_400 * 365)));
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
+        let mut read_retry = Backoff::new(READ_RETRY_FIRST, READ_RETRY_MAX, Jitter::None);
+        // The feed waits for the next retry: fires are pending and it holds unsettled batches.
+        let mut paused = false;
+        // Batches evaluated while fires were pending, folded into one (only
+        // what settling needs): settled once the store has taken every fire.
+        let mut held: Option<F::Batch> = None;
         loop {
             tokio::select! {
-                _ = inbox.ready() => {
-                    for tick in inbox.drain() {
-                        self.on_tick(&tick).await;
+                batch = feed.next_batch(), if !paused => match batch {
+                    None => return,
+                    Some(Err(e)) => {
+                        let wait = read_retry.next_delay();
+                        tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "Tick feed read failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
                     }
-                }
+                    Some(Ok(batch)) => {
+                        read_retry.reset();
+                        if F::HOLDS_UNSETTLED && self.pending_len() > 0 {
+                            // The store may be back: settle this batch if it can be.
+                            self.retry_pending().await;
+                        }
+                        for tick in F::ticks(&batch) {
+                            self.on_tick(tick).await;
+                        }
+                        let batch = match held.take() {
+                            Some(mut h) => {
+                                F::absorb(&mut h, batch);
+                                h
+                            }
+                            None => batch,
+                        };
+                        let pending = self.pending_len();
+                        if pending == 0 {
+                            feed.settled(batch);
+                        } else if F::HOLDS_UNSETTLED {
+                            // Unsettled: a restart replays these ticks; the store's
+                            // conditional update keeps the replay from firing anything twice.
+                            tracing::warn!(pending, "Alert store unavailable; holding the feed's position until pending fires are stored");
+                            let mut h = F::Batch::default();
+                            F::absorb(&mut h, batch);
+                            held = Some(h);
+                            paused = true;
+                        }
+                    }
+                },
                 _ = retry.tick() => {
-                    if self.pending_len() > 0 {
-                        let left = self.retry_pending().await;
-                        if left == 0 {
-                            tracing::info!("Pending alert fires delivered; store is back");
+                    paused = false;
+                    if self.pending_len() > 0 && self.retry_pending().await == 0 {
+                        tracing::info!("Pending alert fires delivered; store is back");
+                    }
+                    // Only this loop adds pending fires: none is pending now,
+                    // so what was held may be settled without waiting for a
+                    // batch (a quiet feed may not bring one for long).
+                    if self.pending_len() == 0 {
+                        if let Some(h) = held.take() {
+                            feed.settled(h);
                         }
                     }
                 }
@@ -371,6 +429,8 @@ impl Evaluator {
                     let pending = self.pending_len();
                     if pending > 0 {
                         tracing::warn!(pending, "Stopping with unconfirmed alert fires; they stay active in the store");
+                    } else if let Some(h) = held.take() {
+                        feed.settled(h);
                     }
                     return;
                 }
@@ -383,6 +443,7 @@ impl Evaluator {
 mod tests {
     use async_trait::async_trait;
     use marketmux_core::{Symbol, Timestamp};
+    use marketmux_test_support::eventually;
     use tokio::sync::oneshot;
 
     use super::*;
@@ -406,11 +467,16 @@ mod tests {
         lose_replies: Mutex<usize>,
         /// The next this many calls (`fire`, `get`) fail before doing anything.
         down_for: Mutex<usize>,
+        /// Every call (`fire`, `get`) fails while set: the database is down.
+        down: std::sync::atomic::AtomicBool,
     }
 
     impl MemStore {
-        /// Fails a call while `down_for` lasts.
+        /// Fails a call while the store is `down` or `down_for` lasts.
         fn check_up(&self) -> Result<(), StoreError> {
+            if self.down.load(Relaxed) {
+                return Err(StoreError::Unavailable("database down (test)".into()));
+            }
             let mut down = self.down_for.lock();
             if *down > 0 {
                 *down -= 1;
@@ -723,5 +789,109 @@ mod tests {
             .unwrap();
         ev.track(late.clone());
         assert_eq!(ev.on_tick(&tick("NVDA", 9.0)).await, 1);
+    }
+
+    /// A batch of [`ReplayingFeed`]: ticks, and the position after them.
+    #[derive(Default)]
+    struct Numbered {
+        ticks: Vec<Tick>,
+        upto: u64,
+    }
+
+    /// A feed that replays unsettled batches (as Kafka does), fed by the test;
+    /// records the position of each batch it was told is settled.
+    struct ReplayingFeed {
+        batches: tokio::sync::mpsc::UnboundedReceiver<Numbered>,
+        settled: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl TickFeed for ReplayingFeed {
+        type Batch = Numbered;
+        type Error = std::convert::Infallible;
+
+        const HOLDS_UNSETTLED: bool = true;
+
+        async fn next_batch(&mut self) -> Option<Result<Numbered, Self::Error>> {
+            self.batches.recv().await.map(Ok)
+        }
+
+        fn ticks(batch: &Numbered) -> impl Iterator<Item = &Tick> {
+            batch.ticks.iter()
+        }
+
+        fn absorb(held: &mut Numbered, later: Numbered) {
+            held.upto = held.upto.max(later.upto);
+            held.ticks = Vec::new();
+        }
+
+        fn settled(&mut self, batch: Numbered) {
+            self.settled.lock().push(batch.upto);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_read_while_a_fire_is_pending_are_settled_once_a_retry_stores_it() {
+        let (store, ev, fired) = setup();
+        let alert = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        store.down.store(true, Relaxed);
+
+        let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let feed = ReplayingFeed {
+            batches,
+            settled: settled.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+        let batch = |upto, t| Numbered {
+            ticks: vec![t],
+            upto,
+        };
+
+        tx.send(batch(1, tick("AAPL", 101.0))).unwrap();
+        let within = Duration::from_secs(30);
+        eventually("the crossing kept pending", within, || {
+            ev.pending_len() == 1
+        })
+        .await;
+        // A later batch is still read (no faster than the retries) and held.
+        tx.send(batch(2, tick("MSFT", 5.0))).unwrap();
+        eventually("the second batch evaluated", within, || {
+            ev.stats.ticks.load(Relaxed) == 2
+        })
+        .await;
+        // Several retries while the store is down: nothing is settled.
+        tokio::time::sleep(RETRY_EVERY * 3).await;
+        assert!(settled.lock().is_empty(), "settled {:?}", settled.lock());
+        assert!(fired.lock().is_empty());
+
+        // The store is back and no tick arrives (a quiet partition): the
+        // retry stores the fire and settles everything read meanwhile.
+        store.down.store(false, Relaxed);
+        eventually("the held batches settled", within, || {
+            !settled.lock().is_empty()
+        })
+        .await;
+        assert_eq!(*settled.lock(), vec![2], "one settle up to the last batch");
+        assert_eq!(
+            *fired.lock(),
+            vec![alert.id],
+            "the pending fire is delivered by a retry"
+        );
+        assert_eq!(ev.pending_len(), 0);
+
+        // With nothing pending, each batch settles as it is evaluated.
+        tx.send(batch(3, tick("MSFT", 6.0))).unwrap();
+        eventually("the next batch settled", within, || {
+            settled.lock().len() == 2
+        })
+        .await;
+        assert_eq!(*settled.lock(), vec![2, 3]);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use marketmux_core::{Backoff, Jitter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,13 +45,13 @@ pub async fn follow(
     mut feed: mpsc::Receiver<StoreEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut wait = RETRY_FIRST;
+    let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX, Jitter::None);
     // Whether the index may lag the store (a read failed): reload until it works.
     let mut stale = false;
     loop {
         let event = if stale {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => StoreEvent::Resync,
+                _ = tokio::time::sleep(retry.next_delay()) => StoreEvent::Resync,
                 _ = shutdown.cancelled() => return,
             }
         } else {
@@ -68,13 +69,11 @@ pub async fn follow(
                     tracing::info!("Alert index reloaded after a failed change read");
                 }
                 stale = false;
-                wait = RETRY_FIRST;
+                retry.reset();
             }
             Err(e) => {
                 if !stale {
                     tracing::warn!(error = %e, ?event, "Cannot apply an alert change; reloading the index until the store answers");
-                } else {
-                    wait = (wait * 2).min(RETRY_MAX);
                 }
                 stale = true;
             }

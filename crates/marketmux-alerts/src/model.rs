@@ -13,8 +13,10 @@ use serde::{Serialize, Serializer};
 /// `price <= target`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Condition {
+    /// Fires when the price reaches the target from below.
     #[serde(rename = "ABOVE")]
     Above,
+    /// Fires when the price reaches the target from above.
     #[serde(rename = "BELOW")]
     Below,
 }
@@ -60,16 +62,24 @@ impl FromStr for Condition {
 /// One stored alert, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
+    /// The store's id of the alert.
     pub id: i64,
+    /// Whose alert it is.
     pub user_id: i64,
+    /// The instrument watched.
     #[serde(serialize_with = "symbol_str")]
     pub symbol: Symbol,
+    /// Which side of the target fires it.
     pub condition: Condition,
+    /// The price that fires it.
     pub target_price: f64,
     /// False once fired.
     pub active: bool,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it fired: the timestamp of the tick that fired it.
     pub triggered_at: Option<DateTime<Utc>>,
+    /// The price of the tick that fired it.
     pub triggered_price: Option<f64>,
 }
 
@@ -88,12 +98,16 @@ impl Alert {
 /// Why an alert request is refused (answered with 400 / INVALID_ARGUMENT).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidAlert {
+    /// The symbol is not a valid symbol.
     #[error("invalid symbol: {0}")]
     Symbol(String),
+    /// The condition is neither ABOVE nor BELOW.
     #[error("unknown condition {0:?}: use ABOVE or BELOW")]
     Condition(String),
+    /// The target is not a positive finite price.
     #[error("target_price must be a finite number above 0, got {0}")]
     Target(f64),
+    /// The user id is not positive.
     #[error("user_id must be a positive integer, got {0}")]
     User(i64),
 }
@@ -113,9 +127,13 @@ impl InvalidAlert {
 /// A validated request for a new alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NewAlert {
+    /// Whose alert it is.
     pub user_id: i64,
+    /// The instrument to watch.
     pub symbol: Symbol,
+    /// Which side of the target fires it.
     pub condition: Condition,
+    /// The price that fires it.
     pub target_price: f64,
 }
 

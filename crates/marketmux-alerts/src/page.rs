@@ -38,8 +38,10 @@ impl Default for ListQuery {
 /// Why a list request is refused (answered with 400 / INVALID_ARGUMENT).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidPage {
+    /// `limit` is not an integer in range.
     #[error("limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {0:?}")]
     Limit(String),
+    /// `after_id` is not a non-negative integer.
     #[error("after_id must be a non-negative integer, got {0:?}")]
     AfterId(String),
 }

@@ -6,23 +6,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
 use marketmux_alerts::{follow, AlertStore, Evaluator, StoreEvent};
+use marketmux_test_support::{eventually, tick};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Waits up to `within` for `cond`; returns how long it took.
-async fn wait_for(within: Duration, what: &str, cond: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    start.elapsed()
-}
 
 async fn next_event(feed: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
     tokio::time::timeout(Duration::from_secs(10), feed.recv())
@@ -47,7 +38,7 @@ async fn creates_fires_and_deletes_through_one_store_reach_the_other_at_once() {
         .add(&new_alert(1, "AAPL", "ABOVE", 100.0))
         .await
         .unwrap();
-    wait_for(Duration::from_secs(5), "first alert indexed", || {
+    eventually("first alert indexed", Duration::from_secs(5), || {
         ev.len() == 1
     })
     .await;
@@ -61,9 +52,9 @@ async fn creates_fires_and_deletes_through_one_store_reach_the_other_at_once() {
             .add(&new_alert(2, "MSFT", "BELOW", 10.0 + i as f64))
             .await
             .unwrap();
-        lags.push(wait_for(Duration::from_secs(2), "create seen", || ev.len() == n + 1).await);
+        lags.push(eventually("create seen", Duration::from_secs(2), || ev.len() == n + 1).await);
         assert!(here.delete(a.id, None).await.unwrap());
-        wait_for(Duration::from_secs(2), "delete seen", || ev.len() == n).await;
+        eventually("delete seen", Duration::from_secs(2), || ev.len() == n).await;
     }
     lags.sort();
     println!(
@@ -79,9 +70,9 @@ async fn creates_fires_and_deletes_through_one_store_reach_the_other_at_once() {
 
     // Fired through the first store: the other drops it without trying.
     let b = here.add(&new_alert(3, "TSLA", "ABOVE", 5.0)).await.unwrap();
-    wait_for(Duration::from_secs(2), "indexed", || ev.len() == 1).await;
+    eventually("indexed", Duration::from_secs(2), || ev.len() == 1).await;
     assert!(here.fire(b.id, 6.0, Utc::now()).await.unwrap());
-    wait_for(Duration::from_secs(2), "fire seen", || ev.is_empty()).await;
+    eventually("fire seen", Duration::from_secs(2), || ev.is_empty()).await;
     assert_eq!(ev.on_tick(&tick("TSLA", 7.0)).await, 0);
     assert_eq!(
         ev.stats
@@ -167,7 +158,7 @@ async fn a_change_that_cannot_be_read_leads_to_reloads_until_the_store_answers()
         .await
         .unwrap();
     store.set_down(false);
-    wait_for(Duration::from_secs(5), "both indexed by a reload", || {
+    eventually("both indexed by a reload", Duration::from_secs(5), || {
         ev.len() == 2
     })
     .await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::*;
 use marketmux_alerts::grpc::{self, GrpcAlertClient};
 use marketmux_alerts::{AlertService, Evaluator, ListQuery, LocalAlertService, ServiceError};
+use marketmux_test_support::tick;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

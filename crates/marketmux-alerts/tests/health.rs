@@ -8,16 +8,12 @@ use std::time::Duration;
 use common::*;
 use marketmux_alerts::StoreHealth;
 use marketmux_bus::Readiness;
+use marketmux_test_support::eventually;
 use tokio_util::sync::CancellationToken;
 
 async fn wait_for(h: &StoreHealth, up: bool) {
-    for _ in 0..100 {
-        if h.check().is_ok() == up {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("health never became up={up}: {:?}", h.check());
+    let what = format!("store health up={up}");
+    eventually(&what, Duration::from_secs(2), || h.check().is_ok() == up).await;
 }
 
 #[tokio::test]

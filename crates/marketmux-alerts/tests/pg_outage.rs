@@ -12,6 +12,7 @@ use axum::body::Body;
 use common::*;
 use http::{Request, StatusCode};
 use marketmux_alerts::{rest, AlertStore, Evaluator, LocalAlertService, PgAlertStore};
+use marketmux_test_support::tick;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;

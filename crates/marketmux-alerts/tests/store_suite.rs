@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use common::*;
 use marketmux_alerts::{AlertStore, Condition, Evaluator, ListQuery, StoreError};
+use marketmux_test_support::tick;
 
 /// The cases, each taking a fresh, empty store.
 mod cases {

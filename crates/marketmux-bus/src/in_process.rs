@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{CandleConfig, Interval, Position, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 
+use crate::candles::CandlePage;
 use crate::saved::{self, SavedError};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
 use crate::streams::SymbolStreams;
-use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPublisher};
+use crate::{BusError, LatestPrices, PriceStore, Readiness, TickBatchHandler, TickPublisher};
 
 /// Publishing numbers each tick in its symbol's stream, keeps it in history,
 /// stores the latest price and hands the tick straight to the node's
@@ -19,12 +20,8 @@ use crate::{BusError, LatestPrices, PriceStore, Readiness, TickHandler, TickPubl
 pub struct InProcessBus {
     prices: LatestPrices,
     streams: Mutex<SymbolStreams>,
-    handlers: RwLock<Vec<TickHandler>>,
-    batch_handlers: RwLock<Vec<BatchHandler>>,
+    handlers: RwLock<Vec<TickBatchHandler>>,
 }
-
-/// Receives each published batch whole (the hub: one writer wake-up per batch).
-pub type BatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 
 impl InProcessBus {
     /// An empty bus with no handler and the default history.
@@ -34,20 +31,23 @@ impl InProcessBus {
 
     /// An empty bus keeping `history` of each symbol.
     pub fn with_history(history: HistoryConfig) -> Arc<Self> {
+        Self::with_streams(history, CandleConfig::default())
+    }
+
+    /// An empty bus keeping `history` of each symbol and its candles as
+    /// `candles` says.
+    pub fn with_streams(history: HistoryConfig, candles: CandleConfig) -> Arc<Self> {
+        crate::candles::register();
         Arc::new(Self {
-            streams: Mutex::new(SymbolStreams::new(history)),
+            streams: Mutex::new(SymbolStreams::new(history).with_candles(candles)),
             ..Self::default()
         })
     }
 
-    /// Adds a receiver of every published tick (the hub, an alert evaluator).
-    pub fn add_handler(&self, handler: TickHandler) {
+    /// Adds a receiver of every published batch, whole and in order (the
+    /// hub: one hand-off per batch; the alert inbox).
+    pub fn add_batch_handler(&self, handler: TickBatchHandler) {
         self.handlers.write().push(handler);
-    }
-
-    /// Adds a receiver of every published batch, in order.
-    pub fn add_batch_handler(&self, handler: BatchHandler) {
-        self.batch_handlers.write().push(handler);
     }
 
     /// Writes every symbol's stream (epoch, seq, kept ticks, latest tick) to
@@ -103,14 +103,10 @@ impl InProcessBus {
         if accepted.is_empty() {
             return dropped;
         }
-        let handlers = self.handlers.read();
         for tick in &accepted {
             self.prices.put_if_newer(tick);
-            for h in handlers.iter() {
-                h(tick);
-            }
         }
-        for h in self.batch_handlers.read().iter() {
+        for h in self.handlers.read().iter() {
             h(&accepted);
         }
         drop(streams);
@@ -153,6 +149,15 @@ impl PriceStore for InProcessBus {
         let limit = limit.min(MAX_HISTORY_PAGE);
         Ok(self.streams.lock().history(symbol, since, limit))
     }
+
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError> {
+        Ok(self.streams.lock().candles(symbol, interval, limit))
+    }
 }
 
 impl Readiness for InProcessBus {
@@ -174,8 +179,8 @@ mod tests {
         let bus = InProcessBus::new();
         let seen = Arc::new(AtomicUsize::new(0));
         let s2 = seen.clone();
-        bus.add_handler(Arc::new(move |_t: &Tick| {
-            s2.fetch_add(1, Ordering::Relaxed);
+        bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
+            s2.fetch_add(ticks.len(), Ordering::Relaxed);
         }));
         let s = Symbol::new("AAPL").unwrap();
         bus.publish(vec![Tick::new(s, 1.5, Timestamp::now(), None).unwrap()])

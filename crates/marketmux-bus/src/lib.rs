@@ -8,15 +8,21 @@
 //!   a newer one), and each symbol's stream: head, history, recovery.
 //! - [`stream`]: the stream types ([`Origin`], [`StreamOpen`], [`HistoryPage`],
 //!   [`HistoryConfig`]).
-//! - [`TickHandler`], [`TickBatchHandler`]: the callbacks through which a bus
-//!   delivers ticks to a node (the gateway wires them to the hub).
+//! - [`TickBatchHandler`]: the callback through which a bus delivers ticks
+//!   to a node (the gateway wires it to the hub, `dev` also to the alerts).
+//! - [`candles`]: candle pages ([`CandlePage`]) and the late-tick count;
+//!   candles are built where `seq` is assigned, by both buses.
 //! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests; its
 //!   streams live in [`streams`], saved across a clean restart by [`saved`].
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
 //!   per-symbol pub/sub, one interest-following subscriber per node.
-//! - [`testing`]: a `redis-server` of a test's own.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod candles;
 pub mod in_process;
 pub mod latest;
 pub mod metrics;
@@ -24,21 +30,17 @@ pub mod redis;
 pub mod saved;
 pub mod stream;
 pub mod streams;
-pub mod testing;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{Interval, Position, Symbol, Tick};
 
+pub use candles::CandlePage;
 pub use in_process::InProcessBus;
 pub use latest::LatestPrices;
 pub use redis::{RedisBus, RedisConfig};
 pub use stream::{HistoryConfig, HistoryPage, Origin, StreamOpen, MAX_HISTORY_PAGE};
-
-/// Receives every tick the bus delivers to this node (with its `seq` and
-/// `epoch`). Must not block.
-pub type TickHandler = Arc<dyn Fn(&Tick) + Send + Sync>;
 
 /// Receives the ticks a bus delivers to this node (with their `seq` and
 /// `epoch`), in arrival order, as many at once as arrived together. Must
@@ -48,8 +50,10 @@ pub type TickBatchHandler = Arc<dyn Fn(&[Tick]) + Send + Sync>;
 /// Why a bus or store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The bus cannot be reached now; the call may work later.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus answered, and refused the request.
     #[error("bus rejected the request: {0}")]
     Rejected(String),
 }
@@ -105,6 +109,16 @@ pub trait PriceStore: Send + Sync {
         since: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, BusError>;
+
+    /// The last `limit` candles of `symbol` for `interval` (at most
+    /// [`marketmux_core::candle::MAX_CANDLE_PAGE`]), oldest first, the
+    /// current one last; `None` for a symbol that never had a tick.
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError>;
 }
 
 /// Whether a component can serve now (backs `/ready`).

@@ -12,8 +12,11 @@ pub const ERRORS: &str = "marketmux_errors_total";
 /// An outside component a role talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
+    /// Redis: the edge bus and the latest prices.
     Redis,
+    /// Kafka: the tick topic.
     Kafka,
+    /// The alert store's database.
     Database,
     /// An upstream market-data source (Finnhub).
     Feed,

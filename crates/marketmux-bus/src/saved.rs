@@ -1,5 +1,5 @@
 //! The in-process streams across a clean restart of a `dev` node: each
-//! symbol's epoch, last `seq`, kept ticks and latest tick, written to one
+//! symbol's epoch, last `seq`, kept ticks, latest tick and candles, written to one
 //! file when the node stops and read (then removed) when it starts.
 //!
 //! The file is removed as soon as it is read: a node that then dies without
@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use marketmux_core::{Epoch, Symbol, Tick};
+use marketmux_core::{Epoch, Symbol, SymbolCandles, Tick};
 use serde::{Deserialize, Serialize};
 
 use crate::redis::codec;
@@ -25,6 +25,10 @@ struct SavedStream {
     /// `(accepted ms, tick JSON)`, oldest first.
     kept: Vec<(u64, String)>,
     latest: Option<String>,
+    /// The current and closed candles (absent in files written before
+    /// candles existed: the symbol's candles start empty).
+    #[serde(default)]
+    candles: SymbolCandles,
 }
 
 /// What the file holds.
@@ -36,11 +40,20 @@ struct SavedStreams {
 /// Why saved streams could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SavedError {
+    /// The file could not be written or read.
     #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The file holds something else than saved streams.
     #[error("{path}: not a saved streams file: {source}")]
     Format {
+        /// The file.
         path: String,
+        /// Where reading it failed.
         source: serde_json::Error,
     },
 }
@@ -66,6 +79,7 @@ pub(crate) fn save<'a>(
                     .map(|(at, t)| (*at, codec::encode(t)))
                     .collect(),
                 latest: latest.as_ref().map(codec::encode),
+                candles: s.candles.clone(),
             })
             .collect(),
     };
@@ -120,6 +134,7 @@ fn restore(s: &SavedStream) -> Result<Restored, String> {
         return Err("no epoch".into());
     }
     let mut stream = SymbolStream::new(s.epoch, s.seq);
+    stream.candles = s.candles.clone();
     for (at, json) in &s.kept {
         let tick = codec::decode(json.as_bytes()).map_err(|e| e.to_string())?;
         stream.kept.push_back((*at, tick));

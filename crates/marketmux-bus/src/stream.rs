@@ -14,7 +14,9 @@ pub const MAX_HISTORY_PAGE: usize = 1_000;
 /// sequence number (from 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// The producer: a random id it drew once per process.
     pub producer_id: u64,
+    /// The tick's number in that producer's sequence for its symbol.
     pub sequence: u64,
 }
 
@@ -38,10 +40,18 @@ pub enum HistoryPage {
     /// No epoch and no tick known for this symbol.
     Unknown,
     /// The tick after `since` is no longer kept.
-    Gone { epoch: Epoch },
+    Gone {
+        /// The symbol's epoch.
+        epoch: Epoch,
+    },
     /// The first `limit` kept ticks after `since`, or the last `limit`
     /// without it, in increasing seq.
-    Ticks { epoch: Epoch, ticks: Vec<Tick> },
+    Ticks {
+        /// The symbol's epoch.
+        epoch: Epoch,
+        /// The ticks, in increasing seq.
+        ticks: Vec<Tick>,
+    },
 }
 
 /// How much history each symbol keeps where `seq` is assigned. Either bound

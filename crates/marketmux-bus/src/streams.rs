@@ -6,12 +6,17 @@
 //! none accepted longer than [`HistoryConfig::ttl`] ago; at most
 //! [`MAX_PRODUCERS`] producers are remembered per symbol (past it the one
 //! heard from least recently is forgotten), each for [`PRODUCER_TTL`].
+//!
+//! Each stream also builds its symbol's candles as ticks are numbered
+//! ([`SymbolCandles`], at most [`CandleConfig::history`] closed ones per
+//! interval), with this process's clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use marketmux_core::{Epoch, Position, Symbol, Tick};
+use marketmux_core::{CandleConfig, Epoch, Interval, Position, Symbol, SymbolCandles, Tick};
 
+use crate::candles::{self, CandlePage};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen};
 
 /// Most producers remembered per symbol for recognising redeliveries.
@@ -38,6 +43,8 @@ pub(crate) struct SymbolStream {
     pub(crate) kept: VecDeque<(u64, Tick)>,
     /// Producer id → (last accepted sequence, when, ms).
     producers: HashMap<u64, (u64, u64)>,
+    /// The symbol's candles, built from its numbered ticks.
+    pub(crate) candles: SymbolCandles,
 }
 
 impl SymbolStream {
@@ -47,6 +54,7 @@ impl SymbolStream {
             seq,
             kept: VecDeque::new(),
             producers: HashMap::new(),
+            candles: SymbolCandles::default(),
         }
     }
 
@@ -94,16 +102,29 @@ impl SymbolStream {
 #[derive(Debug, Default)]
 pub struct SymbolStreams {
     history: HistoryConfig,
+    candles: CandleConfig,
     streams: HashMap<Symbol, SymbolStream>,
 }
 
 impl SymbolStreams {
-    /// No stream yet; history bounded by `history`.
+    /// No stream yet; history bounded by `history`, candles kept as by default.
     pub fn new(history: HistoryConfig) -> Self {
         Self {
             history,
+            candles: CandleConfig::default(),
             streams: HashMap::new(),
         }
+    }
+
+    /// Keeps candles as `config` says.
+    pub fn with_candles(mut self, config: CandleConfig) -> Self {
+        self.candles = config;
+        self
+    }
+
+    /// How candles are kept.
+    pub fn candle_config(&self) -> CandleConfig {
+        self.candles
     }
 
     /// The history bounds.
@@ -124,10 +145,12 @@ impl SymbolStreams {
             return None;
         }
         stream.seq += 1;
-        let tick = tick.sequenced(Position {
+        let mut tick = tick.sequenced(Position {
             epoch: stream.epoch,
             seq: stream.seq,
         });
+        tick.candles_late = stream.candles.apply(&tick, now as i64, &self.candles);
+        candles::count_late(tick.candles_late);
         if history.enabled() {
             stream.kept.push_back((now, tick));
         }
@@ -190,6 +213,22 @@ impl SymbolStreams {
 }
 
 impl SymbolStreams {
+    /// The last `limit` candles of `symbol` for `interval`, oldest first, the
+    /// current one last; `None` for a symbol with no tick yet. Closes the
+    /// current candle first when the clock has passed its end plus the grace.
+    pub fn candles(
+        &mut self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Option<CandlePage> {
+        let config = self.candles;
+        let stream = self.streams.get_mut(symbol).filter(|s| s.seq > 0)?;
+        let series = stream.candles.series_mut(interval);
+        series.close_due(interval, now_ms() as i64, &config);
+        Some(series.last(limit))
+    }
+
     /// Every stream, for saving.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Symbol, &SymbolStream)> {
         self.streams.iter()
@@ -198,6 +237,11 @@ impl SymbolStreams {
     /// Puts back a saved stream (its kept ticks trimmed to today's bounds).
     pub(crate) fn restore(&mut self, symbol: Symbol, mut stream: SymbolStream) {
         stream.trim(&self.history, now_ms());
+        for series in &mut stream.candles.series {
+            while series.closed.len() > self.candles.history {
+                series.closed.pop_front();
+            }
+        }
         if !self.history.enabled() {
             stream.kept.clear();
         }

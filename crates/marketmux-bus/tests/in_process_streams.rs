@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use marketmux_bus::{HistoryConfig, HistoryPage, InProcessBus, Origin, PriceStore, TickPublisher};
 use marketmux_core::{Position, Symbol, Tick, Timestamp};
+use marketmux_test_support::tick;
 use parking_lot::Mutex;
-
-fn tick(s: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(s).unwrap(), price, Timestamp::now(), None).unwrap()
-}
 
 fn recorder(bus: &InProcessBus) -> Arc<Mutex<Vec<Tick>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));

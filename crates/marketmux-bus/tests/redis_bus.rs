@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
-use marketmux_bus::testing::OwnRedis;
 use marketmux_bus::{PriceStore, Readiness, RedisBus, RedisConfig, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_test_support::tick_at;
+use marketmux_test_support::wait_for_value;
+use marketmux_test_support::OwnRedis;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -57,10 +59,6 @@ fn sym(s: &str) -> Symbol {
     Symbol::new(s).unwrap()
 }
 
-fn tick(s: &str, price: f64, ts: i64) -> Tick {
-    Tick::new(sym(s), price, Timestamp(ts), None).unwrap()
-}
-
 async fn numsub(admin: &Client, channel: &str, sharded: bool) -> i64 {
     let v: Value = if sharded {
         admin.pubsub_shardnumsub(channel).await.unwrap()
@@ -69,23 +67,6 @@ async fn numsub(admin: &Client, channel: &str, sharded: bool) -> i64 {
     };
     let arr: Vec<Value> = v.convert().unwrap();
     arr[1].clone().convert().unwrap()
-}
-
-/// Polls `f` until it returns `want` or 5 s pass.
-async fn eventually<F, Fut>(what: &str, want: i64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = i64>,
-{
-    let mut got = f().await;
-    for _ in 0..100 {
-        if got == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        got = f().await;
-    }
-    panic!("{what}: wanted {want}, still {got} after 5 s");
 }
 
 type Received = mpsc::UnboundedReceiver<Tick>;
@@ -125,13 +106,21 @@ async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_publishe
     needed.lock().insert(sym("AAPL"));
     bus.follow(sym("AAPL"));
     let channel = keys.channel(&sym("AAPL"));
-    eventually("subscribers", 1, || numsub(&admin, &channel, false)).await;
+    wait_for_value("subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, false)
+    })
+    .await;
 
     // In one batch (one pipeline), then in separate calls.
-    bus.publish(vec![tick("AAPL", 2.0, 2_000), tick("AAPL", 1.0, 1_000)])
+    bus.publish(vec![
+        tick_at("AAPL", 2.0, Timestamp(2_000)),
+        tick_at("AAPL", 1.0, Timestamp(1_000)),
+    ])
+    .await
+    .unwrap();
+    bus.publish(vec![tick_at("AAPL", 0.5, Timestamp(500))])
         .await
         .unwrap();
-    bus.publish(vec![tick("AAPL", 0.5, 500)]).await.unwrap();
     let latest = bus.latest(&sym("AAPL")).await.unwrap().unwrap();
     assert_eq!((latest.price, latest.timestamp), (2.0, Timestamp(2_000)));
     // Clients see every tick, in the order accepted.
@@ -142,11 +131,16 @@ async fn an_older_tick_never_replaces_a_newer_latest_price_but_is_still_publishe
 
     // Equal or newer replaces; timestamps beyond 2^53 ns compare exactly.
     let big = 1_778_598_245_123_456_789;
-    bus.publish(vec![tick("AAPL", 3.0, big), tick("AAPL", 4.0, big - 1)])
+    bus.publish(vec![
+        tick_at("AAPL", 3.0, Timestamp(big)),
+        tick_at("AAPL", 4.0, Timestamp(big - 1)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 3.0);
+    bus.publish(vec![tick_at("AAPL", 5.0, Timestamp(big + 1))])
         .await
         .unwrap();
-    assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 3.0);
-    bus.publish(vec![tick("AAPL", 5.0, big + 1)]).await.unwrap();
     assert_eq!(bus.latest(&sym("AAPL")).await.unwrap().unwrap().price, 5.0);
 
     // The stored value is the documented JSON, readable with redis-cli.
@@ -177,7 +171,7 @@ async fn scripts_are_reloaded_after_redis_forgets_them() {
     // Never loaded, and flushed: the first EVALSHA gets NOSCRIPT.
     let () = admin.script_flush(false).await.unwrap();
     let ticks: Vec<Tick> = (1..=50)
-        .map(|i| tick("MSFT", f64::from(i), i64::from(i)))
+        .map(|i| tick_at("MSFT", f64::from(i), Timestamp(i64::from(i))))
         .collect();
     publisher.publish(ticks).await.unwrap();
     let latest = store.latest(&sym("MSFT")).await.unwrap().unwrap();
@@ -198,13 +192,19 @@ async fn subscribes_only_to_followed_symbols_and_lingers_before_unsubscribing() 
 
     needed.lock().insert(aapl);
     bus.follow(aapl);
-    eventually("AAPL followed", 1, || numsub(&admin, &ch_a, false)).await;
+    wait_for_value("AAPL followed", 1, Duration::from_secs(5), || {
+        numsub(&admin, &ch_a, false)
+    })
+    .await;
     assert_eq!(numsub(&admin, &ch_m, false).await, 0);
 
     // Only the followed symbol reaches the node.
-    bus.publish(vec![tick("MSFT", 1.0, 1), tick("AAPL", 2.0, 2)])
-        .await
-        .unwrap();
+    bus.publish(vec![
+        tick_at("MSFT", 1.0, Timestamp(1)),
+        tick_at("AAPL", 2.0, Timestamp(2)),
+    ])
+    .await
+    .unwrap();
     assert_eq!(recv(&mut rx).await.symbol, aapl);
 
     // A client that flaps within the linger: no unsubscribe, no new command.
@@ -224,9 +224,12 @@ async fn subscribes_only_to_followed_symbols_and_lingers_before_unsubscribing() 
     needed.lock().remove(&aapl);
     bus.unfollow(aapl);
     assert_eq!(numsub(&admin, &ch_a, false).await, 1);
-    eventually("AAPL dropped after the linger", 0, || {
-        numsub(&admin, &ch_a, false)
-    })
+    wait_for_value(
+        "AAPL dropped after the linger",
+        0,
+        Duration::from_secs(5),
+        || numsub(&admin, &ch_a, false),
+    )
     .await;
     assert!(bus.check().is_ok());
     bus.shutdown().await;
@@ -244,17 +247,23 @@ async fn sharded_pubsub_delivers_through_ssubscribe() {
     needed.lock().insert(s);
     bus.follow(s);
     let channel = keys.channel(&s);
-    eventually("shard subscribers", 1, || numsub(&admin, &channel, true)).await;
+    wait_for_value("shard subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, true)
+    })
+    .await;
     // Plain PUBSUB sees no subscriber: the tick went through SPUBLISH.
     assert_eq!(numsub(&admin, &channel, false).await, 0);
-    bus.publish(vec![tick("BINANCE:BTCUSDT", 64_000.5, 7)])
+    bus.publish(vec![tick_at("BINANCE:BTCUSDT", 64_000.5, Timestamp(7))])
         .await
         .unwrap();
     assert_eq!(recv(&mut rx).await.price, 64_000.5);
     assert_eq!(bus.latest(&s).await.unwrap().unwrap().price, 64_000.5);
     needed.lock().remove(&s);
     bus.unfollow(s);
-    eventually("shard unsubscribed", 0, || numsub(&admin, &channel, true)).await;
+    wait_for_value("shard unsubscribed", 0, Duration::from_secs(5), || {
+        numsub(&admin, &channel, true)
+    })
+    .await;
     bus.shutdown().await;
     cleanup(&admin, &keys, &[s]).await;
 }
@@ -330,11 +339,16 @@ async fn messages_that_arrive_together_reach_the_node_as_one_batch_in_order() {
     .unwrap();
     bus.follow(sym("BAT"));
     let channel = keys.channel(&sym("BAT"));
-    eventually("subscribers", 1, || numsub(&admin, &channel, false)).await;
+    wait_for_value("subscribers", 1, Duration::from_secs(5), || {
+        numsub(&admin, &channel, false)
+    })
+    .await;
 
-    bus.publish(vec![tick("BAT", 1.0, 1)]).await.unwrap();
+    bus.publish(vec![tick_at("BAT", 1.0, Timestamp(1))])
+        .await
+        .unwrap();
     let ticks: Vec<Tick> = (2..=501)
-        .map(|i| tick("BAT", f64::from(i), i64::from(i)))
+        .map(|i| tick_at("BAT", f64::from(i), Timestamp(i64::from(i))))
         .collect();
     bus.publish(ticks).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -376,7 +390,7 @@ async fn reads_after_a_burst_past_the_bound_are_answered_at_once() {
     };
     let (bus, _rx, _needed) = bus(config).await;
     let aapl = sym("AAPL");
-    bus.publish(vec![tick("AAPL", 1.5, Timestamp::now().0)])
+    bus.publish(vec![tick_at("AAPL", 1.5, Timestamp::now())])
         .await
         .unwrap();
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketmux_bus::redis::{KeySpace, RedisPublisher};
-use marketmux_bus::testing::OwnRedisCluster;
 use marketmux_bus::{HistoryPage, Origin, PriceStore, RedisBus, RedisConfig, TickPublisher};
 use marketmux_core::{Position, Symbol, Tick, Timestamp};
+use marketmux_test_support::OwnRedisCluster;
 use tokio::sync::mpsc;
 
 type Received = mpsc::UnboundedReceiver<Tick>;

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use marketmux_bus::redis::{KeySpace, RedisPriceStore, RedisPublisher};
-use marketmux_bus::testing::OwnRedis;
 use marketmux_bus::{
     HistoryConfig, HistoryPage, Origin, PriceStore, RedisBus, RedisConfig, TickPublisher,
 };
 use marketmux_core::{Epoch, Position, Symbol, Tick, Timestamp};
+use marketmux_test_support::tick;
+use marketmux_test_support::OwnRedis;
 use tokio::sync::mpsc;
 
 fn redis_url() -> String {
@@ -66,10 +67,6 @@ async fn int(admin: &Client, command: &'static str, key: String) -> i64 {
 
 fn sym(s: &str) -> Symbol {
     Symbol::new(s).unwrap()
-}
-
-fn tick(s: &str, price: f64) -> Tick {
-    Tick::new(sym(s), price, Timestamp::now(), None).unwrap()
 }
 
 fn seqs(ticks: &[Tick]) -> Vec<u64> {
@@ -506,4 +503,40 @@ async fn a_symbols_keys_share_one_cluster_slot() {
             }
         }
     }
+}
+
+/// The accept script builds candles as it numbers ticks and tells every
+/// node, in the published tick, which intervals a tick was late for.
+#[tokio::test]
+async fn candles_are_built_by_the_script_and_late_ticks_are_marked() {
+    use marketmux_core::Interval;
+    let config = config("candles");
+    let admin = admin(&config).await;
+    let s = Symbol::new("CNDL").unwrap();
+    let (bus, mut rx) = node(config.clone()).await;
+    bus.follow(s);
+    bus.open(&s, None).await.unwrap();
+    let now = Timestamp::now();
+    let on_time = Tick::new(s, 10.0, now, Some(2.0)).unwrap();
+    let ten_minutes_ago = Timestamp(now.0 - 600_000_000_000);
+    let late = Tick::new(s, 99.0, ten_minutes_ago, Some(5.0)).unwrap();
+    bus.publish(vec![on_time, late]).await.unwrap();
+    let got = recv_n(&mut rx, 2).await;
+    assert_eq!(got[0].candles_late, 0);
+    let closed = [Interval::S1, Interval::M1, Interval::M5];
+    for i in closed {
+        assert_ne!(got[1].candles_late & (1 << i.index()), 0, "late for {i}");
+    }
+    let page = bus.candles(&s, Interval::S1, 10).await.unwrap().unwrap();
+    assert_eq!(page.len(), 1, "{page:?}");
+    let (c, closed_flag) = page[0];
+    assert_eq!(
+        (c.open, c.close, c.volume, c.ticks, c.seq),
+        (10.0, 10.0, 2.0, 1, 1)
+    );
+    assert!(!closed_flag);
+    let other = Symbol::new("NEVER").unwrap();
+    assert_eq!(bus.candles(&other, Interval::M1, 10).await.unwrap(), None);
+    bus.shutdown().await;
+    cleanup(&admin, &config, &[s, other]).await;
 }

@@ -29,17 +29,29 @@ struct RawTick {
 /// Why an ingest body was refused; `index` is the offending tick in an array.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The body is not JSON of the expected shape.
     #[error("body is not a tick object or an array of ticks: {0}")]
     Json(String),
+    /// A tick of the body is invalid.
     #[error("tick {index}: {error}")]
-    Tick { index: usize, error: TickError },
+    Tick {
+        /// Its place in the body, from 0.
+        index: usize,
+        /// What is wrong with it.
+        error: TickError,
+    },
+    /// A tick of the body is dated too far in the future.
     #[error("tick {index}: {error}")]
     Future {
+        /// Its place in the body, from 0.
         index: usize,
+        /// How far ahead it is.
         error: FutureTimestamp,
     },
+    /// An empty array.
     #[error("empty array: nothing to ingest")]
     Empty,
+    /// More ticks than one request may carry.
     #[error("too many ticks in one request: {0} (at most {MAX_TICKS_PER_REQUEST})")]
     TooMany(usize),
 }

@@ -1,15 +1,23 @@
 //! MarketMux domain types shared by every crate.
 //!
+//! - [`backoff`]: [`Backoff`], the one capped exponential backoff every retry loop uses.
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
 //! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
+//! - [`candle`]: [`Interval`], [`Candle`] and the rules that build candles from ticks.
 //! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
 //! - [`ingest`]: the JSON body of `POST /api/v1/ticks`, validated into ticks.
 //! - [`skew`]: [`ClockSkew`], the bound on timestamps in the future, checked at every entrance.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod auth;
+pub mod backoff;
+pub mod candle;
 pub mod ingest;
 pub mod request;
 pub mod response;
@@ -18,6 +26,8 @@ pub mod stream;
 pub mod symbol;
 pub mod tick;
 
+pub use backoff::{Backoff, Jitter};
+pub use candle::{Candle, CandleConfig, Interval, SymbolCandles};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::candle::Interval;
 use crate::response::ErrorCode;
 use crate::stream::{Epoch, Position};
 use crate::symbol::{Symbol, SymbolError};
@@ -18,20 +19,39 @@ pub const MAX_SYMBOLS_PER_REQUEST: usize = 256;
 pub enum ClientRequest {
     /// `since` holds the positions the client asks to resume from, each for
     /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`).
+    ///
+    /// `candles` (`{"candles":["1m"]}`): the symbols' candles of those
+    /// intervals instead of their ticks (empty: ticks).
     Subscribe {
+        /// The symbols, in the order given, without repeats.
         symbols: Vec<Symbol>,
+        /// Positions to resume from, per symbol.
         since: Vec<(Symbol, Position)>,
+        /// Candle intervals to follow instead of the ticks (empty: ticks).
+        candles: Vec<Interval>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `unsubscribe`: one symbol or several; with `candles`, leave those
+    /// intervals' candles instead of the ticks.
     Unsubscribe {
+        /// The symbols to leave.
         symbols: Vec<Symbol>,
+        /// Candle intervals to leave (empty: the ticks).
+        candles: Vec<Interval>,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `ping`: answered with `pong` (browsers cannot send WebSocket pings).
     Ping {
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
+    /// `identify`: which user's alerts this socket hears (only while authentication is off).
     Identify {
+        /// The user.
         user_id: i64,
+        /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
 }
@@ -41,8 +61,11 @@ pub enum ClientRequest {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
+    /// The error code the reply carries.
     pub code: ErrorCode,
+    /// What was wrong, for people.
     pub message: String,
+    /// The request's `id`, when it could be read, echoed in the reply.
     pub id: Option<String>,
 }
 
@@ -54,6 +77,7 @@ struct RawRequest<'a> {
     symbols: Option<serde_json::Value>,
     user_id: Option<serde_json::Value>,
     since: Option<serde_json::Value>,
+    candles: Option<serde_json::Value>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
 }
@@ -87,15 +111,34 @@ impl ClientRequest {
         match action.as_ref() {
             "subscribe" | "unsubscribe" => {
                 let symbols = symbols_of(raw.symbol, raw.symbols).map_err(|(c, m)| err(c, m))?;
+                let candles = match raw.candles {
+                    Some(v) => intervals_of(v).map_err(|m| err(ErrorCode::InvalidRequest, m))?,
+                    None => Vec::new(),
+                };
                 Ok(if action == "subscribe" {
-                    let since = match raw.since {
-                        Some(v) => positions_of(v, &symbols)
-                            .map_err(|m| err(ErrorCode::InvalidRequest, m))?,
-                        None => Vec::new(),
-                    };
-                    ClientRequest::Subscribe { symbols, since, id }
+                    let since =
+                        match raw.since {
+                            Some(_) if !candles.is_empty() => return Err(err(
+                                ErrorCode::InvalidRequest,
+                                "`since` resumes ticks; a candle subscribe gets the current candle"
+                                    .into(),
+                            )),
+                            Some(v) => positions_of(v, &symbols)
+                                .map_err(|m| err(ErrorCode::InvalidRequest, m))?,
+                            None => Vec::new(),
+                        };
+                    ClientRequest::Subscribe {
+                        symbols,
+                        since,
+                        candles,
+                        id,
+                    }
                 } else {
-                    ClientRequest::Unsubscribe { symbols, id }
+                    ClientRequest::Unsubscribe {
+                        symbols,
+                        candles,
+                        id,
+                    }
                 })
             }
             "ping" => Ok(ClientRequest::Ping { id }),
@@ -163,6 +206,29 @@ fn symbols_of(
         })?;
         if !out.contains(&sym) {
             out.push(sym);
+        }
+    }
+    Ok(out)
+}
+
+/// The intervals of `candles`: a non-empty array of interval names
+/// (`["1m","1h"]`), each once.
+fn intervals_of(v: serde_json::Value) -> Result<Vec<Interval>, String> {
+    let serde_json::Value::Array(names) = v else {
+        return Err(r#"`candles` must be an array of intervals such as ["1m"]"#.into());
+    };
+    if names.is_empty() {
+        return Err("`candles` must name at least one interval: 1s, 1m, 5m, 1h, 1d".into());
+    }
+    let mut out = Vec::with_capacity(Interval::ALL.len());
+    for name in names {
+        let interval = name
+            .as_str()
+            .ok_or_else(|| format!("`candles` holds {name}, not an interval name"))?
+            .parse::<Interval>()
+            .map_err(|e| e.to_string())?;
+        if !out.contains(&interval) {
+            out.push(interval);
         }
     }
     Ok(out)
@@ -239,12 +305,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_candle_subscriptions() {
+        assert_eq!(
+            ClientRequest::parse(
+                r#"{"action":"subscribe","candles":["1m","1h","1m"],"symbols":["AAPL"]}"#
+            )
+            .unwrap(),
+            ClientRequest::Subscribe {
+                symbols: vec![sym("AAPL")],
+                since: vec![],
+                candles: vec![Interval::M1, Interval::H1],
+                id: None
+            }
+        );
+        assert_eq!(
+            ClientRequest::parse(r#"{"action":"unsubscribe","candles":["1d"],"symbol":"AAPL"}"#)
+                .unwrap(),
+            ClientRequest::Unsubscribe {
+                symbols: vec![sym("AAPL")],
+                candles: vec![Interval::D1],
+                id: None
+            }
+        );
+        for bad in [
+            r#"{"action":"subscribe","candles":["2m"],"symbols":["AAPL"]}"#,
+            r#"{"action":"subscribe","candles":[],"symbols":["AAPL"]}"#,
+            r#"{"action":"subscribe","candles":"1m","symbols":["AAPL"]}"#,
+            r#"{"action":"subscribe","candles":[1],"symbols":["AAPL"]}"#,
+            r#"{"action":"subscribe","candles":["1m"],"symbols":["AAPL"],"since":{}}"#,
+        ] {
+            let e = ClientRequest::parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_every_form() {
         assert_eq!(
             ClientRequest::parse(r#"{"action":"subscribe","symbol":"AAPL"}"#).unwrap(),
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL")],
                 since: vec![],
+                candles: vec![],
                 id: None
             }
         );
@@ -256,6 +358,7 @@ mod tests {
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL"), sym("MSFT")],
                 since: vec![],
+                candles: vec![],
                 id: Some("\"x1\"".into())
             }
         );
@@ -264,6 +367,7 @@ mod tests {
                 .unwrap(),
             ClientRequest::Unsubscribe {
                 symbols: vec![sym("AAPL")],
+                candles: vec![],
                 id: Some(r#"{"n":1}"#.into())
             }
         );

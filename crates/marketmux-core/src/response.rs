@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::candle::Interval;
 use crate::stream::Epoch;
 use crate::symbol::Symbol;
 use crate::tick::Tick;
@@ -16,13 +17,21 @@ use crate::tick::Tick;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// The frame was not valid JSON.
     InvalidJson,
+    /// Valid JSON, but not a request this server accepts (a field's type or range).
     InvalidRequest,
+    /// An `action` this server does not know.
     UnknownAction,
+    /// A symbol that is not a valid symbol.
     InvalidSymbol,
+    /// A subscribe past the socket's, the address's or the node's subscription bound.
     TooManySubscriptions,
+    /// More client frames per second than the socket may send.
     RateLimited,
+    /// A binary or otherwise unsupported frame.
     UnsupportedFrame,
+    /// Not allowed for this socket (e.g. `identify` while authentication is on).
     Forbidden,
 }
 
@@ -46,6 +55,7 @@ impl ErrorCode {
 /// `subscribed` reply's `streams`, `"AAPL":{"epoch":"k3f9","seq":135,"recovered":true}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamState {
+    /// The symbol whose stream this is.
     pub symbol: Symbol,
     /// The life of the symbol's sequence the subscriber is in.
     pub epoch: Epoch,
@@ -63,28 +73,64 @@ pub enum ServerMessage<'a> {
     /// (a new epoch, `recovered:false`). `streams` may be empty (the symbols'
     /// positions are unknown for now); it is then left out.
     Subscribed {
+        /// The symbols now subscribed.
         symbols: &'a [Symbol],
+        /// Each symbol's position (left out when empty).
         streams: &'a [StreamState],
+        /// The request's `id`, echoed.
         id: Option<&'a str>,
     },
+    /// The reply to an unsubscribe.
     Unsubscribed {
+        /// The symbols no longer subscribed.
         symbols: &'a [Symbol],
+        /// The request's `id`, echoed.
         id: Option<&'a str>,
     },
+    /// The reply to a candle subscribe:
+    /// `{"type":"subscribed","symbols":[...],"candles":["1m"]}`.
+    CandlesSubscribed {
+        /// The symbols whose candles are now followed.
+        symbols: &'a [Symbol],
+        /// The intervals followed.
+        intervals: &'a [Interval],
+        /// The request's `id`, echoed.
+        id: Option<&'a str>,
+    },
+    /// The reply to a candle unsubscribe:
+    /// `{"type":"unsubscribed","symbols":[...],"candles":["1m"]}`.
+    CandlesUnsubscribed {
+        /// The symbols whose candles are no longer followed.
+        symbols: &'a [Symbol],
+        /// The intervals left.
+        intervals: &'a [Interval],
+        /// The request's `id`, echoed.
+        id: Option<&'a str>,
+    },
+    /// A request refused: why, in a code and in words.
     Error {
+        /// The machine-readable cause.
         code: ErrorCode,
+        /// What was wrong, for people.
         message: &'a str,
+        /// The request's `id`, echoed.
         id: Option<&'a str>,
     },
+    /// The reply to an application-level ping.
     Pong {
+        /// The request's `id`, echoed.
         id: Option<&'a str>,
     },
+    /// The reply to `identify`: this socket now hears that user's alerts.
     Identified {
+        /// The user this socket hears alerts of.
         user_id: i64,
+        /// The request's `id`, echoed.
         id: Option<&'a str>,
     },
     /// A fired alert; `alert` is the alert as a JSON object.
     Alert {
+        /// The fired alert as a JSON object.
         alert: &'a str,
     },
 }
@@ -107,6 +153,26 @@ impl ServerMessage<'_> {
             ServerMessage::Unsubscribed { symbols, id } => {
                 out.push_str(r#"{"type":"unsubscribed","symbols":"#);
                 push_symbols(&mut out, symbols);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::CandlesSubscribed {
+                symbols,
+                intervals,
+                id,
+            } => {
+                out.push_str(r#"{"type":"subscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_intervals(&mut out, intervals);
+                push_id(&mut out, *id);
+            }
+            ServerMessage::CandlesUnsubscribed {
+                symbols,
+                intervals,
+                id,
+            } => {
+                out.push_str(r#"{"type":"unsubscribed","symbols":"#);
+                push_symbols(&mut out, symbols);
+                push_intervals(&mut out, intervals);
                 push_id(&mut out, *id);
             }
             ServerMessage::Error { code, message, id } => {
@@ -143,6 +209,19 @@ fn push_symbols(out: &mut String, symbols: &[Symbol]) {
         }
         out.push('"');
         out.push_str(s.as_str());
+        out.push('"');
+    }
+    out.push(']');
+}
+
+fn push_intervals(out: &mut String, intervals: &[Interval]) {
+    out.push_str(r#","candles":["#);
+    for (i, interval) in intervals.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(interval.as_str());
         out.push('"');
     }
     out.push(']');
@@ -261,6 +340,16 @@ mod tests {
                 id: Some("7"),
             },
             ServerMessage::Pong { id: None },
+            ServerMessage::CandlesSubscribed {
+                symbols: &syms,
+                intervals: &[Interval::M1, Interval::D1],
+                id: Some("3"),
+            },
+            ServerMessage::CandlesUnsubscribed {
+                symbols: &syms[..1],
+                intervals: &[Interval::S1],
+                id: None,
+            },
             ServerMessage::Identified {
                 user_id: 7,
                 id: None,

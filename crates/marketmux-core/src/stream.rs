@@ -29,12 +29,16 @@ pub struct Epoch(u64);
 /// Why a string is not an [`Epoch`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EpochError {
+    /// An empty epoch.
     #[error("epoch is empty")]
     Empty,
+    /// Longer than an epoch may be.
     #[error("epoch is longer than {MAX_EPOCH_LEN} characters")]
     TooLong,
+    /// A character outside `0-9 a-z`.
     #[error("epoch contains {0:?}; allowed are 0-9 a-z")]
     InvalidChar(char),
+    /// Not a number an epoch can name.
     #[error("epoch is out of range")]
     OutOfRange,
 }
@@ -137,7 +141,9 @@ impl<'de> Deserialize<'de> for Epoch {
 /// (`seq` 0: before the first tick).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
+    /// The life of the symbol's sequence the `seq` belongs to.
     pub epoch: Epoch,
+    /// The last `seq` the client got.
     pub seq: u64,
 }
 

@@ -19,10 +19,13 @@ pub struct Symbol {
 /// Why a string is not a valid [`Symbol`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SymbolError {
+    /// An empty symbol.
     #[error("symbol is empty")]
     Empty,
+    /// Longer than a symbol may be.
     #[error("symbol is longer than {MAX_SYMBOL_LEN} characters")]
     TooLong,
+    /// A character a symbol may not hold.
     #[error("symbol contains {0:?}; allowed are A-Z a-z 0-9 . : - _ /")]
     InvalidChar(char),
 }

@@ -58,9 +58,11 @@ impl fmt::Display for Timestamp {
 /// One price of one symbol. Always valid: built through [`Tick::new`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tick {
+    /// The instrument.
     pub symbol: Symbol,
     /// Positive and finite.
     pub price: f64,
+    /// When the price happened.
     pub timestamp: Timestamp,
     /// Traded volume, when the source reports one (finite, not negative).
     pub volume: Option<f64>,
@@ -70,19 +72,29 @@ pub struct Tick {
     /// The life of the symbol's sequence `seq` belongs to
     /// (`Epoch::default()`: not assigned yet).
     pub epoch: Epoch,
+    /// The candle intervals whose candle had already closed when the tick
+    /// was accepted (a bit set by [`crate::Interval::index`]): decided
+    /// where `seq` is assigned, with that place's clock, so that every node
+    /// builds the same candles from the stream. 0: on time for every interval.
+    pub candles_late: u8,
 }
 
 /// Why a tick was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TickError {
+    /// The symbol is not a valid symbol.
     #[error("invalid symbol: {0}")]
     Symbol(#[from] crate::symbol::SymbolError),
+    /// The price is not a positive finite number.
     #[error("price must be a positive finite number, got {0}")]
     Price(f64),
+    /// The volume is negative or not finite.
     #[error("volume must be a finite number >= 0, got {0}")]
     Volume(f64),
+    /// The timestamp cannot be read.
     #[error("invalid timestamp: {0}")]
     Timestamp(String),
+    /// A required field is absent.
     #[error("missing field `{0}`")]
     Missing(&'static str),
 }
@@ -111,6 +123,7 @@ impl Tick {
             volume,
             seq: 0,
             epoch: Epoch::default(),
+            candles_late: 0,
         })
     }
 

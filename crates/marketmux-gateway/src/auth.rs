@@ -36,18 +36,25 @@ const CLOCK_LEEWAY_SECS: u64 = 5;
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No token where one is needed.
     #[error("missing token: send Authorization: Bearer <jwt>, ?token=<jwt> or the subprotocol bearer.<jwt>")]
     Missing,
+    /// A token that does not verify (signature, algorithm, shape).
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A token past its `exp`.
     #[error("token expired")]
     Expired,
+    /// A token before its `nbf`.
     #[error("token not valid yet (nbf is in the future)")]
     NotYetValid,
+    /// An HS256 secret too short to be safe (a configuration error).
     #[error("the HS256 secret is {0} bytes; at least {MIN_HS256_SECRET_BYTES} are needed")]
     WeakSecret(usize),
+    /// A token whose `sub` is not a user id.
     #[error("token subject must be a positive integer user id")]
     Subject,
+    /// A socket opened from a page whose origin is not allowed.
     #[error("origin {0:?} is not allowed")]
     Origin(String),
 }
@@ -97,6 +104,7 @@ impl SymbolFilter {
 /// Who a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The user (the token's `sub`).
     pub user_id: i64,
     /// The token's `exp`; the socket is closed then.
     pub expires_at: Option<SystemTime>,
@@ -207,7 +215,9 @@ pub struct AuthConfig {
 
 /// A token found in a request, and the subprotocol to answer with.
 pub struct Presented {
+    /// The token as sent.
     pub token: String,
+    /// The `Sec-WebSocket-Protocol` to answer with, when the token came in one.
     pub subprotocol: Option<&'static str>,
 }
 

@@ -51,6 +51,11 @@ impl ProfilingSlot {
     }
 }
 
+/// Whether a CPU profile is being taken now (another one would get 409).
+pub fn profile_running() -> bool {
+    PROFILING.load(Ordering::Acquire)
+}
+
 impl Drop for ProfilingSlot {
     fn drop(&mut self) {
         PROFILING.store(false, Ordering::Release);
@@ -96,6 +101,7 @@ fn return_freed_memory() {
     backtrace::clear_symbol_cache();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator.
+    #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
     }

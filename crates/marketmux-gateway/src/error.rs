@@ -7,8 +7,11 @@ use http::{header, StatusCode, Uri};
 /// An error answered with a status and a JSON body.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The machine-readable `error.code`.
     pub code: &'static str,
+    /// The `error.message`, for people.
     pub message: String,
 }
 

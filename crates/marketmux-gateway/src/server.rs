@@ -28,11 +28,13 @@ use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, LimitHit, Refusal};
 use crate::state::GatewayState;
 use crate::ws::frame::{self, OpCode};
-use crate::{debug, guard, metrics, rest, web, ws};
+use crate::{candles, debug, guard, metrics, rest, web, ws};
 
 /// Pending connections the kernel queues before `accept` (the default 1,024
 /// overflows when thousands of clients reconnect at once).
 const LISTEN_BACKLOG: u32 = 4096;
+/// How long the drain waits, after the drain period, for the last sockets' tasks to end.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// How often the heartbeat pings its next turn of sockets (see [`heartbeat`]).
 const HEARTBEAT_STEP: Duration = Duration::from_millis(50);
 
@@ -63,6 +65,7 @@ pub fn public_router(state: Arc<GatewayState>) -> Router {
         .route("/ready", get(rest::ready))
         .route("/price/{symbol}", get(rest::price))
         .route("/history/{symbol}", get(rest::history))
+        .route("/candles/{symbol}", get(candles::rest::candles))
         .route("/api/v1/ticks", post(rest::ingest))
         .merge(web::routes())
         .with_state(state)
@@ -123,10 +126,9 @@ pub async fn serve(
             state.config.drain_period,
         )
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !state.registry.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Every socket was told to close: wait for their tasks, a short grace at most.
+    state.sockets.close();
+    let _ = tokio::time::timeout(DRAIN_GRACE, state.sockets.wait()).await;
     stop.cancel();
     let _ = accept.await;
     tracing::info!(left = state.registry.len(), "Drain finished");
@@ -311,6 +313,7 @@ impl Entrance {
                         );
                         // SAFETY: `conn` owns the descriptor and is alive until
                         // the end of this scope.
+                        #[allow(unsafe_code)]
                         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
                         let _ = socket2::SockRef::from(&fd)
                             .send_with_flags(&answer, libc::MSG_NOSIGNAL);
@@ -413,6 +416,7 @@ pub fn raise_fd_limit() -> Option<u64> {
         rlim_max: 0,
     };
     // SAFETY: plain system calls on a local struct.
+    #[allow(unsafe_code)]
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return None;
@@ -432,6 +436,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// `configured`, lowered to fit the descriptor limit less [`FD_RESERVE`] and
 /// the connections being refused.
+#[allow(unsafe_code)]
 fn connection_cap(configured: usize) -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use marketmux_bus::{PriceStore, Readiness, TickPublisher};
 use marketmux_core::{encode_tick, ServerMessage, Tick};
 use marketmux_hub::{ControlEncoder, HubConfig, SymbolHub, TickEncoder};
+use tokio_util::task::TaskTracker;
 
+use crate::candles::CandleHub;
 use crate::config::GatewayConfig;
 use crate::ws::frame;
 use crate::ws::registry::ConnectionRegistry;
@@ -51,8 +53,13 @@ impl GatewayStats {
 pub struct GatewayState {
     /// Who follows which symbol; fed by the bus.
     pub hub: Arc<SymbolHub>,
+    /// Who follows which symbol's candles, and their live copy; fed by the bus.
+    pub candles: Arc<CandleHub>,
     /// Every open socket.
     pub registry: ConnectionRegistry,
+    /// Every socket's task, from its upgrade to its end: the shutdown drain
+    /// waits on it (after closing the sockets) instead of polling the registry.
+    pub sockets: TaskTracker,
     /// Where `POST /api/v1/ticks` sends accepted ticks.
     pub publisher: Arc<dyn TickPublisher>,
     /// Latest prices for `GET /price` and snapshots of symbols the hub has not seen.
@@ -76,10 +83,26 @@ pub fn ws_tick_encoder() -> TickEncoder {
 }
 
 impl GatewayState {
-    /// A node over `hub`, publishing to `publisher` and reading prices from `prices`.
+    /// A node over `hub`, publishing to `publisher` and reading prices from
+    /// `prices`, with a candle hub of its own (fed by nothing: see
+    /// [`GatewayState::with_candles`]).
     pub fn new(
         config: GatewayConfig,
         hub: Arc<SymbolHub>,
+        publisher: Arc<dyn TickPublisher>,
+        prices: Arc<dyn PriceStore>,
+        readiness: Vec<Arc<dyn Readiness>>,
+    ) -> Arc<Self> {
+        let candles = CandleHub::new(marketmux_core::CandleConfig::default().grace_ms);
+        Self::with_candles(config, hub, candles, publisher, prices, readiness)
+    }
+
+    /// Like [`GatewayState::new`], with `candles` (which the caller feeds
+    /// the bus's ticks, as it feeds `hub`).
+    pub fn with_candles(
+        config: GatewayConfig,
+        hub: Arc<SymbolHub>,
+        candles: Arc<CandleHub>,
         publisher: Arc<dyn TickPublisher>,
         prices: Arc<dyn PriceStore>,
         readiness: Vec<Arc<dyn Readiness>>,
@@ -90,7 +113,9 @@ impl GatewayState {
         });
         Arc::new(Self {
             hub,
+            candles,
             registry: ConnectionRegistry::default(),
+            sockets: TaskTracker::new(),
             publisher,
             prices,
             readiness,

@@ -30,6 +30,7 @@ fn cpu_time() -> Duration {
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(ticks * 1000 / hz)
 }

@@ -3,14 +3,16 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::{recv, send, TestNode};
 use marketmux_gateway::GatewayConfig;
+use marketmux_test_support::eventually;
 use pprof::protos::Message as _;
 
 /// Every sample of a scrape; the test fails if it is not valid exposition.
 fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    marketmux_gateway::prometheus::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    marketmux_test_support::exposition::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 #[tokio::test]
@@ -76,7 +78,10 @@ async fn cpu_profile_as_pprof_and_flamegraph() {
     });
     let url = node.url("/debug/pprof/profile?seconds=1");
     let (first, second) = tokio::join!(c.get(&url).send(), async {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        eventually("the first profile running", Duration::from_secs(10), || {
+            marketmux_gateway::debug::profile_running()
+        })
+        .await;
         c.get(&url).send().await
     });
     assert_eq!(second.unwrap().status(), 409, "one profile at a time");

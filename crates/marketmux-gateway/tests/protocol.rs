@@ -319,3 +319,30 @@ async fn shutdown_closes_every_socket_with_1012_and_returns() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_returns_only_once_every_socket_task_has_ended() {
+    let config = GatewayConfig {
+        drain_period: Duration::from_millis(100),
+        ..GatewayConfig::default()
+    };
+    let node = TestNode::start(config).await;
+    // Never reads: its socket lingers after the close frame, waiting for the
+    // client's close, well past the drain period.
+    let silent = node.connect().await;
+    node.eventually("the socket is open", |s| s.registry.len() == 1)
+        .await;
+    node.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), node.task)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    assert!(
+        node.state.sockets.is_empty(),
+        "serve returned with {} socket task(s) still running",
+        node.state.sockets.len()
+    );
+    assert!(node.state.registry.is_empty());
+    drop(silent);
+}

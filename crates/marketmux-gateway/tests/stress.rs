@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{recv, send, TestNode};
 use marketmux_gateway::GatewayConfig;
+use marketmux_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SYMBOLS: usize = 20;
@@ -35,23 +36,31 @@ async fn assert_all_released(node: &TestNode, baseline_tasks: usize) {
     node.eventually("per-address counts released", |s| s.registry.ips() == 0)
         .await;
     let metrics = tokio::runtime::Handle::current().metrics();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metrics.num_alive_tasks() > baseline_tasks {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tasks left over: {} alive, {} before the clients came",
-            metrics.num_alive_tasks(),
-            baseline_tasks
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("tasks back to the {baseline_tasks} alive before the clients came");
+    eventually(&what, Duration::from_secs(10), || {
+        metrics.num_alive_tasks() <= baseline_tasks
+    })
+    .await;
+}
+
+/// A node whose own tasks (the serve task, its accept loop and heartbeat)
+/// are running, so that counting tasks after it counts only the clients'.
+async fn started_node() -> TestNode {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let node = TestNode::start(GatewayConfig::default()).await;
+    eventually(
+        "the node's serve, accept and heartbeat tasks",
+        Duration::from_secs(10),
+        || metrics.num_alive_tasks() >= before + 3,
+    )
+    .await;
+    node
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_clients_churn_while_ticks_flow() {
-    let node = Arc::new(TestNode::start(GatewayConfig::default()).await);
-    // Let the server's own tasks (accept loop, heartbeat) start before counting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let node = Arc::new(started_node().await);
     let baseline = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
@@ -171,9 +180,7 @@ async fn connect_subscribe_disconnect_cycles_leave_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let node = Arc::new(TestNode::start(GatewayConfig::default()).await);
-    // Let the server's own tasks (accept loop, heartbeat) start before counting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let node = Arc::new(started_node().await);
     let baseline = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

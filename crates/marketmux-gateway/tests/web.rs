@@ -9,6 +9,7 @@ use marketmux_bus::InProcessBus;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_gateway::web::{RateWindow, SymbolDirectory};
 use marketmux_gateway::{GatewayConfig, GatewayState};
+use marketmux_test_support::wait_for;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +31,8 @@ impl TestNode {
         let bus = InProcessBus::new();
         let hub = GatewayState::new_hub();
         let h = hub.clone();
-        bus.add_handler(Arc::new(move |t: &Tick| {
-            h.publish(t);
+        bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
+            h.publish_batch(ticks);
         }));
         let state = GatewayState::new(config, hub, bus.clone(), bus.clone(), vec![bus.clone()]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,16 +71,12 @@ impl TestNode {
     }
 
     fn publish(&self, symbol: &str, price: f64) {
-        let t = Tick::new(Symbol::new(symbol).unwrap(), price, Timestamp::now(), None).unwrap();
-        self.bus.publish_now(&[t]);
+        self.bus
+            .publish_now(&[marketmux_test_support::tick(symbol, price)]);
     }
 
     async fn eventually(&self, what: &str, f: impl Fn(&GatewayState) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f(&self.state) {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        marketmux_test_support::eventually(what, Duration::from_secs(10), || f(&self.state)).await;
     }
 }
 
@@ -125,16 +122,25 @@ async fn stats_report_clients_and_rates() {
     for i in 0..50 {
         node.publish("AAPL", 100.0 + i as f64);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second: Value = c
-        .get(node.url("/api/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tps = second["ticks_per_sec"].as_f64().unwrap();
+    // The rate is over the time since the previous sample: poll until the
+    // second sample names one.
+    let second: Value = wait_for(
+        "a second stats sample with a rate",
+        Duration::from_secs(10),
+        || async {
+            let v: Value = c
+                .get(node.url("/api/v1/stats"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["ticks_per_sec"].as_f64().is_some().then_some(v)
+        },
+    )
+    .await;
+    let tps = second["ticks_per_sec"].as_f64().unwrap_or_default();
     assert!(tps > 10.0, "{second}");
     assert!(second["deliveries_per_sec"].as_f64().is_some(), "{second}");
 }

@@ -40,6 +40,14 @@ const DIRECT_MAX_FRAMES: usize = 32;
 /// Identifies a client within one node.
 pub type ClientId = u64;
 
+/// Which conflation slot an update takes: a symbol's ticks (stream 0) or
+/// another stream of updates about it (a candle interval: 1 and up), so
+/// that a conflated candle never replaces a tick, nor one interval another.
+type SlotKey = (Symbol, u8);
+
+/// The slot stream of ticks.
+const TICKS: u8 = 0;
+
 /// The bounds of one client queue.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
@@ -135,8 +143,8 @@ struct Inner {
     frames: VecDeque<Bytes>,
     tick_bytes: usize,
     control_bytes: usize,
-    /// Newest unsent tick per symbol while conflating.
-    slots: IndexMap<Symbol, Bytes>,
+    /// Newest unsent update per symbol and stream while conflating.
+    slots: IndexMap<SlotKey, Bytes>,
     /// Arrival of the oldest frame queued since the queue was last empty.
     ready_since: Option<Instant>,
     /// Arrival of the oldest frame of the batch the writer took last: until
@@ -217,6 +225,28 @@ impl ClientQueue {
         frame: &Bytes,
         received: Instant,
     ) -> (PushOutcome, bool) {
+        self.push_conflatable((symbol, TICKS), frame, received)
+    }
+
+    /// Queues an update of another stream about `symbol` (`stream` 1 to
+    /// 255: a candle interval), under the same bounds as ticks and conflated
+    /// in a slot of its own (the newest update of that stream replaces older
+    /// unsent ones). Wakes the writer when due.
+    pub fn push_update(&self, symbol: Symbol, stream: u8, frame: &Bytes) -> PushOutcome {
+        debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
+        let (outcome, wake) = self.push_conflatable((symbol, stream), frame, Instant::now());
+        if wake {
+            self.wake();
+        }
+        outcome
+    }
+
+    fn push_conflatable(
+        &self,
+        key: SlotKey,
+        frame: &Bytes,
+        received: Instant,
+    ) -> (PushOutcome, bool) {
         let mut inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
             return (PushOutcome::Closed, false);
@@ -239,7 +269,7 @@ impl ClientQueue {
                 inner.frames.push_back(frame.clone());
                 PushOutcome::Queued
             } else {
-                let replaced = inner.slots.insert(symbol, frame.clone()).is_some();
+                let replaced = inner.slots.insert(key, frame.clone()).is_some();
                 if replaced {
                     self.stats.conflated.fetch_add(1, Relaxed);
                 }
@@ -262,7 +292,7 @@ impl ClientQueue {
             return false;
         }
         // A conflated tick of this symbol would be written after the replay.
-        debug_assert!(!inner.slots.contains_key(&symbol));
+        debug_assert!(!inner.slots.contains_key(&(symbol, TICKS)));
         let now = Instant::now();
         if inner.frames.is_empty() && inner.slots.is_empty() {
             inner.ready_since = Some(now);
@@ -346,7 +376,13 @@ impl ClientQueue {
     /// Drops the unsent conflated tick of `symbol` (after an unsubscribe, so no
     /// tick of it follows the `unsubscribed` ack).
     pub fn forget_symbol(&self, symbol: &Symbol) {
-        self.inner.lock().slots.shift_remove(symbol);
+        self.inner.lock().slots.shift_remove(&(*symbol, TICKS));
+    }
+
+    /// Drops the unsent conflated update of `symbol`'s `stream` (after an
+    /// unsubscribe from it).
+    pub fn forget_update(&self, symbol: &Symbol, stream: u8) {
+        self.inner.lock().slots.shift_remove(&(*symbol, stream));
     }
 
     /// Takes everything queued, or `Err(reason)` once the queue is closed.
@@ -582,6 +618,26 @@ mod tests {
         assert_eq!(
             q.push_tick(sym("A"), &Bytes::from_static(b"a4")),
             PushOutcome::Queued
+        );
+    }
+
+    #[test]
+    fn other_streams_conflate_in_slots_of_their_own() {
+        let q = queue(2);
+        q.push_tick(sym("A"), &Bytes::from_static(b"a1"));
+        // Full: a tick and two streams of A conflate apart from each other.
+        q.push_tick(sym("A"), &Bytes::from_static(b"a2"));
+        q.push_update(sym("A"), 1, &Bytes::from_static(b"c1"));
+        q.push_update(sym("A"), 2, &Bytes::from_static(b"d1"));
+        assert_eq!(
+            q.push_update(sym("A"), 1, &Bytes::from_static(b"c2")),
+            PushOutcome::Conflated { replaced: true }
+        );
+        q.push_tick(sym("A"), &Bytes::from_static(b"a3"));
+        q.forget_update(&sym("A"), 2);
+        assert_eq!(
+            texts(&q.take_batch(VecDeque::new()).unwrap()),
+            ["a1", "a3", "c2"]
         );
     }
 

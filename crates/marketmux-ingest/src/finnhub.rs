@@ -14,12 +14,11 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::TickPublisher;
-use marketmux_core::{ClockSkew, Symbol, Tick};
+use marketmux_core::{Backoff, ClockSkew, Jitter, Symbol, Tick};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::protocol::{self, ServerMessage};
 
 /// Finnhub's public trade WebSocket.
@@ -145,7 +144,11 @@ impl FinnhubClient {
         metrics::register(Component::Feed, &["disconnect", "upstream_error"]);
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let publisher = tokio::spawn(publish_loop(rx, sink, self.stats.clone(), shutdown.clone()));
-        let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
+        let mut backoff = Backoff::new(
+            self.config.backoff_base,
+            self.config.backoff_max,
+            Jitter::Full,
+        );
         loop {
             let end = self.connection(&tx, &shutdown, &mut backoff).await;
             if matches!(end, ConnectionEnd::Stopped) || shutdown.is_cancelled() {
@@ -276,7 +279,11 @@ async fn publish_loop(
     stats: Arc<FinnhubStats>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        Jitter::Full,
+    );
     while let Some(mut ticks) = rx.recv().await {
         while ticks.len() < MAX_PUBLISH {
             match rx.try_recv() {

@@ -5,11 +5,12 @@
 //!   with jittered backoff and subscribes again; ticks go to any
 //!   [`marketmux_bus::TickPublisher`] (Kafka in the `ingest` role).
 //! - [`protocol`]: the Finnhub messages, parsed and built.
-//! - [`backoff`]: [`Backoff`], exponential delays with full jitter.
 
-pub mod backoff;
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod finnhub;
 pub mod protocol;
 
-pub use backoff::Backoff;
 pub use finnhub::{FinnhubClient, FinnhubConfig, FinnhubStats, DEFAULT_FINNHUB_URL};

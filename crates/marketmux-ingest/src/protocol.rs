@@ -27,6 +27,7 @@ pub struct Trade {
 pub enum ServerMessage {
     /// A batch of trades.
     Trade {
+        /// The trades, oldest first.
         #[serde(default)]
         data: Vec<Trade>,
     },
@@ -34,6 +35,7 @@ pub enum ServerMessage {
     Ping,
     /// The server refused something (bad token, bad symbol).
     Error {
+        /// What the server said.
         #[serde(default)]
         msg: String,
     },

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketmux_bus::{Origin, TickPublisher};
-use marketmux_core::{ClockSkew, Tick};
+use marketmux_core::{Backoff, ClockSkew, Jitter, Tick};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerStats, TickConsumer};
@@ -25,6 +25,12 @@ use crate::sequence::{SequenceCheck, SequenceTracker};
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// Longest wait between retries.
 const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// The wait between retries of a failed read or sink call: one bridge
+/// retrying its own work, so a plain doubling (no jitter).
+fn retry_backoff() -> Backoff {
+    Backoff::new(FIRST_RETRY, MAX_RETRY, Jitter::None)
+}
 
 /// Counters of a running bridge.
 #[derive(Debug, Default)]
@@ -92,7 +98,7 @@ impl Bridge {
             skew,
         } = self;
         let mut sequences = SequenceTracker::default();
-        let mut read_retry = FIRST_RETRY;
+        let mut read_retry = retry_backoff();
         let mut last_handled = None;
         loop {
             let batch = tokio::select! {
@@ -101,15 +107,15 @@ impl Bridge {
             };
             let mut batch = match batch {
                 Ok(b) => {
-                    read_retry = FIRST_RETRY;
+                    read_retry.reset();
                     b
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_ms = read_retry.as_millis() as u64, "Kafka read failed; retrying");
-                    if sleep_or_stop(&shutdown, read_retry).await {
+                    let wait = read_retry.next_delay();
+                    tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "Kafka read failed; retrying");
+                    if sleep_or_stop(&shutdown, wait).await {
                         break;
                     }
-                    read_retry = (read_retry * 2).min(MAX_RETRY);
                     continue;
                 }
             };
@@ -189,7 +195,7 @@ async fn forward(
         return true;
     }
     let n = ticks.len() as u64;
-    let mut retry = FIRST_RETRY;
+    let mut retry = retry_backoff();
     loop {
         match sink.publish_from(ticks.clone()).await {
             Ok(dropped) => {
@@ -202,11 +208,11 @@ async fn forward(
             }
             Err(e) => {
                 stats.sink_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, ticks = n, retry_ms = retry.as_millis() as u64, "Sink refused a batch; retrying it");
-                if sleep_or_stop(shutdown, retry).await {
+                let wait = retry.next_delay();
+                tracing::warn!(error = %e, ticks = n, retry_ms = wait.as_millis() as u64, "Sink refused a batch; retrying it");
+                if sleep_or_stop(shutdown, wait).await {
                     return false;
                 }
-                retry = (retry * 2).min(MAX_RETRY);
             }
         }
     }

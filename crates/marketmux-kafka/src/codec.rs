@@ -24,9 +24,13 @@ pub struct TickMeta {
 /// A tick read from Kafka, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumedTick {
+    /// The tick.
     pub tick: Tick,
+    /// Who produced it, and its place in that producer's sequence.
     pub meta: TickMeta,
+    /// The partition it was read from.
     pub partition: i32,
+    /// Its offset in that partition.
     pub offset: i64,
 }
 

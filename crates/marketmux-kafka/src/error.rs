@@ -6,15 +6,20 @@ pub enum KafkaError {
     /// librdkafka refused the configuration or could not create the client.
     #[error("cannot create the Kafka {what} for brokers {brokers}: {source}")]
     Client {
+        /// Which client: producer or consumer.
         what: &'static str,
+        /// The brokers it was for.
         brokers: String,
+        /// librdkafka's error.
         #[source]
         source: rdkafka::error::KafkaError,
     },
     /// Subscribing to the topic failed.
     #[error("cannot subscribe to topic {topic}: {source}")]
     Subscribe {
+        /// The topic.
         topic: String,
+        /// librdkafka's error.
         #[source]
         source: rdkafka::error::KafkaError,
     },
@@ -27,9 +32,13 @@ pub enum KafkaError {
     /// A record could not be decoded as a tick.
     #[error("undecodable record at {topic}/{partition}@{offset}: {reason}")]
     Decode {
+        /// The record's topic.
         topic: String,
+        /// Its partition.
         partition: i32,
+        /// Its offset.
         offset: i64,
+        /// Why it cannot be decoded.
         reason: String,
     },
 }

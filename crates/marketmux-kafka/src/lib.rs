@@ -13,6 +13,10 @@
 //!   role), committing after the sink accepted each batch.
 //! - [`error`]: what can fail, as [`KafkaError`].
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod bridge;
 pub mod codec;
 pub mod config;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use marketmux_bus::{BusError, Readiness, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{Bridge, ConsumedTick, KafkaConfig, KafkaPublisher, StartFrom, TickConsumer};
+use marketmux_test_support::eventually;
 use parking_lot::Mutex;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
@@ -165,14 +166,6 @@ impl Recorder {
     }
 }
 
-async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_retries_a_refused_batch_and_loses_nothing() {
     let cluster = cluster(1);
@@ -189,7 +182,7 @@ async fn bridge_retries_a_refused_batch_and_loses_nothing() {
     let stats = bridge.stats();
     let stop = CancellationToken::new();
     let task = tokio::spawn(bridge.run(stop.clone()));
-    wait_for("300 ticks in the sink", Duration::from_secs(30), || {
+    eventually("300 ticks in the sink", Duration::from_secs(30), || {
         sink.distinct().len() == 300
     })
     .await;
@@ -235,7 +228,7 @@ async fn a_leaving_bridge_hands_its_partitions_over_and_nothing_is_lost() {
             }
         })
     };
-    wait_for(
+    eventually(
         "both bridges to forward ticks",
         Duration::from_secs(30),
         || stats_a.ticks.load(Ordering::Relaxed) > 0 && stats_b.ticks.load(Ordering::Relaxed) > 0,
@@ -246,7 +239,7 @@ async fn a_leaving_bridge_hands_its_partitions_over_and_nothing_is_lost() {
     task_a.await.unwrap();
     let a_count = stats_a.ticks.load(Ordering::Relaxed);
     producer.await.unwrap();
-    wait_for("all ticks in the sink", Duration::from_secs(60), || {
+    eventually("all ticks in the sink", Duration::from_secs(60), || {
         sink.distinct().len() == N
     })
     .await;
@@ -379,7 +372,7 @@ async fn the_bridge_resumes_after_the_broker_comes_back() {
     let task = tokio::spawn(bridge.run(stop.clone()));
 
     publisher.publish(ticks(0, 100)).await.unwrap();
-    wait_for("the first 100", Duration::from_secs(30), || {
+    eventually("the first 100", Duration::from_secs(30), || {
         sink.distinct().len() == 100
     })
     .await;
@@ -387,7 +380,7 @@ async fn the_bridge_resumes_after_the_broker_comes_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker_up(1).unwrap();
     publisher.publish(ticks(100, 100)).await.unwrap();
-    wait_for("all 200 after the outage", Duration::from_secs(30), || {
+    eventually("all 200 after the outage", Duration::from_secs(30), || {
         sink.distinct().len() == 200
     })
     .await;
@@ -444,7 +437,7 @@ async fn bridge_does_not_forward_a_record_it_already_forwarded() {
     let stats = bridge.stats();
     let stop = CancellationToken::new();
     let task = tokio::spawn(bridge.run(stop.clone()));
-    wait_for("every record read", Duration::from_secs(30), || {
+    eventually("every record read", Duration::from_secs(30), || {
         sink.distinct().len() == 6
     })
     .await;

@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use marketmux_bus::HistoryConfig;
-use marketmux_core::ClockSkew;
+use marketmux_core::{CandleConfig, ClockSkew};
 use marketmux_gateway::auth::{AuthConfig, JwtVerifier, MIN_HS256_SECRET_BYTES};
 use marketmux_gateway::GatewayConfig;
 use marketmux_hub::QueueLimits;
+
+use crate::conventional::KAFKA_BROKERS;
 
 /// MarketMux: real-time market prices to many WebSocket clients.
 #[derive(Parser, Debug)]
@@ -20,12 +22,16 @@ pub struct Cli {
     /// Log output: `text` for people, `json` for machines. Level from RUST_LOG.
     #[arg(long, global = true, env = "MARKETMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The role to run (none: `dev`).
     #[command(subcommand)]
     pub role: Option<Role>,
 }
 
-/// Log formats.
+/// Log formats: `text` (human-readable lines) or `json` (one object per line).
+// The variants have no doc comments: clap would show them as per-value help
+// and switch `--help` to its long form.
 #[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(missing_docs)]
 pub enum LogFormat {
     Text,
     Json,
@@ -80,8 +86,10 @@ pub struct DevArgs {
     /// Active alerts one user may have; creating more answers 409 `too_many_alerts`.
     #[arg(long, env = "MARKETMUX_MAX_ALERTS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_alerts_per_user: u32,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Per-node limits.
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -97,6 +105,14 @@ pub struct HistoryArgs {
     /// Seconds a kept tick stays kept; 0 turns history off.
     #[arg(long, env = "MARKETMUX_HISTORY_TTL_SECS", default_value_t = 600)]
     pub history_ttl_secs: u64,
+    /// Closed candles kept per symbol and interval (GET /candles serves at most 1,000).
+    #[arg(long, env = "MARKETMUX_CANDLE_HISTORY", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub candle_history: u32,
+    /// Milliseconds after its end an interval still takes ticks; then the clock closes its candle.
+    #[arg(long, env = "MARKETMUX_CANDLE_GRACE_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub candle_grace_ms: u32,
 }
 
 impl HistoryArgs {
@@ -105,6 +121,14 @@ impl HistoryArgs {
         HistoryConfig {
             size: self.history_size as usize,
             ttl: Duration::from_secs(self.history_ttl_secs),
+        }
+    }
+
+    /// How candles are kept, as the bus takes it.
+    pub fn candle_config(&self) -> CandleConfig {
+        CandleConfig {
+            history: self.candle_history as usize,
+            grace_ms: i64::from(self.candle_grace_ms),
         }
     }
 }
@@ -147,8 +171,10 @@ pub struct GatewayArgs {
     /// The alerts role's gRPC API, for the REST alert endpoints.
     #[arg(long, env = "MARKETMUX_ALERTS_URL")]
     pub alerts_url: Option<String>,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Per-node limits.
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -165,17 +191,10 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The brokers from the flag, else the conventional KAFKA_BROKERS.
-    pub fn brokers(&self) -> anyhow::Result<String> {
-        self.kafka_brokers
-            .clone()
-            .or_else(|| std::env::var("KAFKA_BROKERS").ok())
-            .filter(|b| !b.trim().is_empty())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "this role needs --kafka-brokers (or KAFKA_BROKERS), e.g. 127.0.0.1:9092"
-                )
-            })
+    /// The brokers from the flag, else the conventional KAFKA_BROKERS;
+    /// `role` cannot run without them.
+    pub fn brokers(&self, role: &str) -> anyhow::Result<String> {
+        KAFKA_BROKERS.require(self.kafka_brokers.as_deref(), role)
     }
 }
 
@@ -208,10 +227,13 @@ pub struct MetricsArgs {
 /// Flags of the `bridge` role.
 #[derive(Args, Debug)]
 pub struct BridgeArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
     /// Redis for latest prices and pub/sub (also REDIS_ADDR).
@@ -229,6 +251,7 @@ pub struct BridgeArgs {
     /// Where a group without committed offsets starts.
     #[arg(long, env = "MARKETMUX_START_FROM", value_enum, default_value_t = StartFromArg::Earliest)]
     pub start_from: StartFromArg,
+    /// How much history is kept.
     #[command(flatten)]
     pub history: HistoryArgs,
 }
@@ -236,8 +259,10 @@ pub struct BridgeArgs {
 /// Flags of the `alerts` role.
 #[derive(Args, Debug)]
 pub struct AlertsArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
     /// PostgreSQL holding `users` and `alerts` (also DATABASE_URL).
@@ -288,10 +313,13 @@ pub enum StartFromArg {
 /// Flags of the `ingest` role.
 #[derive(Args, Debug)]
 pub struct IngestArgs {
+    /// Kafka brokers and topic.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Where `/metrics` is served.
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
     /// Finnhub API token (also FINNHUB_API_KEY).
@@ -395,8 +423,10 @@ pub struct LimitArgs {
     /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
+    /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
+    /// Authentication.
     #[command(flatten)]
     pub security: SecurityArgs,
 }

@@ -1,5 +1,7 @@
 //! `marketmux <role>`: one binary, one role per process (or all of them in `dev`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use clap::Parser;
 use marketmux::cli::{Cli, Role};
 use marketmux::{roles, telemetry};
@@ -17,6 +19,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `MADV_DONTNEED` (muzzy pages, `MADV_FREE`, would still count in RSS).
 #[cfg(all(feature = "jemalloc", target_os = "linux"))]
 #[allow(non_upper_case_globals)]
+#[allow(unsafe_code)] // export_name: jemalloc finds its settings by this symbol
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: MallocConf =
     MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
@@ -28,6 +31,7 @@ pub struct MallocConf(*const std::ffi::c_char);
 
 // SAFETY: it points to an immutable static string.
 #[cfg(all(feature = "jemalloc", target_os = "linux"))]
+#[allow(unsafe_code)]
 unsafe impl Sync for MallocConf {}
 
 fn main() -> anyhow::Result<()> {

@@ -14,11 +14,12 @@ use marketmux::node::Node;
 use marketmux_alerts::grpc::GrpcAlertClient;
 use marketmux_alerts::{AlertService, ListQuery, NewAlert};
 use marketmux_bus::TickPublisher;
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::Tick;
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use rdkafka::mocking::MockCluster;
 
 use alerts_common::{alerts_role, create_db, drop_db};
+use marketmux_test_support::tick;
 use scrape::scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,10 +52,6 @@ async fn counts(node: &Node) -> Counts {
         lost_races: m["marketmux_alerts_lost_races_total"],
         indexed: m["marketmux_alerts_indexed"],
     }
-}
-
-fn tick(symbol: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(symbol).unwrap(), price, Timestamp::now(), None).unwrap()
 }
 
 /// A price that crosses none of the test's alerts. An instance evaluates

@@ -8,14 +8,15 @@
 mod alerts_common;
 mod scrape;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use marketmux::node::Node;
 use marketmux_alerts::grpc::GrpcAlertClient;
 use marketmux_alerts::{AlertService, ListQuery, NewAlert};
 use marketmux_bus::TickPublisher;
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::Tick;
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use marketmux_test_support::{tick, wait_for_value};
 use rdkafka::mocking::MockCluster;
 
 use alerts_common::{alerts_role, create_db, drop_db};
@@ -48,11 +49,17 @@ async fn run(brokers: String, db: String) {
     }
     // Instance b learns of the alerts created through a from the change feed
     // (and its periodic reload, 0.5 s here).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in [&a, &b] {
+        wait_for_value(
+            "every alert indexed",
+            ids.len() as f64,
+            Duration::from_secs(10),
+            || async { scrape(node.metrics_addr()).await["marketmux_alerts_indexed"] },
+        )
+        .await;
+    }
 
     let publisher = KafkaPublisher::new(&KafkaConfig::new(brokers.clone()), "test").unwrap();
-    let tick =
-        |s: &str, p: f64| Tick::new(Symbol::new(s).unwrap(), p, Timestamp::now(), None).unwrap();
     let quiet: Vec<Tick> = symbols.iter().map(|s| tick(s, 75.0)).collect();
     publisher.publish(quiet).await.unwrap();
     let crossing: Vec<Tick> = symbols
@@ -63,22 +70,20 @@ async fn run(brokers: String, db: String) {
         publisher.publish(crossing.clone()).await.unwrap(); // and two replays
     }
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut active = 0;
-        for i in 0..symbols.len() {
-            let query = ListQuery::new(true, None, None).unwrap();
-            active += client.list(1 + i as i64, query).await.unwrap().alerts.len();
-        }
-        if active == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{active} alerts still active after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_value(
+        "alerts still active",
+        0,
+        Duration::from_secs(30),
+        || async {
+            let mut active = 0;
+            for i in 0..symbols.len() {
+                let query = ListQuery::new(true, None, None).unwrap();
+                active += client.list(1 + i as i64, query).await.unwrap().alerts.len();
+            }
+            active
+        },
+    )
+    .await;
     for i in 0..symbols.len() {
         let page = client
             .list(1 + i as i64, ListQuery::default())

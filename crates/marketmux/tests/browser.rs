@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux_bus::testing::{free_port, OwnRedis};
 use marketmux_core::Timestamp;
+use marketmux_test_support::{free_port, wait_for, OwnRedis};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -394,25 +394,6 @@ async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![])
         .await
         .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Symbol -> price text of every board row.
@@ -1023,4 +1004,156 @@ async fn a_token_in_the_link_signs_the_page_in() {
         "live",
         "a socket without a token was let in"
     );
+}
+
+/// The candle chart: a known sequence's 1s candles read back from the page
+/// (history from `GET /candles`), a live tick closing the last one and
+/// opening the next over the board's socket, bars drawn on the canvas (its
+/// pixels, and a screenshot of it against the same canvas cleared), and the
+/// interval picker loading another interval. The screenshot is kept in
+/// `target/artifacts/browser-candles.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candle_chart_draws_history_and_live_candles() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("candles");
+    let gw = Gateway::start(
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        &data,
+        &["--feed-rate", "0", "--candle-grace-ms", "60000"],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |ticks: Vec<(i64, f64)>| {
+        let body: Vec<Value> = ticks
+            .iter()
+            .map(|(ms, p)| {
+                json!({"symbol": "CHART", "price": p, "volume": 1.0,
+                       "timestamp": Timestamp(ms * 1_000_000).to_rfc3339()})
+            })
+            .collect();
+        let req = http.post(gw.url("/api/v1/ticks")).json(&body);
+        async move { assert_eq!(req.send().await.unwrap().status(), 202) }
+    };
+    // Three seconds' candles: down, up, and a single tick.
+    let base = Timestamp::now().0 / 1_000_000 / 1_000 * 1_000 - 5_000;
+    post(vec![
+        (base, 100.0),
+        (base + 250, 104.5),
+        (base + 999, 98.25),
+        (base + 1_000, 101.0),
+        (base + 1_500, 102.75),
+        (base + 3_000, 99.5),
+    ])
+    .await;
+
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&gw.url("/?chart=CHART&interval=1s")).await.unwrap();
+    let read_back = "return window.marketmuxCandles && window.marketmuxCandles.loaded \
+        ? window.marketmuxCandles.candles.map(c => [c.open, c.high, c.low, c.close, c.ticks, c.closed]) \
+        : null";
+    let history = wait_for(
+        "the chart's history",
+        Duration::from_secs(10),
+        || async move {
+            js(c, read_back)
+                .await
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(
+        Value::Array(history),
+        json!([
+            [100, 104.5, 98.25, 98.25, 3, true],
+            [101, 102.75, 101, 102.75, 2, true],
+            [99.5, 99.5, 99.5, 99.5, 1, false],
+        ])
+    );
+    assert_eq!(
+        js(
+            c,
+            "return document.getElementById('chart-symbol').textContent"
+        )
+        .await,
+        "CHART"
+    );
+
+    // Live: a tick of a later second closes the last candle and opens one.
+    post(vec![(Timestamp::now().0 / 1_000_000, 103.0)]).await;
+    let live = wait_for("the live candle", Duration::from_secs(10), || async move {
+        js(c, read_back)
+            .await
+            .as_array()
+            .filter(|a| a.len() == 4)
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        live[2],
+        json!([99.5, 99.5, 99.5, 99.5, 1, true]),
+        "closed live"
+    );
+    assert_eq!(live[3], json!([103, 103, 103, 103, 1, false]));
+
+    // Drawn: bars of both colours on the canvas.
+    let pixels = wait_for(
+        "bars on the canvas",
+        Duration::from_secs(5),
+        || async move {
+            let v = js(
+                c,
+                "const cv = document.getElementById('candle-chart');
+             const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+             let up = 0, down = 0;
+             for (let i = 0; i < d.length; i += 4) {
+               if (d[i + 3] > 100 && d[i + 1] > 150 && d[i] < 100) up++;
+               if (d[i + 3] > 100 && d[i] > 200 && d[i + 1] < 120) down++;
+             }
+             return [up, down, window.marketmuxCandles.draws];",
+            )
+            .await;
+            let n: Vec<u64> = v.as_array()?.iter().filter_map(Value::as_u64).collect();
+            (n.len() == 3 && n[0] > 50 && n[1] > 50).then_some(n)
+        },
+    )
+    .await;
+    assert!(pixels[2] > 0, "drawn at least once");
+    // And the screenshot of the canvas is not that of a blank one.
+    let canvas = c.find(Locator::Id("candle-chart")).await.unwrap();
+    let drawn = canvas.screenshot().await.unwrap();
+    std::fs::write(artifacts_dir().join("browser-candles.png"), &drawn).unwrap();
+    js(
+        c,
+        "const cv = document.getElementById('candle-chart'); cv.width = cv.width; return 1",
+    )
+    .await;
+    let blank = canvas.screenshot().await.unwrap();
+    assert!(
+        drawn.len() > blank.len() * 2,
+        "the chart's screenshot ({} bytes) looks like a blank canvas ({} bytes)",
+        drawn.len(),
+        blank.len()
+    );
+
+    // The interval picker: 1m loads that interval's candles (all 7 ticks).
+    c.find(Locator::Css("#chart-intervals button[data-interval='1m']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let minutes = wait_for("the 1m candles", Duration::from_secs(10), || async move {
+        let v = js(
+            c,
+            "const m = window.marketmuxCandles;
+             return m.interval === '1m' && m.loaded ? m.candles.reduce((n, c) => n + c.ticks, 0) : null",
+        )
+        .await;
+        v.as_u64()
+    })
+    .await;
+    assert_eq!(minutes, 7);
 }

@@ -5,10 +5,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use marketmux_bus::testing::free_port;
+use marketmux_test_support::free_port;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)]
 async fn sigterm_drains_1000_sockets_with_1012_spread_over_the_period() {
     let port = free_port();
     let data = std::env::temp_dir().join(format!("marketmux-drain-{port}"));

@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use fault_common::broker::Tansu;
 use fault_common::proc::TempDir;
-use fault_common::{
-    crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally,
-};
+use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
+use marketmux_test_support::eventually;
 use parking_lot::Mutex;
 
 /// Ticks posted, in chunks of `CHUNK`.
@@ -88,7 +87,7 @@ async fn run(dir: std::path::PathBuf, db: String) {
         posted.clone(),
     ));
     // The broker goes away a third of the way in.
-    kafka_common::eventually(
+    eventually(
         "a third of the ticks accepted",
         Duration::from_secs(120),
         || posted.lock().accepted.len() >= N / 3,
@@ -106,7 +105,7 @@ async fn run(dir: std::path::PathBuf, db: String) {
 
     let accepted = posted.lock().accepted.clone();
     let tallies = settle(&views, &accepted, Duration::from_secs(90)).await;
-    wait_for(Duration::from_secs(60), || {
+    eventually("every alert pushed", Duration::from_secs(60), || {
         watch.counts().0 >= alert_ids.len()
     })
     .await;

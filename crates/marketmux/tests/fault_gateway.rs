@@ -11,12 +11,12 @@ mod fault_common;
 mod kafka_common;
 mod scrape;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser as _;
 use fault_common::proc::TempDir;
 use fault_common::roles;
-use marketmux_bus::testing::OwnRedis;
+use marketmux_test_support::{eventually, OwnRedis};
 
 /// Clients, symbols, and each client's subscriptions.
 const CLIENTS: &str = "2000";
@@ -56,10 +56,12 @@ async fn clients_of_a_killed_gateway_resume_on_the_other() {
     .expect("a valid load-test scenario");
     let run = tokio::spawn(load_test::run(cfg));
     // Kill B once every client is connected and ticks are flowing.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while b.proc.fds().unwrap_or(0) < 1_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "about half the clients connected to gateway B",
+        Duration::from_secs(60),
+        || b.proc.fds().unwrap_or(0) >= 1_000,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b_fds = b.proc.fds().unwrap_or(0);
     b.proc.kill();

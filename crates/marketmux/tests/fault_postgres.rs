@@ -25,6 +25,7 @@ use marketmux_alerts::{AlertService, NewAlert};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use marketmux_test_support::{eventually, wait_for_value};
 use sqlx::Connection as _;
 
 /// Symbols, and alerts per symbol: ABOVE 10, 20, ..., 100.
@@ -99,7 +100,7 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
 
     // Before: 15 crosses the 10s.
     publish(15.0).await;
-    kafka_common::eventually(
+    eventually(
         "the first crossings pushed",
         Duration::from_secs(60),
         || watch.counts().0 >= fired_up_to(15.0),
@@ -155,19 +156,27 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     // replay of every crossing fire what they should, once.
     pg.start_server().await;
     let outage = down_at.elapsed();
-    kafka_common::eventually("the pending fires pushed", Duration::from_secs(60), || {
+    eventually("the pending fires pushed", Duration::from_secs(60), || {
         watch.counts().0 >= fired_up_to(55.0)
     })
     .await;
-    assert!(
-        statuses_ok(&http, &list).await,
-        "the alert API answers again"
-    );
+    wait_for_value(
+        "the alert API once PostgreSQL is back",
+        200,
+        Duration::from_secs(30),
+        || async {
+            http.get(&list)
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        },
+    )
+    .await;
     publish(75.0).await;
     for price in [15.0, 35.0, 55.0, 75.0] {
         publish(price).await; // replays
     }
-    kafka_common::eventually(
+    eventually(
         "the later crossings pushed",
         Duration::from_secs(60),
         || watch.counts().0 >= fired_up_to(75.0),
@@ -217,16 +226,4 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     drop(alerts);
     drop(tansu);
     drop(pg);
-}
-
-/// Whether `GET url` answers 200 within 30 s.
-async fn statuses_ok(http: &reqwest::Client, url: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }

@@ -29,9 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fault_common::proc::TempDir;
-use fault_common::{
-    crossing_alerts, post_ticks, roles, settle, wait_for, AlertWatch, Posted, Tally,
-};
+use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
+use marketmux_test_support::{eventually, wait_for};
 use parking_lot::Mutex;
 use rdkafka::mocking::MockCluster;
 use sqlx::Connection as _;
@@ -91,27 +90,24 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
         Duration::from_millis(100),
         posted.clone(),
     ));
-    kafka_common::eventually("half the ticks accepted", Duration::from_secs(120), || {
+    eventually("half the ticks accepted", Duration::from_secs(120), || {
         posted.lock().accepted.len() >= N / 2
     })
     .await;
     // Both A instances own partitions (they have work to lose) before the kill.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (before, owns) = loop {
-        let now = (
-            scrape::scrape(bridge_a.metrics).await["marketmux_bridge_ticks_forwarded_total"],
-            scrape::scrape(alerts_a.metrics).await["marketmux_alerts_ticks_total"],
-        );
-        let owns = now.0 > 0.0 && now.1 > 0.0;
-        if owns || std::time::Instant::now() >= deadline {
-            break (now, owns);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        owns,
-        "bridge A and alerts A never got partitions: {before:?}"
-    );
+    let (bridge_metrics, alerts_metrics) = (bridge_a.metrics, alerts_a.metrics);
+    let before = wait_for(
+        "bridge A and alerts A to get partitions",
+        Duration::from_secs(60),
+        || async move {
+            let now = (
+                scrape::scrape(bridge_metrics).await["marketmux_bridge_ticks_forwarded_total"],
+                scrape::scrape(alerts_metrics).await["marketmux_alerts_ticks_total"],
+            );
+            (now.0 > 0.0 && now.1 > 0.0).then_some(now)
+        },
+    )
+    .await;
     bridge_a.proc.kill();
     alerts_a.proc.kill();
     let killed_at = posted.lock().sent;
@@ -122,7 +118,7 @@ async fn run(dir: std::path::PathBuf, db: String, brokers: String) {
 
     let accepted = posted.lock().accepted.clone();
     let tallies = settle(&views, &accepted, Duration::from_secs(90)).await;
-    wait_for(Duration::from_secs(60), || {
+    eventually("every alert pushed", Duration::from_secs(60), || {
         watch.counts().0 >= alert_ids.len()
     })
     .await;

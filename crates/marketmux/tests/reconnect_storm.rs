@@ -16,6 +16,7 @@ const SOCKETS: usize = 10_000;
 
 fn raise_fd_limit() {
     // SAFETY: plain getrlimit/setrlimit on this process.
+    #[allow(unsafe_code)]
     unsafe {
         let mut lim = libc::rlimit {
             rlim_cur: 0,

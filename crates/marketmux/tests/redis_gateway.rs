@@ -19,14 +19,15 @@ use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
-use marketmux_bus::testing::OwnRedis;
 use marketmux_core::Timestamp;
+use marketmux_test_support::OwnRedis;
 use serde_json::{json, Value as Json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use gateway_common::start_gateway;
+use marketmux_test_support::wait_for_value;
 use scrape::scrape;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -157,26 +158,6 @@ async fn get(http: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, Json
     (status, r.json().await.unwrap_or(Json::Null))
 }
 
-/// Polls `f` every 50 ms until it returns `want`; panics after `within`.
-async fn eventually<T, F, Fut>(what: &str, want: T, within: Duration, mut f: F)
-where
-    T: PartialEq + std::fmt::Debug,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        let got = f().await;
-        if got == want {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: wanted {want:?}, still {got:?} after {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_tick_posted_at_one_node_reaches_the_clients_and_price_of_another() {
     let url = redis_url();
@@ -192,7 +173,7 @@ async fn a_tick_posted_at_one_node_reaches_the_clients_and_price_of_another() {
     let mut ws = client(b_addr).await;
     subscribe(&mut ws, "AAPL").await;
     // Exactly one subscriber: B's one connection; A has no client for it.
-    eventually("B subscribed to AAPL", 1, Duration::from_secs(5), || {
+    wait_for_value("B subscribed to AAPL", 1, Duration::from_secs(5), || {
         numsub(&admin, &aapl)
     })
     .await;
@@ -231,7 +212,7 @@ async fn a_tick_posted_at_one_node_reaches_the_clients_and_price_of_another() {
     // The last client leaves: B unsubscribes after the linger.
     send(&mut ws, json!({"action": "unsubscribe", "symbol": "AAPL"})).await;
     expect(&mut ws, "unsubscribed", None).await;
-    eventually("B dropped AAPL", 0, Duration::from_secs(5), || {
+    wait_for_value("B dropped AAPL", 0, Duration::from_secs(5), || {
         numsub(&admin, &aapl)
     })
     .await;
@@ -253,7 +234,7 @@ async fn sharded_nodes_share_ticks_through_spublish() {
     let channel = format!("{prefix}ticks:{{{prefix}price:MSFT}}");
     let mut ws = client(b.http_addr()).await;
     subscribe(&mut ws, "MSFT").await;
-    eventually("B shard-subscribed", 1, Duration::from_secs(5), || async {
+    wait_for_value("B shard-subscribed", 1, Duration::from_secs(5), || async {
         let v: Vec<Value> = admin.pubsub_shardnumsub(&channel).await.unwrap();
         v[1].clone().convert::<i64>().unwrap()
     })
@@ -311,7 +292,7 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
 
     let mut ws = client(b_addr).await;
     subscribe(&mut ws, "AAPL").await;
-    eventually("B subscribed", 1, Duration::from_secs(5), || {
+    wait_for_value("B subscribed", 1, Duration::from_secs(5), || {
         numsub(&admin, "ticks:AAPL")
     })
     .await;
@@ -326,7 +307,7 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
 
     // Redis goes away: B is not ready, but alive, and the socket stays open.
     redis.kill();
-    eventually("B not ready", 503, Duration::from_secs(5), || async {
+    wait_for_value("B not ready", 503, Duration::from_secs(5), || async {
         get(&http, b_addr, "/ready").await.0
     })
     .await;
@@ -352,13 +333,13 @@ async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     // resubscribe and reload the script by themselves.
     let _redis = OwnRedis::start_on(port);
     _redis.wait_up().await;
-    eventually("B ready again", 200, Duration::from_secs(15), || async {
+    wait_for_value("B ready again", 200, Duration::from_secs(15), || async {
         get(&http, b_addr, "/ready").await.0
     })
     .await;
     let admin = self::admin(&url).await;
     assert_eq!(numsub(&admin, "ticks:AAPL").await, 1);
-    eventually(
+    wait_for_value(
         "A accepts ticks again",
         202,
         Duration::from_secs(15),
@@ -454,7 +435,7 @@ async fn a_subscribe_flood_leaves_price_reads_working() {
         total < Duration::from_secs(2),
         "10 x GET /price/AAPL took {total:?}"
     );
-    eventually(
+    wait_for_value(
         "ingest after the flood",
         202,
         Duration::from_secs(10),
@@ -502,11 +483,11 @@ async fn a_tick_answered_202_reaches_the_nodes_clients_across_a_subscriber_drop(
     subscribe(&mut ws, "AAPL").await;
     let ready = || async { get(&http, addr, "/ready").await.0 };
     for round in 0..3 {
-        eventually("subscribed", 1, Duration::from_secs(10), || {
+        wait_for_value("subscribed", 1, Duration::from_secs(10), || {
             numsub(&admin, "ticks:AAPL")
         })
         .await;
-        eventually("ready", 200, Duration::from_secs(10), ready).await;
+        wait_for_value("ready", 200, Duration::from_secs(10), ready).await;
         // The node's subscriber connection goes; its command connection
         // stays, so Redis itself accepts the tick at once.
         assert!(drop_subscriber_connections(&admin).await >= 1);
@@ -521,7 +502,7 @@ async fn a_tick_answered_202_reaches_the_nodes_clients_across_a_subscriber_drop(
         }
     }
     // Once the node serves again, ticks are accepted and delivered.
-    eventually("ready again", 200, Duration::from_secs(10), ready).await;
+    wait_for_value("ready again", 200, Duration::from_secs(10), ready).await;
     assert_eq!(
         post(&http, addr, &tick("AAPL", 200.0, Timestamp::now())).await,
         202
@@ -540,11 +521,11 @@ async fn ready_is_503_while_redis_is_frozen_and_200_once_it_answers_again() {
     let mut ws = client(addr).await;
     subscribe(&mut ws, "AAPL").await;
     let ready = || async { get(&http, addr, "/ready").await.0 };
-    eventually("ready", 200, Duration::from_secs(5), ready).await;
+    wait_for_value("ready", 200, Duration::from_secs(5), ready).await;
 
     // SIGSTOP: every socket to Redis stays open, nothing is answered.
     redis.pause();
-    eventually("unready while frozen", 503, Duration::from_secs(5), ready).await;
+    wait_for_value("unready while frozen", 503, Duration::from_secs(5), ready).await;
     let (_, body) = get(&http, addr, "/ready").await;
     assert!(body.to_string().contains("PING"), "{body}");
     assert_eq!(get(&http, addr, "/health").await.0, 200);
@@ -561,7 +542,7 @@ async fn ready_is_503_while_redis_is_frozen_and_200_once_it_answers_again() {
     );
 
     redis.resume();
-    eventually("ready after thaw", 200, Duration::from_secs(10), ready).await;
+    wait_for_value("ready after thaw", 200, Duration::from_secs(10), ready).await;
     assert_eq!(
         post(&http, addr, &tick("AAPL", 2.0, Timestamp::now())).await,
         202
@@ -587,11 +568,11 @@ async fn a_tick_accepted_just_before_the_subscriber_drops_is_delivered_or_refuse
     let http = reqwest::Client::new();
     let mut ws = client(addr).await;
     subscribe(&mut ws, "AAPL").await;
-    eventually("subscribed", 1, Duration::from_secs(10), || {
+    wait_for_value("subscribed", 1, Duration::from_secs(10), || {
         numsub(&admin, "ticks:AAPL")
     })
     .await;
-    eventually("ready", 200, Duration::from_secs(10), || async {
+    wait_for_value("ready", 200, Duration::from_secs(10), || async {
         get(&http, addr, "/ready").await.0
     })
     .await;

@@ -201,7 +201,7 @@ async fn both_nodes_send_the_same_seq_for_the_same_tick() {
 /// reach both nodes' clients with the same seqs, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_gateways_on_a_redis_cluster_share_one_stream_per_symbol() {
-    let cluster = marketmux_bus::testing::OwnRedisCluster::start().await;
+    let cluster = marketmux_test_support::OwnRedisCluster::start().await;
     let url = cluster.url();
     let prefix = format!("mmtest:cl:{}:", Timestamp::now().0);
     let keys = marketmux_bus::redis::KeySpace::new(&prefix, true).unwrap();

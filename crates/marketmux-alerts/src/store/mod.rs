@@ -42,7 +42,12 @@ pub enum StoreError {
     /// The user already has `limit` active alerts (answered 409 /
     /// RESOURCE_EXHAUSTED); nothing was stored.
     #[error("user {user_id} already has {limit} active alerts, the most allowed; delete one or wait for one to fire")]
-    TooManyAlerts { user_id: i64, limit: u32 },
+    TooManyAlerts {
+        /// The user.
+        user_id: i64,
+        /// Active alerts one user may have.
+        limit: u32,
+    },
 }
 
 /// A change to the stored alerts, announced by the store when it commits,

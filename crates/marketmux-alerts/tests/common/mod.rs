@@ -14,7 +14,6 @@ use marketmux_alerts::{
     Alert, AlertPage, AlertSink, AlertStore, FiredAlert, ListQuery, NewAlert, PgAlertStore,
     SqliteAlertStore, StoreError, StoreEvent,
 };
-use marketmux_core::{Symbol, Tick, Timestamp};
 use parking_lot::Mutex;
 use sqlx::Connection as _;
 use tokio::sync::mpsc;
@@ -217,8 +216,4 @@ impl Recorder {
 
 pub fn new_alert(user: i64, sym: &str, cond: &str, target: f64) -> NewAlert {
     NewAlert::parse(user, sym, target, cond).expect("valid alert")
-}
-
-pub fn tick(sym: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(sym).unwrap(), price, Timestamp::now(), None).unwrap()
 }

@@ -3,7 +3,8 @@
 //!
 //! `{"symbol":"AAPL","price":150.25,"timestamp":"2026-05-12T15:04:05.123456Z","volume":12.0,"ts_ns":1778598245123456000,"seq":42,"epoch":"k3f9"}`
 //!
-//! `seq` and `epoch` are appended by the script that assigns them: the
+//! `seq` and `epoch` (and `late`, the intervals whose candle had closed, when
+//! any had) are appended by the script that assigns them: the
 //! publisher sends the object open ([`encode_open`]), the script closes it.
 //! `timestamp` is for people and other readers (redis-cli, plain Redis clients);
 //! `ts_ns` (nanoseconds since the epoch) is exact and is what the Lua script
@@ -17,10 +18,13 @@ use serde::{Deserialize, Serialize};
 /// Why a Redis payload is not a tick.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// Not JSON of a tick's shape.
     #[error("not a tick JSON object: {0}")]
     Json(#[from] serde_json::Error),
+    /// A tick's shape, but not a valid tick.
     #[error("invalid tick: {0}")]
     Tick(#[from] TickError),
+    /// The epoch is not a valid epoch.
     #[error("invalid epoch: {0}")]
     Epoch(#[from] EpochError),
 }
@@ -50,6 +54,8 @@ struct WireIn<'a> {
     seq: u64,
     #[serde(borrow, default)]
     epoch: Option<Cow<'a, str>>,
+    #[serde(default)]
+    late: u8,
 }
 
 /// Encodes `tick` as the JSON stored in Redis and published on its channel
@@ -58,6 +64,9 @@ pub fn encode(tick: &Tick) -> String {
     let mut json = encode_open(tick);
     if let Some(p) = tick.position() {
         json.push_str(&position_fields(p));
+    }
+    if tick.candles_late != 0 {
+        json.push_str(&format!(r#","late":{}"#, tick.candles_late));
     }
     json.push('}');
     json
@@ -99,10 +108,12 @@ pub fn decode(bytes: &[u8]) -> Result<Tick, CodecError> {
         Some(e) => e.parse::<Epoch>()?,
         None => Epoch::default(),
     };
-    Ok(tick.sequenced(Position {
+    let mut tick = tick.sequenced(Position {
         epoch,
         seq: wire.seq,
-    }))
+    });
+    tick.candles_late = wire.late;
+    Ok(tick)
 }
 
 #[cfg(test)]
@@ -127,6 +138,13 @@ mod tests {
         assert!(json.ends_with(r#","seq":42,"epoch":"rs"}"#), "{json}");
         assert_eq!(decode(json.as_bytes()).unwrap(), numbered);
         assert_eq!(format!("{}}}", encode_open(&t)), encode(&t));
+        let late = Tick {
+            candles_late: 0b101,
+            ..numbered
+        };
+        let json = encode(&late);
+        assert!(json.ends_with(r#","late":5}"#), "{json}");
+        assert_eq!(decode(json.as_bytes()).unwrap(), late);
     }
 
     #[test]

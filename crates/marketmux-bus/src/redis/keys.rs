@@ -14,9 +14,11 @@
 //! friendly name): `stream:{price:AAPL}` (a hash: `epoch`, last `seq`),
 //! `history:{price:AAPL}` (a list of the kept ticks) and
 //! `producers:{price:AAPL}` (a hash: the last sequence accepted from each
-//! producer, for recognising redeliveries).
+//! producer, for recognising redeliveries). Its candles too:
+//! `candle:{price:AAPL}` (a hash: the current candle of each interval) and
+//! `candles:1m:{price:AAPL}` (one list of closed candles per interval).
 
-use marketmux_core::Symbol;
+use marketmux_core::{Interval, Symbol};
 
 use crate::BusError;
 
@@ -77,14 +79,32 @@ impl KeySpace {
         self.tagged("producers", symbol)
     }
 
-    /// Every key of `symbol`, in the order the scripts take them: price,
-    /// stream, history, producers. All in one hash slot.
-    pub fn symbol_keys(&self, symbol: &Symbol) -> [String; 4] {
+    /// The hash of `symbol`'s current candle of each interval.
+    pub fn candle_key(&self, symbol: &Symbol) -> String {
+        self.tagged("candle", symbol)
+    }
+
+    /// The list of `symbol`'s closed candles of `interval`, oldest first.
+    pub fn candles_key(&self, symbol: &Symbol, interval: Interval) -> String {
+        self.tagged(&format!("candles:{interval}"), symbol)
+    }
+
+    /// Every key of `symbol`, in the order the accept script takes them:
+    /// price, stream, history, producers, current candles, then the closed
+    /// candles of each interval in [`Interval::ALL`] order. All in one hash slot.
+    pub fn symbol_keys(&self, symbol: &Symbol) -> [String; 10] {
+        let [s1, m1, m5, h1, d1] = Interval::ALL.map(|i| self.candles_key(symbol, i));
         [
             self.price_key(symbol),
             self.stream_key(symbol),
             self.history_key(symbol),
             self.producers_key(symbol),
+            self.candle_key(symbol),
+            s1,
+            m1,
+            m5,
+            h1,
+            d1,
         ]
     }
 
@@ -125,6 +145,11 @@ mod tests {
         assert_eq!(k.stream_key(&s), "t1:stream:{t1:price:AAPL}");
         assert_eq!(k.history_key(&s), "t1:history:{t1:price:AAPL}");
         assert_eq!(k.producers_key(&s), "t1:producers:{t1:price:AAPL}");
+        assert_eq!(k.candle_key(&s), "t1:candle:{t1:price:AAPL}");
+        assert_eq!(
+            k.candles_key(&s, Interval::M1),
+            "t1:candles:1m:{t1:price:AAPL}"
+        );
         for key in k.symbol_keys(&s) {
             assert_eq!(
                 fred::util::redis_keyslot(key.as_bytes()),

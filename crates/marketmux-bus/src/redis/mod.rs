@@ -4,6 +4,8 @@
 //! - [`codec`]: the tick JSON stored in `price:SYMBOL` and published on channels.
 //! - [`script`]: the Lua script that accepts a tick: drops a redelivery,
 //!   numbers it, sets the latest price only if newer, keeps it in history, publishes.
+//! - [`candles`]: [`RedisCandles`], a symbol's candles (built by the accept
+//!   script) read a page at a time.
 //! - [`streams`]: [`RedisStreams`], a symbol's stream for a new subscriber
 //!   (head, latest, replay) and history pages, one script call each.
 //! - [`publisher`]: [`RedisPublisher`], a batch of ticks in one pipeline.
@@ -17,6 +19,7 @@
 //! [`RedisBus`] puts them together for a gateway node.
 
 pub mod alerts;
+pub mod candles;
 pub mod codec;
 pub mod health;
 pub mod keys;
@@ -32,9 +35,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{CandleConfig, Interval, Position, Symbol, Tick};
 use tokio::sync::watch;
 
+pub use candles::RedisCandles;
 pub use health::RedisHealth;
 pub use keys::KeySpace;
 pub use publisher::RedisPublisher;
@@ -42,6 +46,7 @@ pub use store::RedisPriceStore;
 pub use streams::RedisStreams;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
+use crate::candles::CandlePage;
 use crate::metrics::{self, Component};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen};
 use crate::{BusError, PriceStore, Readiness, TickBatchHandler, TickPublisher};
@@ -82,6 +87,9 @@ pub struct RedisConfig {
     /// How much history each symbol keeps (publishing), and how old a kept
     /// tick may be (reading).
     pub history: HistoryConfig,
+    /// How many closed candles each symbol keeps per interval (publishing),
+    /// and the grace after which the clock closes a candle (both).
+    pub candles: CandleConfig,
     /// How often both connections are PINGed for readiness.
     pub ping_interval: Duration,
     /// A PING not answered within this long makes the node unready.
@@ -101,6 +109,7 @@ impl Default for RedisConfig {
             message_buffer: 16 * 1024,
             max_pending_reads: 64 * 1024,
             history: HistoryConfig::default(),
+            candles: CandleConfig::default(),
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_secs(1),
         }
@@ -222,12 +231,15 @@ impl RedisBus {
         metrics::register(Component::Redis, REDIS_OPS);
         let client = config.connect_client().await?;
         let subscriber_client = config.connect_subscriber().await?;
-        let publisher =
-            RedisPublisher::new(client.clone(), keys.clone()).with_history(config.history);
+        crate::candles::register();
+        let publisher = RedisPublisher::new(client.clone(), keys.clone())
+            .with_history(config.history)
+            .with_candles(config.candles);
         publisher.load_script().await?;
         let store =
             RedisPriceStore::bounded(client.clone(), keys.clone(), config.max_pending_reads)
-                .with_history(config.history);
+                .with_history(config.history)
+                .with_candles(config.candles);
         let (stop, stop_rx) = watch::channel(false);
         let subscriber = RedisSubscriber::start(
             subscriber_client.clone(),
@@ -381,6 +393,15 @@ impl PriceStore for RedisBus {
         limit: usize,
     ) -> Result<HistoryPage, BusError> {
         self.store.history(symbol, since, limit).await
+    }
+
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError> {
+        self.store.candles(symbol, interval, limit).await
     }
 }
 

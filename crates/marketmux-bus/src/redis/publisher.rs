@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
-use marketmux_core::{Epoch, Tick};
+use marketmux_core::{CandleConfig, Epoch, Tick};
 
+use crate::candles;
 use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
 use crate::redis::{codec, script, unavailable, RedisConfig};
@@ -24,6 +25,7 @@ pub struct RedisPublisher {
     keys: KeySpace,
     script: Script,
     history: HistoryConfig,
+    candles: CandleConfig,
     stored: AtomicU64,
     stale: AtomicU64,
     duplicates: AtomicU64,
@@ -31,15 +33,16 @@ pub struct RedisPublisher {
 
 /// One tick's script call.
 struct Call {
-    keys: [String; 4],
+    keys: [String; 10],
     args: Vec<String>,
 }
 
 /// What the script did with one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accepted {
-    /// Numbered and published; true if it became the latest price.
-    Published { latest: bool },
+    /// Numbered and published; `latest`: it became the latest price;
+    /// `late`: the intervals whose candle had closed (a bit set).
+    Published { latest: bool, late: u8 },
     /// Its origin was accepted before: dropped.
     Duplicate,
 }
@@ -53,6 +56,7 @@ impl RedisPublisher {
             keys,
             script: script::accept_tick_script(),
             history: HistoryConfig::default(),
+            candles: CandleConfig::default(),
             stored: AtomicU64::new(0),
             stale: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -65,12 +69,19 @@ impl RedisPublisher {
         self
     }
 
+    /// Keeps candles of each symbol it publishes to as `candles` says.
+    pub fn with_candles(mut self, candles: CandleConfig) -> Self {
+        self.candles = candles;
+        self
+    }
+
     /// Connects a command client for `config` and loads the script: all a
     /// process needs to publish (the bridge, `mock-publisher --redis-url`).
     pub async fn connect(config: &RedisConfig) -> Result<Self, BusError> {
         let keys = KeySpace::new(&config.prefix, config.sharded)?;
-        let publisher =
-            Self::new(config.connect_client().await?, keys).with_history(config.history);
+        let publisher = Self::new(config.connect_client().await?, keys)
+            .with_history(config.history)
+            .with_candles(config.candles);
         publisher.load_script().await?;
         Ok(publisher)
     }
@@ -115,6 +126,11 @@ impl RedisPublisher {
                 sequence,
                 MAX_PRODUCERS.to_string(),
                 PRODUCER_TTL.as_millis().to_string(),
+                self.candles.history.to_string(),
+                self.candles.grace_ms.to_string(),
+                tick.timestamp.0.div_euclid(1_000_000).to_string(),
+                tick.price.to_string(),
+                tick.volume.unwrap_or(0.0).to_string(),
             ],
         }
     }
@@ -129,7 +145,7 @@ impl RedisPublisher {
             let slot = fred::util::redis_keyslot(c.keys[0].as_bytes());
             let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
             let mut args: Vec<&str> = Vec::with_capacity(2 + c.keys.len() + c.args.len());
-            args.extend([sha.as_str(), "4"]);
+            args.extend([sha.as_str(), "10"]);
             args.extend(c.keys.iter().map(String::as_str));
             args.extend(c.args.iter().map(String::as_str));
             let () = pipeline.custom(cmd, args).await.map_err(unavailable)?;
@@ -177,8 +193,14 @@ impl RedisPublisher {
         let (mut stored, mut stale, mut duplicates) = (0, 0, 0);
         for r in results {
             match r {
-                Ok(Accepted::Published { latest: true }) => stored += 1,
-                Ok(Accepted::Published { latest: false }) => stale += 1,
+                Ok(Accepted::Published { latest, late }) => {
+                    if latest {
+                        stored += 1;
+                    } else {
+                        stale += 1;
+                    }
+                    candles::count_late(late);
+                }
                 Ok(Accepted::Duplicate) => duplicates += 1,
                 Err(e) => return Err(unavailable(e)),
             }
@@ -193,9 +215,10 @@ impl RedisPublisher {
 /// Reads the script's `{latest, seq}` reply.
 fn accepted(reply: Vec<i64>) -> Result<Accepted, Error> {
     match reply.as_slice() {
-        [-1, _] => Ok(Accepted::Duplicate),
-        [latest, seq] if *seq > 0 => Ok(Accepted::Published {
+        [-1, ..] => Ok(Accepted::Duplicate),
+        [latest, seq, late] if *seq > 0 => Ok(Accepted::Published {
             latest: *latest == 1,
+            late: u8::try_from(*late).unwrap_or(0),
         }),
         other => Err(Error::new(
             fred::error::ErrorKind::Parse,

@@ -8,7 +8,9 @@
 //! 3. it is stored as the latest price only if it is not older than the
 //!    stored one;
 //! 4. it is appended to the symbol's history (trimmed by count and age);
-//! 5. it is published on the symbol's channel, with its `seq` and `epoch`.
+//! 5. it updates the symbol's candles of every interval (or is late for an
+//!    interval already closed, and says so in its JSON; see [`super::candles`]);
+//! 6. it is published on the symbol's channel, with its `seq` and `epoch`.
 //!
 //! Why publish a stale tick: clients see every tick of a symbol in the order
 //! the system accepted it (DESIGN: "only the latest-price store compares
@@ -23,9 +25,13 @@
 //! Keys (one hash slot: see [`super::keys`]): `KEYS[1]` the price key,
 //! `KEYS[2]` the stream hash (`epoch`, `seq`), `KEYS[3]` the history list
 //! (`"<accepted ms> <tick JSON>"`, oldest first, consecutive seqs),
-//! `KEYS[4]` the producers hash (producer id → `"<sequence> <ms>"`).
+//! `KEYS[4]` the producers hash (producer id → `"<sequence> <ms>"`),
+//! `KEYS[5]` the current-candle hash, `KEYS[6..=10]` the closed-candle lists
+//! of `1s 1m 5m 1h 1d`.
 
 use fred::types::scripts::Script;
+
+use super::candles::{LUA_ACCEPT_CANDLES, LUA_CANDLES};
 
 /// Shared by the scripts: exact comparison of decimal integers, and the
 /// age trimming of a history list.
@@ -60,16 +66,18 @@ end
 /// epoch to create if the symbol has none; `ARGV[6]` history size; `ARGV[7]`
 /// history age in ms; `ARGV[8]` producer id (`""`: none); `ARGV[9]` producer
 /// sequence; `ARGV[10]` most producers remembered; `ARGV[11]` how long the
-/// producers hash outlives its last write, ms.
+/// producers hash outlives its last write, ms; `ARGV[12..=16]` the candle
+/// arguments (see [`super::candles`]).
 ///
-/// Returns `{1, seq}` when the tick became the latest price, `{0, seq}` when
-/// a newer one was stored, `{-1, 0}` when it was dropped as a duplicate.
+/// Returns `{1, seq, late}` when the tick became the latest price, `{0, seq,
+/// late}` when a newer one was stored, `{-1, 0, 0}` when it was dropped as a
+/// duplicate; `late` is the bit set of the intervals whose candle had closed.
 const ACCEPT_TICK_BODY: &str = r#"
 local now = nil
 if ARGV[8] ~= '' then
   local last = redis.call('HGET', KEYS[4], ARGV[8])
   if last and not older(string.match(last, '^(%d+)') or '0', ARGV[9]) then
-    return {-1, 0}
+    return {-1, 0, 0}
   end
   now = now_ms()
   if not last and redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[10]) then
@@ -87,7 +95,11 @@ end
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then epoch = new_epoch(KEYS[2], KEYS[3], ARGV[5]) end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+now = now or now_ms()
+local late = accept_candles(seq, now)
+local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"'
+if late > 0 then json = json .. ',"late":' .. late end
+json = json .. '}'
 local stored = 0
 local cur = redis.call('GET', KEYS[1])
 local cur_ts = cur and string.match(cur, '"ts_ns":(%-?%d+)')
@@ -97,7 +109,6 @@ if not cur_ts or not older(ARGV[1], cur_ts) then
 end
 local size, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 if size > 0 and ttl > 0 then
-  now = now or now_ms()
   redis.call('RPUSH', KEYS[3], now .. ' ' .. json)
   redis.call('LTRIM', KEYS[3], -size, -1)
   trim_age(KEYS[3], ttl, now)
@@ -111,12 +122,12 @@ if ARGV[4] == '1' then
 else
   redis.call('PUBLISH', ARGV[3], json)
 end
-return {stored, seq}
+return {stored, seq, late}
 "#;
 
 /// The accept script's full source.
 pub fn accept_tick_lua() -> String {
-    format!("{LUA_PRELUDE}{ACCEPT_TICK_BODY}")
+    format!("{LUA_PRELUDE}{LUA_CANDLES}{LUA_ACCEPT_CANDLES}{ACCEPT_TICK_BODY}")
 }
 
 /// The script with its SHA-1, for `EVALSHA`.

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::*;
-use marketmux_core::{Position, Symbol, Tick};
+use marketmux_core::{CandleConfig, Interval, Position, Symbol, Tick};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::candles::CandlePage;
 use crate::metrics::{self, Component};
+use crate::redis::candles::RedisCandles;
 use crate::redis::keys::KeySpace;
 use crate::redis::streams::RedisStreams;
 use crate::redis::{codec, unavailable};
@@ -43,6 +45,7 @@ pub struct RedisPriceStore {
     keys: KeySpace,
     client: Client,
     streams: RedisStreams,
+    candles: RedisCandles,
     reads: mpsc::Sender<Read>,
     /// Longest a read waits, in the queue and in Redis together.
     deadline: Duration,
@@ -62,6 +65,7 @@ impl RedisPriceStore {
         tokio::spawn(batch_reads(client.clone(), rx));
         Self {
             streams: RedisStreams::new(client.clone(), keys.clone(), HistoryConfig::default()),
+            candles: RedisCandles::new(client.clone(), keys.clone(), CandleConfig::default()),
             client,
             keys,
             reads,
@@ -76,6 +80,12 @@ impl RedisPriceStore {
     /// Serves no kept tick older than `history.ttl`.
     pub fn with_history(mut self, history: HistoryConfig) -> Self {
         self.streams = RedisStreams::new(self.client.clone(), self.keys.clone(), history);
+        self
+    }
+
+    /// Closes candles by the clock with `candles`' grace, keeping its count.
+    pub fn with_candles(mut self, candles: CandleConfig) -> Self {
+        self.candles = RedisCandles::new(self.client.clone(), self.keys.clone(), candles);
         self
     }
 }
@@ -122,6 +132,19 @@ impl PriceStore for RedisPriceStore {
         limit: usize,
     ) -> Result<HistoryPage, BusError> {
         let page = self.streams.history(symbol, since, limit).await;
+        if page.is_err() {
+            metrics::error(Component::Redis, "read");
+        }
+        page
+    }
+
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        limit: usize,
+    ) -> Result<Option<CandlePage>, BusError> {
+        let page = self.candles.page(symbol, interval, limit).await;
         if page.is_err() {
             metrics::error(Component::Redis, "read");
         }

@@ -346,6 +346,10 @@
     return true;
   }
 
+  /** The page's one socket, shared with the candle chart (candles.js). */
+  const shared = { send, onOpen: null, onCandle: null };
+  window.marketmuxSocket = shared;
+
   /**
    * Subscribes in requests the server accepts (symbol count and frame size),
    * each row with a position asking to resume from it (`since`).
@@ -450,6 +454,7 @@
       resuming.clear();
       identify();
       subscribe([...rows.keys()]);
+      if (shared.onOpen) shared.onOpen();
     };
     sock.onmessage = (e) => {
       if (ws !== sock) return;
@@ -518,6 +523,9 @@
         break;
       case "alert":
         onAlert(m.alert && typeof m.alert === "object" ? m.alert : m);
+        break;
+      case "candle":
+        if (shared.onCandle) shared.onCandle(m);
         break;
       default:
         break; // pong, identified, and whatever a newer server adds

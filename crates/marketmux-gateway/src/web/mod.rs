@@ -2,6 +2,8 @@
 //! JSON endpoints it reads.
 //!
 //! - `GET /`, `/app.css`, `/app.js`: the ticker board (plain HTML, CSS, JS; no CDN).
+//! - `/candles.js`, `/candles.css`: the candle chart of the picked symbol
+//!   (canvas; history from `GET /candles`, live over its own socket).
 //! - `GET /api/v1/stats`: clients on this node, ticks/s and deliveries/s.
 //! - `GET /api/v1/symbols?q=PREFIX&limit=N`: symbols for the type-ahead.
 
@@ -49,6 +51,8 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/", get(index))
         .route("/app.css", get(app_css))
         .route("/app.js", get(app_js))
+        .route("/candles.js", get(candles_js))
+        .route("/candles.css", get(candles_css))
         .route(
             "/api/v1/stats",
             get(move |state: State<Arc<GatewayState>>| stats(state, window.clone())),
@@ -72,6 +76,28 @@ pub async fn app_css() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("app.css"),
+    )
+}
+
+/// `GET /candles.js`: the candle chart.
+pub async fn candles_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("candles.js"),
+    )
+}
+
+/// `GET /candles.css`.
+pub async fn candles_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("candles.css"),
     )
 }
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::frame::{self, OpCode};
 use super::reader::{FrameReader, Message, ReadError};
 use crate::auth::Identity;
+use crate::candles::CandleSubscriptions;
 use crate::limits::LimitHit;
 use crate::state::GatewayState;
 
@@ -64,6 +65,7 @@ pub async fn serve<R, W>(
     let mut writer = tokio::spawn(write_loop(state.clone(), queue.clone(), wr));
     let mut session = Session {
         subscriptions: HashSet::new(),
+        candles: CandleSubscriptions::default(),
         bucket: TokenBucket::new(state.config.max_messages_per_sec),
         strikes: 0,
         identity,
@@ -83,6 +85,7 @@ pub async fn serve<R, W>(
     for s in session.subscriptions.drain() {
         state.hub.unsubscribe(&s, id);
     }
+    session.candles.leave_all(&state, &queue);
     // Give the writer time to send the close frame, and the client to answer
     // it; a client that floods frames instead is not read for the whole linger.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -119,6 +122,8 @@ struct Session {
     state: Arc<GatewayState>,
     queue: Arc<ClientQueue>,
     subscriptions: HashSet<Symbol>,
+    /// The candle series this socket follows.
+    candles: CandleSubscriptions,
     bucket: TokenBucket,
     /// Messages refused by the rate limit since the bucket last had tokens.
     strikes: u32,
@@ -288,10 +293,36 @@ impl Session {
             Err(e) => return self.error(e.code, &e.message, e.id.as_deref()),
         };
         match req {
-            ClientRequest::Subscribe { symbols, since, id } => {
-                self.subscribe(symbols, since, id.as_deref()).await
+            ClientRequest::Subscribe {
+                symbols,
+                candles,
+                id,
+                ..
+            } if !candles.is_empty() => {
+                if let Some(denied) = self.denied(&symbols) {
+                    let msg = format!("your token does not allow subscribing to {denied}");
+                    return self.error(ErrorCode::Forbidden, &msg, id.as_deref());
+                }
+                let (state, queue) = (self.state.clone(), self.queue.clone());
+                self.candles
+                    .subscribe(&state, &queue, &symbols, &candles, id.as_deref())
+                    .await
             }
-            ClientRequest::Unsubscribe { symbols, id } => {
+            ClientRequest::Unsubscribe {
+                symbols,
+                candles,
+                id,
+            } if !candles.is_empty() => self.candles.unsubscribe(
+                &self.state,
+                &self.queue,
+                &symbols,
+                &candles,
+                id.as_deref(),
+            ),
+            ClientRequest::Subscribe {
+                symbols, since, id, ..
+            } => self.subscribe(symbols, since, id.as_deref()).await,
+            ClientRequest::Unsubscribe { symbols, id, .. } => {
                 for s in &symbols {
                     if self.subscriptions.remove(s) {
                         self.state.hub.unsubscribe(s, self.queue.id());
@@ -323,17 +354,21 @@ impl Session {
         }
     }
 
+    /// The first of `symbols` the socket's token does not allow, if any.
+    fn denied(&self, symbols: &[Symbol]) -> Option<Symbol> {
+        let filter = self.identity.as_ref().and_then(|i| i.symbols.as_ref())?;
+        symbols.iter().find(|s| !filter.allows(s)).copied()
+    }
+
     async fn subscribe(
         &mut self,
         symbols: Vec<Symbol>,
         since: Vec<(Symbol, Position)>,
         id: Option<&str>,
     ) {
-        if let Some(filter) = self.identity.as_ref().and_then(|i| i.symbols.as_ref()) {
-            if let Some(denied) = symbols.iter().find(|s| !filter.allows(s)) {
-                let msg = format!("your token does not allow subscribing to {denied}");
-                return self.error(ErrorCode::Forbidden, &msg, id);
-            }
+        if let Some(denied) = self.denied(&symbols) {
+            let msg = format!("your token does not allow subscribing to {denied}");
+            return self.error(ErrorCode::Forbidden, &msg, id);
         }
         let mut seen = HashSet::with_capacity(symbols.len());
         let fresh: Vec<Symbol> = symbols

@@ -75,7 +75,7 @@ pub async fn ws_handler(
     let slot = req.extensions().get::<Arc<ConnectionSlot>>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
-    tokio::spawn(async move {
+    state.sockets.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => run(task_state, upgraded, identity, peer.ip()).await,
             Err(e) => tracing::debug!(%peer, error = %e, "Upgrade failed"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use marketmux_bus::InProcessBus;
-use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_core::Tick;
 use marketmux_gateway::{GatewayConfig, GatewayState};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -80,22 +80,14 @@ impl TestNode {
         t
     }
 
-    /// Waits until `f` holds or panics after 5 s.
+    /// Waits until `f` holds or panics after 10 s.
     pub async fn eventually(&self, what: &str, mut f: impl FnMut(&GatewayState) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !f(&self.state) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        marketmux_test_support::eventually(what, Duration::from_secs(10), || f(&self.state)).await;
     }
 }
 
-pub fn tick(symbol: &str, price: f64) -> Tick {
-    Tick::new(Symbol::new(symbol).unwrap(), price, Timestamp::now(), None).unwrap()
-}
+#[allow(unused_imports)] // not every test file publishes
+pub use marketmux_test_support::tick;
 
 pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");

@@ -15,40 +15,36 @@
 //!   are committed only while no fire is pending, so a crash during a
 //!   database outage replays the crossing ticks instead of losing the fire.
 //! - Fired alerts are logged (`Alert fired`) and, with `--redis-url`,
-//!   published on Redis for the gateways' sockets. Publishing runs behind a
-//!   bounded queue in its own task: a failed publish is retried with capped
-//!   exponential backoff until it succeeds or the role stops, while ticks keep
-//!   being evaluated.
+//!   published on Redis for the gateways' sockets through
+//!   [`marketmux_alerts::relay`] (a bounded queue and a task that retries
+//!   with backoff, while ticks keep being evaluated).
+//! - Evaluation is [`Evaluator::run`], the same loop as in `dev`, reading the
+//!   consumer group through [`TickFeed`].
 
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use marketmux_alerts::{follow, grpc};
+use marketmux_alerts::{follow, grpc, relay};
 use marketmux_alerts::{
     AlertService, AlertSink, AlertStore, Evaluator, FiredAlert, LocalAlertService, PgAlertStore,
+    TickFeed,
 };
 use marketmux_bus::redis::alerts::AlertRelay;
-use marketmux_bus::BusError;
+use marketmux_core::Tick;
 use marketmux_gateway::exporter::RoleSeries;
 use marketmux_gateway::metrics::{counters, metric};
-use marketmux_kafka::{ConsumerStats, KafkaConfig, StartFrom, TickBatch, TickConsumer};
-use tokio::sync::mpsc;
+use marketmux_kafka::{ConsumerStats, KafkaConfig, KafkaError, StartFrom, TickBatch, TickConsumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AlertsArgs, StartFromArg};
+use crate::conventional::{DATABASE_URL, REDIS_URL};
 use crate::node::Node;
 
 /// Starts the alerts role; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
-    let url = args
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.trim().is_empty())
-        .context("the alerts role needs --database-url (or DATABASE_URL), e.g. postgres://postgres@127.0.0.1:5432/marketmux")?;
+    let url = DATABASE_URL.require(args.database_url.as_deref(), "alerts")?;
     let store = Arc::new(
         PgAlertStore::connect(&url)
             .await
@@ -67,7 +63,7 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
         args.max_alerts_per_user,
     );
 
-    let brokers = args.kafka.brokers()?;
+    let brokers = args.kafka.brokers("alerts")?;
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
     let start_from = match args.start_from {
         StartFromArg::Earliest => StartFrom::Earliest,
@@ -89,7 +85,8 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
     // Other instances' creates and deletes, applied as they commit.
     let store_dyn: Arc<dyn AlertStore> = store.clone();
     follow::spawn(store_dyn, evaluator.clone(), shutdown.clone());
-    let eval_task = tokio::spawn(consume(consumer, evaluator, reload_every, shutdown.clone()));
+    let eval_task =
+        tokio::spawn(evaluator.run(KafkaFeed(consumer), Some(reload_every), shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let served = grpc::serve(listener, service, stop.clone()).await;
@@ -154,109 +151,46 @@ fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> Rol
     })
 }
 
-/// Reads tick batches, evaluates them, retries pending fires every
-/// [`RETRY_EVERY`](marketmux_alerts::evaluator::RETRY_EVERY) (whether or not
-/// ticks arrive), reloads the index periodically (the safety net behind the
-/// change feed), and commits what it has read only when no fire is pending.
-async fn consume(
-    consumer: TickConsumer,
-    evaluator: Arc<Evaluator>,
-    reload_every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut reload = tokio::time::interval(reload_every);
-    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    reload.tick().await;
-    let mut retry = tokio::time::interval(marketmux_alerts::evaluator::RETRY_EVERY);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Offsets read and evaluated but not committed, because a fire was
-    // pending: committed once the store has taken every pending fire.
-    let mut held: Option<TickBatch> = None;
-    loop {
-        let batch = tokio::select! {
-            b = consumer.next_batch() => b,
-            _ = retry.tick(), if evaluator.pending_len() > 0 => {
-                if evaluator.retry_pending().await == 0 {
-                    if let Some(h) = held.take() {
-                        tracing::info!("Pending alert fires stored; committing the held offsets");
-                        commit(&consumer, &h);
-                    }
-                }
-                continue;
-            }
-            _ = reload.tick() => {
-                if let Err(e) = evaluator.reload().await {
-                    tracing::warn!(error = %e, "Alert index reload failed; keeping the current one");
-                }
-                continue;
-            }
-            _ = shutdown.cancelled() => return,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka read failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        for t in &batch.ticks {
-            evaluator.on_tick(&t.tick).await;
-        }
-        let batch = match held.take() {
-            Some(mut h) => {
-                h.absorb(batch);
-                h
-            }
-            None => batch,
-        };
-        if evaluator.pending_len() == 0 {
-            commit(&consumer, &batch);
-        } else {
-            // Uncommitted: a restart replays these ticks; the store's
-            // conditional update keeps the replay from firing anything twice.
-            tracing::warn!(
-                pending = evaluator.pending_len(),
-                "Alert store unavailable; holding offsets until pending fires are stored"
-            );
-            let mut offsets = TickBatch::default();
-            offsets.absorb(batch);
-            held = Some(offsets);
+/// The `market_ticks` consumer group as the evaluator's feed: a batch is
+/// committed once every fire it caused is stored, so a crash during a store
+/// outage replays the crossing ticks instead of losing the fire. Offsets read
+/// while fires are pending are held (only the furthest of each partition) and
+/// committed together once the store has taken them.
+struct KafkaFeed(TickConsumer);
+
+impl TickFeed for KafkaFeed {
+    type Batch = TickBatch;
+    type Error = KafkaError;
+
+    const HOLDS_UNSETTLED: bool = true;
+
+    async fn next_batch(&mut self) -> Option<Result<TickBatch, KafkaError>> {
+        Some(self.0.next_batch().await)
+    }
+
+    fn ticks(batch: &TickBatch) -> impl Iterator<Item = &Tick> {
+        batch.ticks.iter().map(|t| &t.tick)
+    }
+
+    fn absorb(held: &mut TickBatch, later: TickBatch) {
+        held.absorb(later);
+    }
+
+    fn settled(&mut self, batch: TickBatch) {
+        if let Err(e) = self.0.commit(&batch) {
+            tracing::warn!(error = %e, "Offset commit failed; the batch may be evaluated again");
         }
     }
 }
-
-/// Commits `batch`'s offsets; a refusal is logged (the batch may be read again).
-fn commit(consumer: &TickConsumer, batch: &TickBatch) {
-    if let Err(e) = consumer.commit(batch) {
-        tracing::warn!(error = %e, "Offset commit failed; the batch may be evaluated again");
-    }
-}
-
-/// Fired alerts waiting to be published. Past this (Redis down for long) new
-/// pushes are dropped; those alerts stay fired in the store and listed by
-/// `GET /alerts`.
-const PUSH_QUEUE: usize = 10_000;
-
-/// Publish retries wait from this long, doubling each time...
-const PUSH_RETRY_FIRST: Duration = Duration::from_millis(100);
-
-/// ...up to this long.
-const PUSH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Where fired alerts go: published on Redis for every gateway's sockets when
-/// `--redis-url` (or REDIS_ADDR) is set, else only logged. Publishing runs in
-/// its own task behind a bounded queue, so the evaluator never waits on Redis;
-/// the task retries a failed publish until it succeeds or `shutdown`.
+/// `--redis-url` (or REDIS_ADDR) is set ([`relay::spawn`], until `shutdown`),
+/// else only logged.
 async fn fired_alert_sink(
     args: &AlertsArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<AlertSink> {
-    let url = args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_ADDR").ok())
-        .filter(|u| !u.trim().is_empty());
+    let url = REDIS_URL.resolve(args.redis_url.as_deref());
     let Some(url) = url else {
         tracing::warn!("No --redis-url: fired alerts are stored but not pushed to gateway sockets");
         return Ok(Arc::new(|fired: &FiredAlert| {
@@ -268,246 +202,8 @@ async fn fired_alert_sink(
         prefix: args.redis_prefix.clone(),
         ..marketmux_bus::RedisConfig::default()
     };
-    let relay = AlertRelay::connect(&config)
+    let redis = AlertRelay::connect(&config)
         .await
         .with_context(|| format!("alerts: Redis at {}", config.redacted_url()))?;
-    let (tx, rx) = mpsc::channel::<Push>(PUSH_QUEUE);
-    tokio::spawn(relay_fired(
-        relay,
-        rx,
-        Backoff {
-            first: PUSH_RETRY_FIRST,
-            max: PUSH_RETRY_MAX,
-        },
-        shutdown,
-    ));
-    Ok(queue_sink(tx))
-}
-
-/// One fired alert to publish: (user id, alert JSON object).
-type Push = (i64, String);
-
-/// Publishes one fired alert: the Redis relay, or a test double.
-trait PushAlert: Send + Sync + 'static {
-    /// Publishes `alert_json` for `user_id`'s sockets.
-    fn push(
-        &self,
-        user_id: i64,
-        alert_json: &str,
-    ) -> impl Future<Output = Result<(), BusError>> + Send;
-}
-
-impl PushAlert for AlertRelay {
-    async fn push(&self, user_id: i64, alert_json: &str) -> Result<(), BusError> {
-        self.publish(user_id, alert_json).await.map(|_listeners| ())
-    }
-}
-
-/// Capped exponential backoff between publish attempts.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    /// Wait after the first failure.
-    first: Duration,
-    /// The wait doubles up to this.
-    max: Duration,
-}
-
-/// A sink that queues each fired alert for [`relay_fired`] without blocking.
-/// When the queue is full the push is dropped; that is logged once when it
-/// starts and once when the queue has room again (with the count dropped).
-fn queue_sink(tx: mpsc::Sender<Push>) -> AlertSink {
-    // Pushes dropped since the queue was last found with room (0: not full).
-    let dropped = AtomicU64::new(0);
-    Arc::new(move |fired: &FiredAlert| {
-        match tx.try_send((fired.alert.user_id, fired.to_json())) {
-            Ok(()) => {
-                if dropped.load(Relaxed) > 0 {
-                    let dropped = dropped.swap(0, Relaxed);
-                    if dropped > 0 {
-                        tracing::info!(dropped, "Fired-alert push queue has room again");
-                    }
-                }
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if dropped.fetch_add(1, Relaxed) == 0 {
-                    tracing::warn!(
-                        capacity = PUSH_QUEUE,
-                        alert_id = fired.alert.id,
-                        "Fired-alert push queue is full: dropping pushes until it drains \
-                         (the alerts stay fired in the store)"
-                    );
-                }
-            }
-            // The relay task ended: the role is stopping.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    })
-}
-
-/// Publishes queued fired alerts in order. A failed publish is retried after
-/// `backoff` (doubling, capped) until it succeeds or `shutdown`; Redis going
-/// down and coming back are each logged once, not per retry.
-async fn relay_fired<P: PushAlert>(
-    pusher: P,
-    mut rx: mpsc::Receiver<Push>,
-    backoff: Backoff,
-    shutdown: CancellationToken,
-) {
-    let mut down = false;
-    let unpushed = loop {
-        let (user, alert) = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break 0,
-            },
-            _ = shutdown.cancelled() => break rx.len(),
-        };
-        let mut wait = backoff.first;
-        let delivered = loop {
-            let res = tokio::select! {
-                r = pusher.push(user, &alert) => r,
-                _ = shutdown.cancelled() => break false,
-            };
-            match res {
-                Ok(()) => break true,
-                Err(e) => {
-                    if !down {
-                        down = true;
-                        tracing::warn!(
-                            error = %e,
-                            user,
-                            "Publishing fired alerts to the gateways failed; retrying with backoff"
-                        );
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => break false,
-                    }
-                    wait = (wait * 2).min(backoff.max);
-                }
-            }
-        };
-        if !delivered {
-            // Shut down mid-retry: this alert and the queued ones stay unpushed.
-            break 1 + rx.len();
-        }
-        if down {
-            down = false;
-            tracing::info!(queued = rx.len(), "Publishing fired alerts works again");
-        }
-    };
-    if unpushed > 0 {
-        tracing::warn!(
-            unpushed,
-            "Stopping with fired alerts not pushed to the gateways (they stay fired in the store)"
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use marketmux_alerts::{Alert, Condition};
-    use marketmux_core::Symbol;
-    use parking_lot::Mutex;
-
-    use super::*;
-
-    /// Fails its first `fail_first` calls, then records what it published.
-    #[derive(Clone, Default)]
-    struct FlakyPusher {
-        fail_first: usize,
-        calls: Arc<AtomicUsize>,
-        published: Arc<Mutex<Vec<Push>>>,
-    }
-
-    impl PushAlert for FlakyPusher {
-        async fn push(&self, user_id: i64, alert_json: &str) -> Result<(), BusError> {
-            if self.calls.fetch_add(1, Relaxed) < self.fail_first {
-                return Err(BusError::Unavailable("redis down (test)".into()));
-            }
-            self.published.lock().push((user_id, alert_json.to_owned()));
-            Ok(())
-        }
-    }
-
-    const FAST: Backoff = Backoff {
-        first: Duration::from_millis(1),
-        max: Duration::from_millis(4),
-    };
-
-    fn fired(id: i64) -> FiredAlert {
-        FiredAlert {
-            alert: Alert {
-                id,
-                user_id: 7,
-                symbol: Symbol::new("AAPL").unwrap(),
-                condition: Condition::Above,
-                target_price: 1.0,
-                active: false,
-                created_at: Default::default(),
-                triggered_at: None,
-                triggered_price: Some(1.5),
-            },
-        }
-    }
-
-    #[tokio::test]
-    async fn failed_publishes_are_retried_until_delivered_in_order() {
-        let pusher = FlakyPusher {
-            fail_first: 5,
-            ..FlakyPusher::default()
-        };
-        let (tx, rx) = mpsc::channel(8);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
-        let sink = queue_sink(tx);
-        for id in 1..=3 {
-            sink(&fired(id));
-        }
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while pusher.published.lock().len() < 3 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-        .await
-        .expect("all pushes delivered once the publisher recovers");
-        let got: Vec<String> = pusher
-            .published
-            .lock()
-            .iter()
-            .map(|(_, a)| a.clone())
-            .collect();
-        let want: Vec<String> = (1..=3).map(|id| fired(id).to_json()).collect();
-        assert_eq!(got, want);
-        assert_eq!(pusher.calls.load(Relaxed), 5 + 3);
-        shutdown.cancel();
-        task.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_retrying_and_a_full_queue_never_blocks_the_sink() {
-        let pusher = FlakyPusher {
-            fail_first: usize::MAX,
-            ..FlakyPusher::default()
-        };
-        let (tx, rx) = mpsc::channel(2);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay_fired(pusher.clone(), rx, FAST, shutdown.clone()));
-        let sink = queue_sink(tx);
-        // One in flight, two queued, the rest dropped without blocking.
-        for id in 1..=50 {
-            sink(&fired(id));
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(pusher.calls.load(Relaxed) > 1, "the head alert is retried");
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the relay stops at shutdown")
-            .unwrap();
-        assert!(pusher.published.lock().is_empty());
-        sink(&fired(51)); // closed queue: ignored
-    }
+    Ok(relay::spawn(redis, shutdown))
 }

@@ -15,22 +15,18 @@ use marketmux_kafka::{Bridge, BridgeStats, ConsumerStats, KafkaConfig, StartFrom
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BridgeArgs, StartFromArg};
+use crate::conventional::REDIS_URL;
 use crate::node::Node;
 
 /// Starts a bridge into Redis (`--redis-url`, or REDIS_ADDR).
 pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
-    let url = args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_ADDR").ok())
-        .context(
-            "the bridge role needs --redis-url (or REDIS_ADDR), e.g. redis://127.0.0.1:6379",
-        )?;
+    let url = REDIS_URL.require(args.redis_url.as_deref(), "bridge")?;
     let redis = RedisConfig {
         url,
         prefix: args.redis_prefix.clone(),
         sharded: args.redis_sharded,
         history: args.history.config(),
+        candles: args.history.candle_config(),
         ..RedisConfig::default()
     };
     let client = redis
@@ -38,7 +34,9 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
         .await
         .with_context(|| format!("bridge: Redis at {}", redis.redacted_url()))?;
     let keys = KeySpace::new(&redis.prefix, redis.sharded).context("bridge: Redis key prefix")?;
-    let publisher = RedisPublisher::new(client, keys).with_history(redis.history);
+    let publisher = RedisPublisher::new(client, keys)
+        .with_history(redis.history)
+        .with_candles(redis.candles);
     publisher.load_script().await.with_context(|| {
         format!(
             "bridge: loading the tick script into {}",
@@ -53,7 +51,7 @@ pub async fn start_with_sink(
     args: BridgeArgs,
     sink: Arc<dyn TickPublisher>,
 ) -> anyhow::Result<Node> {
-    let brokers = args.kafka.brokers()?;
+    let brokers = args.kafka.brokers("bridge")?;
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
     let start_from = match args.start_from {
         StartFromArg::Earliest => StartFrom::Earliest,

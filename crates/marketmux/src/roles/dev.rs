@@ -7,11 +7,13 @@ use anyhow::Context as _;
 use marketmux_alerts::{open_store, AlertEngine, AlertSink, AlertStore, FiredAlert, StoreHealth};
 use marketmux_bus::InProcessBus;
 use marketmux_core::Tick;
+use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
 use mock_publisher::{Feed, FeedConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DevArgs;
+use crate::conventional::DATABASE_URL;
 use crate::node::Node;
 
 /// Starts the all-in-one node; it runs until its [`Node::shutdown`] is cancelled.
@@ -24,20 +26,23 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         config.allowed_hosts = Some(Vec::new());
     }
     marketmux_gateway::server::raise_fd_limit();
-    let bus = InProcessBus::with_history(args.history.config());
+    let bus = InProcessBus::with_streams(args.history.config(), args.history.candle_config());
     let saved_streams = restore_streams(&bus, &args)?;
     let hub = GatewayState::new_hub();
-    let h = hub.clone();
+    let candles = CandleHub::new(args.history.candle_config().grace_ms);
+    let (h, c) = (hub.clone(), candles.clone());
     // Whole batches: each client's writer wakes once per batch, not per tick.
     bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| {
         h.publish_batch(ticks);
+        c.on_ticks(ticks);
     }));
     let shutdown = CancellationToken::new();
     let alert_store = open_alert_store(&args).await?;
     let alert_health = StoreHealth::watch(alert_store.clone(), STORE_PING, shutdown.clone());
-    let state = GatewayState::new(
+    let state = GatewayState::with_candles(
         config,
         hub,
+        candles,
         bus.clone(),
         bus.clone(),
         vec![bus.clone(), alert_health],
@@ -49,7 +54,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         shutdown.clone(),
     )
     .await?;
-    bus.add_handler(alerts.tick_handler());
+    bus.add_batch_handler(alerts.tick_handler());
 
     if args.feed_rate > 0.0 {
         let feed = Feed::new(FeedConfig {
@@ -126,11 +131,7 @@ const STORE_PING: Duration = Duration::from_secs(2);
 /// The dev node's alert store: the embedded one under `--data-dir`, or
 /// PostgreSQL with `--database-url`/DATABASE_URL.
 async fn open_alert_store(args: &DevArgs) -> anyhow::Result<Arc<dyn AlertStore>> {
-    let url = args
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.trim().is_empty());
+    let url = DATABASE_URL.resolve(args.database_url.as_deref());
     open_store(url.as_deref(), &args.data_dir)
         .await
         .with_context(|| match &url {

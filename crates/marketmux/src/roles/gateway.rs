@@ -17,35 +17,42 @@ use anyhow::Context as _;
 use marketmux_bus::redis::StillNeeded;
 use marketmux_bus::{Readiness, RedisBus, RedisConfig, TickBatchHandler, TickPublisher};
 use marketmux_core::{Symbol, Tick};
+use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
-use marketmux_hub::{Interest, SymbolHub};
+use marketmux_hub::{Interest, InterestListener, SymbolHub};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GatewayArgs, LimitArgs};
+use crate::conventional::{KAFKA_BROKERS, REDIS_URL};
 use crate::node::Node;
 
 /// Starts an edge node; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
     let redis = redis_config(&args)?;
     let hub = GatewayState::new_hub();
-    let to_hub = hub.clone();
+    let candles = CandleHub::new(redis.candles.grace_ms);
+    let (to_hub, to_candles) = (hub.clone(), candles.clone());
     // Ticks that arrived together go out together: one write per client.
     let handler: TickBatchHandler = Arc::new(move |ticks: &[Tick]| {
         to_hub.publish_batch(ticks);
+        to_candles.on_ticks(ticks);
     });
-    let counts = hub.clone();
-    let still_needed: StillNeeded = Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0);
+    let (counts, candle_counts) = (hub.clone(), candles.clone());
+    let still_needed: StillNeeded =
+        Arc::new(move |s: &Symbol| counts.subscriber_count(s) > 0 || candle_counts.follows(s));
     let bus = RedisBus::connect(redis.clone(), handler, still_needed)
         .await
         .with_context(|| format!("gateway: Redis edge bus at {}", redis.redacted_url()))?;
     follow_interest(&hub, &bus);
+    candles.set_interest_listener(interest_listener(&bus));
 
     let (publisher, kafka_ready) = ingest_publisher(&args, &bus)?;
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![bus.clone()];
     readiness.extend(kafka_ready);
-    let state = GatewayState::new(
+    let state = GatewayState::with_candles(
         args.limits.gateway_config()?,
         hub,
+        candles,
         publisher,
         bus.clone(),
         readiness,
@@ -119,12 +126,12 @@ pub fn admin_listener(
 
 /// The Redis settings from the flags (`--redis-url`, else the conventional REDIS_ADDR).
 pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
-    let url = args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_ADDR").ok())
-        .filter(|u| !u.trim().is_empty())
-        .context("the gateway role needs --redis-url (or REDIS_ADDR), e.g. redis://127.0.0.1:6379; for a single node without Redis run `marketmux dev`")?;
+    let url = REDIS_URL
+        .resolve(args.redis_url.as_deref())
+        .ok_or_else(|| {
+            let e = REDIS_URL.missing("gateway");
+            anyhow::anyhow!("{e}; for a single node without Redis run `marketmux dev`")
+        })?;
     let linger = Duration::try_from_secs_f64(args.redis_unsubscribe_linger_secs.max(0.0))
         .context("--redis-unsubscribe-linger-secs is out of range")?;
     Ok(RedisConfig {
@@ -134,6 +141,7 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
         unsubscribe_linger: linger,
         max_pending_reads: args.redis_max_pending_reads.max(1),
         history: args.history.config(),
+        candles: args.history.candle_config(),
         ..RedisConfig::default()
     })
 }
@@ -144,15 +152,22 @@ pub fn redis_config(args: &GatewayArgs) -> anyhow::Result<RedisConfig> {
 /// the open could run before the task did, and read before the SUBSCRIBE.)
 /// Holds the bus weakly: the bus's tick handler holds the hub.
 fn follow_interest(hub: &SymbolHub, bus: &Arc<RedisBus>) {
+    hub.set_interest_listener(interest_listener(bus));
+}
+
+/// Follows a symbol in Redis from its first local subscriber (of ticks or of
+/// candles) and unfollows it (after the linger, if no one else needs it) at
+/// its last.
+fn interest_listener(bus: &Arc<RedisBus>) -> InterestListener {
     let bus = Arc::downgrade(bus);
-    hub.set_interest_listener(Arc::new(move |event| {
+    Arc::new(move |event| {
         if let Some(bus) = bus.upgrade() {
             match event {
                 Interest::Added(s) => bus.follow(s),
                 Interest::Removed(s) => bus.unfollow(s),
             }
         }
-    }));
+    })
 }
 
 /// Where `POST /api/v1/ticks` sends accepted ticks: straight to Redis, unless
@@ -160,11 +175,7 @@ fn follow_interest(hub: &SymbolHub, bus: &Arc<RedisBus>) {
 type IngestTarget = (Arc<dyn TickPublisher>, Option<Arc<dyn Readiness>>);
 
 fn ingest_publisher(args: &GatewayArgs, bus: &Arc<RedisBus>) -> anyhow::Result<IngestTarget> {
-    let kafka = args
-        .kafka_brokers
-        .clone()
-        .or_else(|| std::env::var("KAFKA_BROKERS").ok())
-        .filter(|b| !b.trim().is_empty());
+    let kafka = KAFKA_BROKERS.resolve(args.kafka_brokers.as_deref());
     if let Some(brokers) = kafka {
         // Ingest goes to Kafka (202 only after the brokers' ack); the bridge moves it to Redis.
         let config =

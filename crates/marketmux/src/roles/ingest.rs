@@ -14,6 +14,7 @@ use marketmux_kafka::{KafkaConfig, KafkaPublisher};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::IngestArgs;
+use crate::conventional::FINNHUB_TOKEN;
 use crate::node::Node;
 
 /// How long the producer may take to deliver what is queued at shutdown.
@@ -21,15 +22,13 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 
 /// Starts the Finnhub client producing to Kafka.
 pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
-    let brokers = args.kafka.brokers()?;
-    let token = args
-        .finnhub_token
-        .clone()
-        .or_else(|| std::env::var("FINNHUB_API_KEY").ok())
-        .unwrap_or_default();
-    if token.is_empty() && args.finnhub_url == DEFAULT_FINNHUB_URL {
-        anyhow::bail!("the ingest role needs --finnhub-token (or FINNHUB_API_KEY) to reach {DEFAULT_FINNHUB_URL}");
+    let brokers = args.kafka.brokers("ingest")?;
+    let token = FINNHUB_TOKEN.resolve(args.finnhub_token.as_deref());
+    if token.is_none() && args.finnhub_url == DEFAULT_FINNHUB_URL {
+        let e = FINNHUB_TOKEN.missing("ingest");
+        anyhow::bail!("{e}, to reach {DEFAULT_FINNHUB_URL}");
     }
+    let token = token.unwrap_or_default();
     let symbols = args
         .symbols
         .iter()

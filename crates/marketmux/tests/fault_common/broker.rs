@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marketmux_bus::testing::free_port;
+use marketmux_test_support::{free_port, wait_for};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -77,17 +77,13 @@ impl Proxy {
     /// # Panics
     /// When the port cannot be bound again within 5 s.
     pub async fn restore(&self) {
-        let mut listener = None;
-        for _ in 0..100 {
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        let listener = listener.unwrap_or_else(|| panic!("proxy port {} stays taken", self.port));
+        let port = self.port;
+        let listener = wait_for(
+            "the proxy's port to be free again",
+            Duration::from_secs(5),
+            || async move { TcpListener::bind(("127.0.0.1", port)).await.ok() },
+        )
+        .await;
         let token = CancellationToken::new();
         *self.open.lock() = Some(token.clone());
         let upstream = self.upstream;

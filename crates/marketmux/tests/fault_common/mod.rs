@@ -20,11 +20,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use marketmux_core::Timestamp;
+use marketmux_test_support::eventually;
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
@@ -216,12 +217,15 @@ pub async fn crossing_alerts(
 
 /// Waits until every socket has every accepted tick, then a little longer
 /// so that a late duplicate would show; returns each socket's tally.
+///
+/// # Panics
+/// When a socket still lacks an accepted tick after `within`.
 pub async fn settle(
     views: &[Arc<Mutex<SocketView>>],
     accepted: &HashSet<u64>,
     within: Duration,
 ) -> Vec<Tally> {
-    wait_for(within, || {
+    eventually("every socket has every accepted tick", within, || {
         views.iter().all(|v| v.lock().prices.is_superset(accepted))
     })
     .await;
@@ -230,16 +234,4 @@ pub async fn settle(
         .iter()
         .map(|v| Tally::of(&v.lock(), accepted))
         .collect()
-}
-
-/// Polls `ok` every 100 ms until it holds (true) or `within` has passed (false).
-pub async fn wait_for(within: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use marketmux_bus::testing::free_port;
+use marketmux_test_support::{eventually, free_port};
 
 use super::proc::Proc;
 
@@ -34,6 +34,7 @@ fn bin_dir() -> PathBuf {
 
 /// PostgreSQL refuses to run as root: as root, the server runs as the
 /// `postgres` user (uid, gid).
+#[allow(unsafe_code)] // getuid(2)
 fn run_as() -> Option<(u32, u32)> {
     // SAFETY: getuid(2) has no preconditions.
     if unsafe { libc::getuid() } != 0 {
@@ -187,13 +188,18 @@ impl OwnPostgres {
 
     /// Fast shutdown (SIGINT): clients are disconnected, in-flight
     /// transactions roll back, the server exits; waits until it has.
+    ///
+    /// # Panics
+    /// When the server is still running after 30 s.
     pub async fn stop_server(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.signal(libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while server.running() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            eventually(
+                "PostgreSQL to exit after a fast shutdown",
+                Duration::from_secs(30),
+                || !server.running(),
+            )
+            .await;
         }
     }
 }

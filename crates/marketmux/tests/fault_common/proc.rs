@@ -69,7 +69,10 @@ impl Proc {
     pub fn signal(&self, signal: i32) {
         if let Some(c) = &self.child {
             // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as i32, signal) };
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(c.id() as i32, signal)
+            };
         }
     }
 
@@ -119,6 +122,7 @@ impl Drop for Proc {
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

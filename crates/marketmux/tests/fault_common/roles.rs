@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use marketmux_bus::testing::free_port;
+use marketmux_test_support::free_port;
 
 use super::proc::{marketmux, wait_ok, Proc};
 

@@ -28,6 +28,7 @@ use serde_json::{json, Value as Json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::scrape::scrape;
+use marketmux_test_support::eventually;
 
 pub const REDIS_HINT: &str =
     "start one with `redis-server` (Debian/Ubuntu: apt-get install redis-server) \
@@ -231,17 +232,6 @@ pub async fn channel_watch(
         .await
         .expect("psubscribe");
     (sub, seen)
-}
-
-pub async fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Runs the pipeline with `n` ticks over 8 symbols and checks that none is lost.

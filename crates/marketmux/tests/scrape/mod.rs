@@ -12,5 +12,5 @@ pub async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
         .text()
         .await
         .expect("metrics body");
-    marketmux_gateway::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    marketmux_test_support::exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }

@@ -1,5 +1,5 @@
-//! Reads Prometheus text exposition back, checking its shape: for tests that
-//! scrape `/metrics` and for tools that compare two scrapes.
+//! [`parse`]: Prometheus text exposition read back, its shape checked, for
+//! tests that scrape `/metrics`.
 
 use std::collections::{HashMap, HashSet};
 
