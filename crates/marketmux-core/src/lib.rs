@@ -3,6 +3,7 @@
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
+//! - [`options`]: [`SubscribeOptions`] and [`MaxRate`], what a subscriber may ask for.
 //! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
 //! - [`auth`]: [`auth::AuthenticatedUser`], the user a request was authenticated as.
@@ -11,6 +12,7 @@
 
 pub mod auth;
 pub mod ingest;
+pub mod options;
 pub mod request;
 pub mod response;
 pub mod skew;
@@ -18,6 +20,7 @@ pub mod stream;
 pub mod symbol;
 pub mod tick;
 
+pub use options::{MaxRate, SubscribeOptions};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};

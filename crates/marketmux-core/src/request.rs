@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::options::SubscribeOptions;
 use crate::response::ErrorCode;
 use crate::stream::{Epoch, Position};
 use crate::symbol::{Symbol, SymbolError};
@@ -17,10 +18,12 @@ pub const MAX_SYMBOLS_PER_REQUEST: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     /// `since` holds the positions the client asks to resume from, each for
-    /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`).
+    /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`);
+    /// `options`, what the client asks of the subscription (`max_rate`).
     Subscribe {
         symbols: Vec<Symbol>,
         since: Vec<(Symbol, Position)>,
+        options: SubscribeOptions,
         id: Option<String>,
     },
     Unsubscribe {
@@ -54,6 +57,7 @@ struct RawRequest<'a> {
     symbols: Option<serde_json::Value>,
     user_id: Option<serde_json::Value>,
     since: Option<serde_json::Value>,
+    max_rate: Option<serde_json::Value>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
 }
@@ -93,7 +97,14 @@ impl ClientRequest {
                             .map_err(|m| err(ErrorCode::InvalidRequest, m))?,
                         None => Vec::new(),
                     };
-                    ClientRequest::Subscribe { symbols, since, id }
+                    let options = SubscribeOptions::parse(raw.max_rate.as_ref())
+                        .map_err(|m| err(ErrorCode::InvalidRequest, m))?;
+                    ClientRequest::Subscribe {
+                        symbols,
+                        since,
+                        options,
+                        id,
+                    }
                 } else {
                     ClientRequest::Unsubscribe { symbols, id }
                 })
@@ -245,6 +256,7 @@ mod tests {
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL")],
                 since: vec![],
+                options: SubscribeOptions::default(),
                 id: None
             }
         );
@@ -256,6 +268,7 @@ mod tests {
             ClientRequest::Subscribe {
                 symbols: vec![sym("AAPL"), sym("MSFT")],
                 since: vec![],
+                options: SubscribeOptions::default(),
                 id: Some("\"x1\"".into())
             }
         );
@@ -353,6 +366,27 @@ mod tests {
         }
         let e = ClientRequest::parse(&too_many).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_max_rate_applies_to_the_whole_subscribe() {
+        let req = ClientRequest::parse(r#"{"action":"subscribe","symbols":["AAPL"],"max_rate":4}"#)
+            .unwrap();
+        let ClientRequest::Subscribe { options, .. } = req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(options.max_rate.map(|r| r.per_sec()), Some(4.0));
+        for bad in ["-1", "\"NaN\"", "10000", "0.01"] {
+            let text =
+                format!(r#"{{"action":"subscribe","symbol":"AAPL","max_rate":{bad},"id":5}}"#);
+            let e = ClientRequest::parse(&text).unwrap_err();
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (ErrorCode::InvalidRequest, Some("5")),
+                "{text}"
+            );
+            assert!(e.message.contains("max_rate"), "{text}: {}", e.message);
+        }
     }
 
     #[test]
