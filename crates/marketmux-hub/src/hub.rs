@@ -838,6 +838,26 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_subscription_starts_with_the_latest_tick_and_holds_what_came_meanwhile() {
+        use std::time::Duration;
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a).unwrap();
+        assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(1))));
+        hub.publish(&numbered("AAPL", 13.0, 7, 13));
+        hub.publish(&numbered("AAPL", 14.0, 7, 14));
+        let head = Some(Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 12,
+        });
+        let latest = Some(numbered("AAPL", 12.0, 7, 12));
+        hub.start(&aapl, &a, StreamStart::Latest { latest, head });
+        let seqs: Vec<u64> = drain(&a).iter().filter_map(|v| v["seq"].as_u64()).collect();
+        assert_eq!(seqs, [12], "13 and 14 wait for the interval: {seqs:?}");
+    }
+
+    #[test]
     fn a_replay_is_never_thinned_by_a_cap() {
         use std::time::Duration;
         let hub = hub();

@@ -656,6 +656,7 @@ async fn page_resumes_from_its_positions_on_a_scripted_node() {
     let mut ws = next_socket(&mut sockets).await;
     let sub = next_subscribe(&mut ws).await;
     assert_eq!(sub["symbols"], json!(["AAA", "BBB"]));
+    assert_eq!(sub["max_rate"], 60, "the page's paint rate");
     assert!(sub.get("since").is_none(), "nothing to resume yet: {sub}");
     push(
         &mut ws,
@@ -724,7 +725,10 @@ async fn page_resumes_its_rows_after_a_node_restart() {
     let b = Gateway::start_on_redis(other, &dir, &redis.url()).await;
     let browser = Browser::start().await;
     let c = &browser.client;
-    c.goto(&a.url("/?symbols=ZZRESUME")).await.unwrap();
+    // Every tick, as the test posts them back to back: no rate cap.
+    c.goto(&a.url("/?symbols=ZZRESUME&max_rate=0"))
+        .await
+        .unwrap();
     wait_for(
         "the node to name ZZRESUME's epoch",
         Duration::from_secs(10),
