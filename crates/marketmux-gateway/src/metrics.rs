@@ -357,7 +357,7 @@ pub fn render(state: &GatewayState) -> String {
     counter(
         &mut out,
         "marketmux_deflated_frames_total",
-        "Compressed (permessage-deflate) tick frames made: at most one per tick per node.",
+        "Compressed (permessage-deflate) tick frames made: one per live tick per node, shared; a replay's for its client.",
         hub.deflated_frames,
     );
     counter(

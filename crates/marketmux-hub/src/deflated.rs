@@ -1,9 +1,11 @@
 //! [`SharedFrame`]: a tick's frame as the fan-out hands it out, with its
 //! compressed variant made the first time a compressing subscriber needs it.
 //!
-//! The compressed variant is made at most once per tick per node, by the
-//! hub's [`FrameDeflater`], and shared by every compressing subscriber like
-//! the plain frame; a tick no compressing client follows is never compressed.
+//! The compressed variant of a live tick is made at most once per node, by
+//! the hub's [`FrameDeflater`], and shared by every compressing subscriber
+//! like the plain frame; a tick no compressing client follows is never
+//! compressed. (A replay's ticks are encoded for their one client, and
+//! compressed for it too.)
 //! Subscribers that do not compress only compare one number.
 
 use std::sync::Arc;

@@ -22,8 +22,8 @@ pub struct HubStats {
     /// Ticks a rate-capped client never got: replaced, while held for its
     /// cap's interval, by a newer tick of the same symbol.
     pub capped_skipped: AtomicU64,
-    /// Compressed variants of tick frames made (at most one per tick per
-    /// node, for clients that negotiated compression).
+    /// Compressed variants of tick frames made, for clients that negotiated
+    /// compression: one per live tick per node (a replay's, per client).
     pub deflated_frames: AtomicU64,
     /// Bytes the compressed frames saved, over every frame queued compressed.
     pub deflate_bytes_saved: AtomicU64,
