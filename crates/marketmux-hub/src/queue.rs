@@ -171,6 +171,9 @@ struct Inner {
     direct: Option<Arc<dyn DirectSocket>>,
     /// The symbols with a rate cap, and the ticks they hold.
     caps: RateCaps,
+    /// When the writer takes a batch next by itself (the `next_due` of the
+    /// batch it took last): a held tick due no sooner needs no wake-up.
+    armed: Option<Instant>,
 }
 
 /// One client's outgoing queue. The hub pushes, the client's writer drains.
@@ -278,12 +281,19 @@ impl ClientQueue {
         }
         match inner.caps.offer(&symbol, frame, received) {
             Offer::Uncapped | Offer::SendNow => self.push_locked(inner, symbol, frame, received),
-            Offer::Held { replaced, earlier } => {
+            Offer::Held { replaced, due } => {
                 if replaced {
                     self.stats.capped_skipped.fetch_add(1, Relaxed);
                 }
+                // The writer wakes at its own deadline anyway when that is
+                // no later: a capped socket costs one wake-up per due time,
+                // not one per held tick.
+                let wake = inner.armed.is_none_or(|armed| due < armed);
+                if wake {
+                    inner.armed = Some(due);
+                }
                 drop(inner);
-                if earlier {
+                if wake {
                     self.ready.notify_one();
                 }
                 (PushOutcome::Held { replaced }, false)
@@ -496,11 +506,13 @@ impl ClientQueue {
         inner.control_bytes = 0;
         inner.writer_idle = frames.is_empty() && conflated.is_empty();
         inner.writing_since = queued_at;
+        let next_due = inner.caps.next_due();
+        inner.armed = next_due;
         Ok(Batch {
             frames,
             conflated,
             queued_at,
-            next_due: inner.caps.next_due(),
+            next_due,
         })
     }
 
@@ -821,6 +833,48 @@ mod tests {
             q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
             PushOutcome::Queued
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_writer_is_woken_only_when_its_deadline_moves_earlier() {
+        let q = queue(1024);
+        let (a, b) = (sym("A"), sym("B"));
+        q.set_cap(a, Some(Duration::from_millis(250)));
+        q.set_cap(b, Some(Duration::from_millis(250)));
+        let idle = |q: &Arc<ClientQueue>| {
+            let q = q.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(1), q.wait_ready())
+                    .await
+                    .is_err()
+            }
+        };
+        let now = Instant::now();
+        let push = |s, f: &'static [u8]| q.push_capped_deferred(s, &Bytes::from_static(f), now);
+        // Setting a cap wakes the writer (its deadline may move): taken here.
+        q.wait_ready().await;
+        assert_eq!(push(a, b"a1"), (PushOutcome::Queued, true), "sent at once");
+        assert_eq!(push(b, b"b1"), (PushOutcome::Queued, false));
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(
+            (texts(&batch), batch.next_due),
+            (vec!["a1".into(), "b1".into()], None)
+        );
+        assert!(idle(&q).await);
+        // The first held tick sets the writer's deadline: one wake-up.
+        assert_eq!(push(a, b"a2").0, PushOutcome::Held { replaced: false });
+        assert!(!idle(&q).await, "woken to arm its timer");
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(batch.next_due, Some(now + Duration::from_millis(250)));
+        // Ticks due no sooner than that deadline wake nobody.
+        assert_eq!(push(b, b"b2").0, PushOutcome::Held { replaced: false });
+        assert_eq!(push(a, b"a3").0, PushOutcome::Held { replaced: true });
+        assert!(idle(&q).await);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(texts(&batch), ["a3", "b2"]);
+        assert_eq!(q.stats.capped_skipped.load(Relaxed), 1);
     }
 
     #[tokio::test]

@@ -40,10 +40,8 @@ pub(crate) enum Offer {
     Uncapped,
     /// The interval has passed: send it now (the slot counts it as sent).
     SendNow,
-    /// Held until its slot is due; `replaced` when it replaced a held tick;
-    /// `earlier` when this made [`RateCaps::next_due`] earlier (the writer
-    /// must be told to wait less).
-    Held { replaced: bool, earlier: bool },
+    /// Held until its slot is `due`; `replaced` when it replaced a held tick.
+    Held { replaced: bool, due: Instant },
 }
 
 /// Every capped symbol of one client and the one deadline they make.
@@ -95,11 +93,10 @@ impl RateCaps {
         match slot.next_at {
             Some(at) if now < at || slot.held.is_some() => {
                 let replaced = slot.held.replace(frame.clone()).is_some();
-                let earlier = self.next_due.is_none_or(|due| at < due);
-                if earlier {
+                if self.next_due.is_none_or(|due| at < due) {
                     self.next_due = Some(at);
                 }
-                Offer::Held { replaced, earlier }
+                Offer::Held { replaced, due: at }
             }
             _ => {
                 slot.next_at = Some(now + slot.interval);
@@ -193,18 +190,19 @@ mod tests {
         assert_eq!(caps.offer(&a, &frame("a0"), t0), Offer::Uncapped);
         caps.set(a, 250 * MS);
         assert_eq!(caps.offer(&a, &frame("a1"), t0), Offer::SendNow);
+        let due = t0 + 250 * MS;
         assert_eq!(
             caps.offer(&a, &frame("a2"), t0 + 10 * MS),
             Offer::Held {
                 replaced: false,
-                earlier: true
+                due
             }
         );
         assert_eq!(
             caps.offer(&a, &frame("a3"), t0 + 20 * MS),
             Offer::Held {
                 replaced: true,
-                earlier: false
+                due
             }
         );
         assert_eq!(caps.next_due(), Some(t0 + 250 * MS));

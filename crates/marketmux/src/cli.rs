@@ -34,7 +34,9 @@ pub enum LogFormat {
 /// A setting that is on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnOff {
+    /// Turned on.
     On,
+    /// Turned off.
     Off,
 }
 
