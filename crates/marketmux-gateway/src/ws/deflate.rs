@@ -327,6 +327,26 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_inflate_within_the_bound_or_fail_cleanly() {
+        // A small xorshift: thousands of different inputs, the same every run.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let len = (next() % 64) as usize;
+            let input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            match inflate(&input, 256) {
+                Ok(out) => assert!(out.len() <= 256),
+                Err(e) => assert!(matches!(e.code, 1007 | 1009), "{e}"),
+            }
+        }
+    }
+
+    #[test]
     fn inflation_stops_at_the_bound() {
         let bomb = "a".repeat(1_000_000);
         let packed = deflate_frame(&crate::ws::frame::encode(
