@@ -24,7 +24,8 @@ VARIANTS=(
 )
 ulimit -n "$(ulimit -Hn)"
 data=$(mktemp -d)
-trap 'rm -rf "$data"' EXIT
+pid=""
+trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 
 run=0
 for round in $(seq "$ROUNDS"); do
@@ -49,7 +50,7 @@ for round in $(seq "$ROUNDS"); do
     "$LOADTEST" --quiet --json --url "ws://127.0.0.1:$PORT/ws" --server-pid "$pid" \
       --source-ips "127.0.$((run / 250 + 110)).$((run % 250 + 1))" --connect-rate 2000 \
       $MARKET $args 2>/dev/null |
-      jq -r --arg label "$label" --arg round "$round" '"\($round) \($label): \(.deliveries.received)/\(.deliveries.expected) delivered (\(.deliveries.conflated) skipped), \(.deliveries.bytes_per_delivery * 10 | round / 10) B/delivery on the wire, server \(.server.cpu_s * 100 | round / 100) CPU s, \(.server.cpu_us_per_delivery * 100 | round / 100) us/delivery, p50 \(.latency.p50_ms) p99 \(.latency.p99_ms) ms, \(.connections.compressed) sockets compressed"'
+      jq -r --arg name "$label" --arg round "$round" '"\($round) \($name): \(.deliveries.received)/\(.deliveries.expected) delivered (\(.deliveries.conflated) skipped), \(.deliveries.bytes_per_delivery * 10 | round / 10) B/delivery on the wire, server \(.server.cpu_s * 100 | round / 100) CPU s, \(.server.cpu_us_per_delivery * 100 | round / 100) us/delivery, p50 \(.latency.p50_ms) p99 \(.latency.p99_ms) ms, \(.connections.compressed) sockets compressed"'
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
