@@ -107,17 +107,23 @@ fn agreed_deflate(head: &[u8]) -> bool {
     })
 }
 
+thread_local! {
+    /// One decompressor per client thread: without context takeover no
+    /// state outlives a message, and thousands of sockets sharing one keep
+    /// it in cache (one each would cost ~40 KiB per socket).
+    static DECOMPRESSOR: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
 /// Inflates compressed messages (permessage-deflate without context
-/// takeover), reusing one decompressor and one buffer.
+/// takeover) into one reused buffer, with its thread's decompressor.
 pub struct Inflater {
-    d: flate2::Decompress,
     out: Vec<u8>,
 }
 
 impl Default for Inflater {
     fn default() -> Self {
         Self {
-            d: flate2::Decompress::new(false),
             out: Vec::with_capacity(1024),
         }
     }
@@ -126,31 +132,39 @@ impl Default for Inflater {
 impl Inflater {
     /// The message `payload` carried compressed, at most [`MAX_FRAME`] bytes.
     pub fn inflate(&mut self, payload: &[u8]) -> Result<&[u8], WsError> {
+        DECOMPRESSOR.with_borrow_mut(|d| Self::inflate_with(d, payload, &mut self.out))?;
+        Ok(&self.out)
+    }
+
+    fn inflate_with(
+        d: &mut flate2::Decompress,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WsError> {
         const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
         let bad = WsError::Protocol("compressed message is not valid DEFLATE data");
-        self.d.reset(false);
-        self.out.clear();
+        d.reset(false);
+        out.clear();
         for input in [payload, &TAIL[..]] {
-            let start = self.d.total_in();
+            let start = d.total_in();
             loop {
-                let used = (self.d.total_in() - start) as usize;
-                let full = self.out.len() == self.out.capacity();
+                let used = (d.total_in() - start) as usize;
+                let full = out.len() == out.capacity();
                 if used == input.len() && !full {
                     break;
                 }
                 if full {
-                    if self.out.len() >= MAX_FRAME {
+                    if out.len() >= MAX_FRAME {
                         return Err(WsError::Protocol("inflated message larger than 1 MiB"));
                     }
-                    self.out.reserve(self.out.capacity().max(1024));
+                    out.reserve(out.capacity().max(1024));
                 }
-                let before = (self.d.total_in(), self.out.len());
-                self.d
-                    .decompress_vec(&input[used..], &mut self.out, flate2::FlushDecompress::Sync)
+                let before = (d.total_in(), out.len());
+                d.decompress_vec(&input[used..], out, flate2::FlushDecompress::Sync)
                     .map_err(|_| {
                         WsError::Protocol("compressed message is not valid DEFLATE data")
                     })?;
-                if (self.d.total_in(), self.out.len()) == before {
+                if (d.total_in(), out.len()) == before {
                     if used == input.len() {
                         break;
                     }
@@ -158,7 +172,7 @@ impl Inflater {
                 }
             }
         }
-        Ok(&self.out)
+        Ok(())
     }
 }
 
