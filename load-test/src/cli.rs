@@ -71,6 +71,14 @@ pub struct Cli {
     /// then shows as missing ticks.
     #[arg(long)]
     pub no_recovery: bool,
+    /// Subscribe with `max_rate` (ticks per second per symbol, 0.1 to 1000):
+    /// the ticks the server skips for the cap count as conflated.
+    #[arg(long, value_name = "TICKS_PER_SEC")]
+    pub max_rate: Option<f64>,
+    /// Offer permessage-deflate on every socket and inflate what comes back
+    /// compressed (the report counts the sockets where it was agreed).
+    #[arg(long)]
+    pub compression: bool,
     /// WebSocket URL of the gateway (or of NATS's WebSocket listener with
     /// --protocol nats; with --protocol pusher a URL whose path is `/` gets
     /// `/app/KEY?protocol=7&client=load-test&version=1`). Several (repeated, or comma-separated): clients start
@@ -148,6 +156,10 @@ pub struct Config {
     pub reconnect_every: Option<Duration>,
     /// Resubscribe with `since` (not `--no-recovery`).
     pub recovery: bool,
+    /// `max_rate` of every subscribe (`--max-rate`).
+    pub max_rate: Option<f64>,
+    /// Offer permessage-deflate (`--compression`).
+    pub compression: bool,
     pub nats_addr: SocketAddr,
     /// The app published to and subscribed at with `--protocol pusher`.
     pub pusher: Credentials,
@@ -234,6 +246,14 @@ impl Cli {
         if self.publish_interval.is_zero() {
             anyhow::bail!("--publish-interval must be positive");
         }
+        if let Some(r) = self.max_rate {
+            if !(0.1..=1000.0).contains(&r) {
+                anyhow::bail!("--max-rate must be within 0.1..=1000 ticks per second");
+            }
+        }
+        if (self.max_rate.is_some() || self.compression) && self.protocol != Protocol::Marketmux {
+            anyhow::bail!("--max-rate and --compression are for --protocol marketmux");
+        }
         Ok(Config {
             label: self.label,
             url,
@@ -253,6 +273,8 @@ impl Cli {
             reconnect: self.reconnect || self.reconnect_every.is_some(),
             reconnect_every: self.reconnect_every,
             recovery: !self.no_recovery,
+            max_rate: self.max_rate,
+            compression: self.compression,
             nats_addr: self.nats_addr,
             pusher: Credentials {
                 app_id: self.pusher_app_id,

@@ -88,6 +88,10 @@ pub struct Context {
     pub reconnect_every: Option<Duration>,
     /// Resubscribe with each symbol's position (not `--no-recovery`).
     pub recovery: bool,
+    /// `max_rate` of every subscribe (`--max-rate`).
+    pub max_rate: Option<f64>,
+    /// Offer permessage-deflate (`--compression`).
+    pub compression: bool,
 }
 
 impl Context {
@@ -108,6 +112,8 @@ impl Context {
             reconnect: false,
             reconnect_every: None,
             recovery: true,
+            max_rate: None,
+            compression: false,
         }
     }
 
@@ -258,8 +264,11 @@ async fn setup(
     let started = std::time::Instant::now();
     let mut stream = ws::connect(t.addr, source).await?;
     let mut buf = InBuf::new(READ_BUFFER);
-    ws::upgrade(&mut stream, &t.host, &t.path, &mut buf).await?;
+    let deflate = ws::upgrade(&mut stream, &t.host, &t.path, &mut buf, ctx.compression).await?;
     ctx.counters.connected.fetch_add(1, Relaxed);
+    if deflate {
+        ctx.counters.compressed.fetch_add(1, Relaxed);
+    }
     if let Ok(mut h) = ctx.connect_latency.lock() {
         h.saturating_record(started.elapsed().as_micros().max(1) as u64);
     }
@@ -268,7 +277,17 @@ async fn setup(
     let mut then_subscribe = None;
     let (request, acks) = match t.protocol {
         Protocol::Marketmux => {
-            subscribe_frames(&names, &mut state.streams, ctx.recovery, state.mask)
+            let options = ctx
+                .max_rate
+                .map(|r| format!(r#","max_rate":{r}"#))
+                .unwrap_or_default();
+            subscribe_frames(
+                &names,
+                &mut state.streams,
+                ctx.recovery,
+                &options,
+                state.mask,
+            )
         }
         Protocol::Nats => {
             // NATS numbers nothing across connections: every stream starts over.
@@ -300,7 +319,11 @@ async fn setup(
     state.acks_pending = acks;
     state.proto.clear();
     state.out.clear();
-    let mut conn = Connection { stream, buf };
+    let mut conn = Connection {
+        stream,
+        buf,
+        inflater: deflate.then(ws::Inflater::default),
+    };
     // Frames already buffered (and anything after the ack) are handled here.
     conn.process(ctx, state)?;
     while state.acks_pending > 0 {
@@ -318,16 +341,17 @@ async fn setup(
 
 /// The subscribe message(s) and how many acks they get. With `recovery`,
 /// symbols with a position go with it in `since` (and `streams` notes that
-/// they did).
+/// they did). `options` (`,"max_rate":4` or empty) goes into every message.
 fn subscribe_frames(
     names: &[&str],
     streams: &mut StreamTracker,
     recovery: bool,
+    options: &str,
     mask: [u8; 4],
 ) -> (Vec<u8>, usize) {
     if let [one] = names {
         if !recovery || streams.position(0).is_none() {
-            let m = format!(r#"{{"action":"subscribe","symbol":"{one}"}}"#);
+            let m = format!(r#"{{"action":"subscribe","symbol":"{one}"{options}}}"#);
             return (ws::client_frame(opcode::TEXT, m.as_bytes(), mask), 1);
         }
     }
@@ -343,9 +367,9 @@ fn subscribe_frames(
             return;
         }
         let m = if since.len() > 1 {
-            format!(r#"{{"action":"subscribe","symbols":[{list}],"since":{since}}}}}"#)
+            format!(r#"{{"action":"subscribe","symbols":[{list}],"since":{since}}}{options}}}"#)
         } else {
-            format!(r#"{{"action":"subscribe","symbols":[{list}]}}"#)
+            format!(r#"{{"action":"subscribe","symbols":[{list}]{options}}}"#)
         };
         out.extend(ws::client_frame(opcode::TEXT, m.as_bytes(), mask));
         acks += 1;
@@ -387,6 +411,8 @@ fn subscribe_frames(
 struct Connection {
     stream: TcpStream,
     buf: InBuf,
+    /// Set when permessage-deflate was agreed.
+    inflater: Option<ws::Inflater>,
 }
 
 /// Per-client counts not yet added to the shared counters.
@@ -449,7 +475,13 @@ impl Connection {
         let now = now_ns();
         let start = ctx.publish_start_ns.load(Relaxed);
         while let Some(head) = ws::decode(self.buf.bytes())? {
-            let payload = &self.buf.bytes()[head.header..head.total()];
+            let mut payload = &self.buf.bytes()[head.header..head.total()];
+            if head.compressed {
+                let inflater = self.inflater.as_mut().ok_or(WsError::Protocol(
+                    "compressed frame without permessage-deflate",
+                ))?;
+                payload = inflater.inflate(payload)?;
+            }
             match head.opcode {
                 opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => match state.protocol {
                     Protocol::Marketmux | Protocol::Pusher if !head.fin => {
@@ -720,13 +752,13 @@ mod tests {
     #[test]
     fn subscribe_uses_the_seed_form_for_one_symbol() {
         let mut streams = StreamTracker::new(1);
-        let (f, acks) = subscribe_frames(&["AAPL"], &mut streams, true, [0; 4]);
+        let (f, acks) = subscribe_frames(&["AAPL"], &mut streams, true, "", [0; 4]);
         assert_eq!(acks, 1);
         assert_eq!(&f[6..], br#"{"action":"subscribe","symbol":"AAPL"}"#);
         let names: Vec<String> = (0..250).map(|i| format!("S{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut streams = StreamTracker::new(250);
-        let (_, acks) = subscribe_frames(&names, &mut streams, true, [0; 4]);
+        let (_, acks) = subscribe_frames(&names, &mut streams, true, "", [0; 4]);
         assert_eq!(acks, 3);
     }
 
@@ -743,7 +775,7 @@ mod tests {
             };
             streams.subscribed(slot, Some(&info));
         }
-        let (frames, acks) = subscribe_frames(&names, &mut streams, true, [0; 4]);
+        let (frames, acks) = subscribe_frames(&names, &mut streams, true, "", [0; 4]);
         let msgs = texts(&frames);
         assert_eq!(msgs.len(), acks);
         assert!(acks >= 2, "120 positions do not fit one 3.5 KiB frame");
@@ -769,12 +801,12 @@ mod tests {
             recovered: None,
         };
         one.subscribed(0, Some(&info));
-        let (f, _) = subscribe_frames(&["AAPL"], &mut one, true, [0; 4]);
+        let (f, _) = subscribe_frames(&["AAPL"], &mut one, true, "", [0; 4]);
         let m = &texts(&f)[0];
         assert_eq!(m["symbols"][0], "AAPL");
         assert_eq!(m["since"]["AAPL"]["seq"], 7);
         // --no-recovery: the plain form again, no position.
-        let (f, _) = subscribe_frames(&["AAPL"], &mut one, false, [0; 4]);
+        let (f, _) = subscribe_frames(&["AAPL"], &mut one, false, "", [0; 4]);
         assert_eq!(&f[6..], br#"{"action":"subscribe","symbol":"AAPL"}"#);
     }
 
@@ -830,7 +862,7 @@ mod tests {
             feed(&mut s, &m);
         }
         // The node goes away; the next one serves AAPL's position, not MSFT's.
-        let (frames, _) = subscribe_frames(&["AAPL", "MSFT"], &mut s.streams, true, [0; 4]);
+        let (frames, _) = subscribe_frames(&["AAPL", "MSFT"], &mut s.streams, true, "", [0; 4]);
         let since = &texts(&frames)[0]["since"];
         assert_eq!(since["AAPL"]["seq"], 11);
         assert_eq!(since["MSFT"]["seq"], 1);

@@ -45,6 +45,10 @@ pub struct Scenario {
     pub reconnect_every_s: Option<f64>,
     /// Resubscribes carry positions (`since`); false with `--no-recovery`.
     pub recovery: bool,
+    /// `max_rate` of every subscribe (`--max-rate`).
+    pub max_rate: Option<f64>,
+    /// permessage-deflate offered (`--compression`).
+    pub compression: bool,
     pub clients: usize,
     pub slow_clients: usize,
     pub symbols: usize,
@@ -61,6 +65,8 @@ pub struct Connections {
     pub opened: u64,
     pub failed: u64,
     pub subscribed: u64,
+    /// Sockets (openings, reconnects included) with permessage-deflate agreed.
+    pub compressed: u64,
     /// TCP connect + WebSocket upgrade.
     pub connect_p50_ms: f64,
     pub connect_p99_ms: f64,
@@ -100,7 +106,11 @@ pub struct Deliveries {
     pub per_sec: f64,
     /// From the first publish to the end of the drain.
     pub window_s: f64,
+    /// Bytes read off the sockets, as on the wire (compressed where agreed).
     pub bytes_in: u64,
+    /// `bytes_in` over `received`: what one delivery costs on the wire,
+    /// framing, acks and snapshots included.
+    pub bytes_per_delivery: Option<f64>,
 }
 
 /// What the resubscribes after reconnects asked for and got.
@@ -167,6 +177,15 @@ impl fmt::Display for Report {
             "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s in batches every {} ms for {:.1}s",
             s.protocol, s.urls.join(","), s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.publish_interval_ms, s.duration_s
         )?;
+        if s.max_rate.is_some() || s.compression {
+            writeln!(
+                f,
+                "options      max_rate {}, compression {} ({} sockets agreed)",
+                s.max_rate.map_or("none".to_string(), |r| format!("{r}/s")),
+                if s.compression { "offered" } else { "off" },
+                c.compressed
+            )?;
+        }
         writeln!(
             f,
             "connections  {} opened, {} failed, {} subscribed in {:.1}s; connect p50 {:.2} ms, p99 {:.2} ms",
@@ -216,11 +235,15 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        writeln!(
+        write!(
             f,
-            "throughput   {:.0} deliveries/s over {:.1}s",
-            d.per_sec, d.window_s
+            "throughput   {:.0} deliveries/s over {:.1}s, {} bytes read",
+            d.per_sec, d.window_s, d.bytes_in
         )?;
+        if let Some(b) = d.bytes_per_delivery {
+            write!(f, " ({b:.1} B on the wire per delivery)")?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
             "latency      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",

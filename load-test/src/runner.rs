@@ -55,6 +55,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     ctx.reconnect = cfg.reconnect;
     ctx.reconnect_every = cfg.reconnect_every;
     ctx.recovery = cfg.recovery;
+    ctx.max_rate = cfg.max_rate;
+    ctx.compression = cfg.compression;
     let ctx = Arc::new(ctx);
     let publisher = if cfg.publish_rate > 0.0 {
         Some(
@@ -259,6 +261,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             urls: cfg.urls.iter().map(|u| u.to_string()).collect(),
             reconnect_every_s: cfg.reconnect_every.map(|d| d.as_secs_f64()),
             recovery: cfg.recovery,
+            max_rate: cfg.max_rate,
+            compression: cfg.compression,
             clients: cfg.clients,
             slow_clients: slow,
             symbols: cfg.symbols.len(),
@@ -272,6 +276,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             opened: c.connected.load(Relaxed),
             failed: c.failed.load(Relaxed),
             subscribed: c.subscribed.load(Relaxed),
+            compressed: c.compressed.load(Relaxed),
             connect_p50_ms: connect.p50_ms,
             connect_p99_ms: connect.p99_ms,
             connect_phase_s: connect_phase.as_secs_f64(),
@@ -299,6 +304,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             per_sec: received as f64 / window.as_secs_f64().max(1e-9),
             window_s: window.as_secs_f64(),
             bytes_in: c.bytes_in.load(Relaxed),
+            bytes_per_delivery: (received > 0)
+                .then(|| c.bytes_in.load(Relaxed) as f64 / received as f64),
         },
         latency: Percentiles::of(&ctx.latencies.merged()),
         latency_window_s: ctx.latencies.window().as_secs_f64(),

@@ -57,7 +57,10 @@ pub struct Counters {
     pub new_epochs: AtomicU64,
     /// Subscribes whose reply named no epoch for a symbol (per-connection `seq`).
     pub unnumbered: AtomicU64,
+    /// Bytes read off the sockets (frames as sent: compressed where agreed).
     pub bytes_in: AtomicU64,
+    /// Sockets opened with permessage-deflate agreed.
+    pub compressed: AtomicU64,
 }
 
 /// One shard's samples: all of them, and those of each window.

@@ -1,5 +1,7 @@
 //! A minimal RFC 6455 client: the upgrade request, masked client frames, and
-//! decoding the server's unmasked frames in place from one reusable buffer.
+//! decoding the server's unmasked frames in place from one reusable buffer;
+//! permessage-deflate (RFC 7692) when asked, each message inflated on its own
+//! (the client asks for `server_no_context_takeover`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -44,17 +46,28 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStre
     Ok(stream)
 }
 
-/// Sends the upgrade request and waits for `101`. Bytes read past the
-/// response head stay in `buf`.
+/// The permessage-deflate offer of `--compression`.
+pub const DEFLATE_OFFER: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// Sends the upgrade request (offering permessage-deflate with `deflate`) and
+/// waits for `101`. Returns whether the server agreed to permessage-deflate.
+/// Bytes read past the response head stay in `buf`.
 pub async fn upgrade(
     stream: &mut TcpStream,
     host: &str,
     path: &str,
     buf: &mut InBuf,
-) -> Result<(), WsError> {
+    deflate: bool,
+) -> Result<bool, WsError> {
+    let offer = if deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     loop {
@@ -62,10 +75,11 @@ pub async fn upgrade(
             let head = &buf.bytes()[..end];
             let status = head.split(|&c| c == b'\r').next().unwrap_or_default();
             let ok = status.starts_with(b"HTTP/1.1 101");
+            let agreed = deflate && agreed_deflate(head);
             let status = String::from_utf8_lossy(status).into_owned();
             buf.consume(end + 4);
             return if ok {
-                Ok(())
+                Ok(agreed)
             } else {
                 Err(WsError::Refused(with_hint(status)))
             };
@@ -76,6 +90,89 @@ pub async fn upgrade(
         if buf.fill(stream).await? == 0 {
             return Err(WsError::Eof);
         }
+    }
+}
+
+/// Whether a response head agrees to permessage-deflate.
+fn agreed_deflate(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                && value.split(',').any(|e| {
+                    e.trim()
+                        .to_ascii_lowercase()
+                        .starts_with("permessage-deflate")
+                })
+        })
+    })
+}
+
+thread_local! {
+    /// One decompressor per client thread: without context takeover no
+    /// state outlives a message, and thousands of sockets sharing one keep
+    /// it in cache (one each would cost ~40 KiB per socket).
+    static DECOMPRESSOR: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+/// Inflates compressed messages (permessage-deflate without context
+/// takeover) into one reused buffer, with its thread's decompressor.
+pub struct Inflater {
+    out: Vec<u8>,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Self {
+            out: Vec::with_capacity(1024),
+        }
+    }
+}
+
+impl Inflater {
+    /// The message `payload` carried compressed, at most [`MAX_FRAME`] bytes.
+    pub fn inflate(&mut self, payload: &[u8]) -> Result<&[u8], WsError> {
+        DECOMPRESSOR.with_borrow_mut(|d| Self::inflate_with(d, payload, &mut self.out))?;
+        Ok(&self.out)
+    }
+
+    fn inflate_with(
+        d: &mut flate2::Decompress,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WsError> {
+        const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+        let bad = WsError::Protocol("compressed message is not valid DEFLATE data");
+        d.reset(false);
+        out.clear();
+        for input in [payload, &TAIL[..]] {
+            let start = d.total_in();
+            loop {
+                let used = (d.total_in() - start) as usize;
+                let full = out.len() == out.capacity();
+                if used == input.len() && !full {
+                    break;
+                }
+                if full {
+                    if out.len() >= MAX_FRAME {
+                        return Err(WsError::Protocol("inflated message larger than 1 MiB"));
+                    }
+                    out.reserve(out.capacity().max(1024));
+                }
+                let before = (d.total_in(), out.len());
+                d.decompress_vec(&input[used..], out, flate2::FlushDecompress::Sync)
+                    .map_err(|_| {
+                        WsError::Protocol("compressed message is not valid DEFLATE data")
+                    })?;
+                if (d.total_in(), out.len()) == before {
+                    if used == input.len() {
+                        break;
+                    }
+                    return Err(bad);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -93,6 +190,8 @@ pub mod opcode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHead {
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub compressed: bool,
     pub opcode: u8,
     pub header: usize,
     pub len: usize,
@@ -131,6 +230,7 @@ pub fn decode(b: &[u8]) -> Result<Option<FrameHead>, WsError> {
     }
     let head = FrameHead {
         fin: b[0] & 0x80 != 0,
+        compressed: b[0] & 0x40 != 0,
         opcode: b[0] & 0x0f,
         header,
         len,
@@ -251,6 +351,37 @@ mod tests {
         }
         assert_eq!(decode(&[0x81]).unwrap(), None);
         assert_eq!(decode(&[0x81, 126, 0]).unwrap(), None);
+    }
+
+    #[test]
+    fn inflates_compressed_messages_and_reads_the_agreement() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let text = br#"{"type":"tick","symbol":"AAPL","price":1.5,"seq":3}"#;
+        let mut c = Compress::new(Compression::default(), false);
+        let mut packed = Vec::with_capacity(256);
+        c.compress_vec(text, &mut packed, FlushCompress::Sync)
+            .unwrap();
+        assert!(packed.ends_with(&[0, 0, 0xff, 0xff]));
+        packed.truncate(packed.len() - 4);
+        let mut frame = server_frame(opcode::TEXT, &packed);
+        frame[0] |= 0x40;
+        let head = decode(&frame).unwrap().unwrap();
+        assert!(head.compressed);
+        let mut inflater = Inflater::default();
+        let payload = &frame[head.header..head.total()];
+        assert_eq!(inflater.inflate(payload).unwrap(), text);
+        assert_eq!(
+            inflater.inflate(payload).unwrap(),
+            text,
+            "each message on its own"
+        );
+        assert!(inflater.inflate(&[0xff, 0xff, 0xff]).is_err());
+        assert!(agreed_deflate(
+            b"HTTP/1.1 101 Switching Protocols\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover"
+        ));
+        assert!(!agreed_deflate(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`symbol`]: [`Symbol`], a validated, inline (allocation-free) instrument name.
 //! - [`tick`]: [`Tick`], one accepted price, and [`Timestamp`].
 //! - [`stream`]: [`Epoch`] and [`Position`]: where a tick is in its symbol's stream.
+//! - [`options`]: [`SubscribeOptions`] and [`MaxRate`], what a subscriber may ask for.
 //! - [`request`]: what a WebSocket client sends ([`ClientRequest`]), parsed with clear errors.
 //! - [`response`]: what the server sends back, encoded once ([`encode_tick`], [`ServerMessage`]).
 //! - [`candle`]: [`Interval`], [`Candle`] and the rules that build candles from ticks.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod backoff;
 pub mod candle;
 pub mod ingest;
+pub mod options;
 pub mod request;
 pub mod response;
 pub mod skew;
@@ -28,6 +30,7 @@ pub mod tick;
 
 pub use backoff::{Backoff, Jitter};
 pub use candle::{Candle, CandleConfig, Interval, SymbolCandles};
+pub use options::{MaxRate, SubscribeOptions};
 pub use request::{ClientRequest, RequestError};
 pub use response::{encode_tick, ErrorCode, ServerMessage, StreamState};
 pub use skew::{ClockSkew, FutureTimestamp};

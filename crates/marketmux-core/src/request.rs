@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::candle::Interval;
+use crate::options::SubscribeOptions;
 use crate::response::ErrorCode;
 use crate::stream::{Epoch, Position};
 use crate::symbol::{Symbol, SymbolError};
@@ -18,7 +19,8 @@ pub const MAX_SYMBOLS_PER_REQUEST: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     /// `since` holds the positions the client asks to resume from, each for
-    /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`).
+    /// a symbol of `symbols` (`{"since":{"AAPL":{"seq":120,"epoch":"k3f9"}}}`);
+    /// `options`, what the client asks of the subscription (`max_rate`).
     ///
     /// `candles` (`{"candles":["1m"]}`): the symbols' candles of those
     /// intervals instead of their ticks (empty: ticks).
@@ -29,6 +31,8 @@ pub enum ClientRequest {
         since: Vec<(Symbol, Position)>,
         /// Candle intervals to follow instead of the ticks (empty: ticks).
         candles: Vec<Interval>,
+        /// What the client asks of the subscription (`max_rate`).
+        options: SubscribeOptions,
         /// The request's `id`, echoed in the reply.
         id: Option<String>,
     },
@@ -78,6 +82,7 @@ struct RawRequest<'a> {
     user_id: Option<serde_json::Value>,
     since: Option<serde_json::Value>,
     candles: Option<serde_json::Value>,
+    max_rate: Option<serde_json::Value>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
 }
@@ -127,10 +132,19 @@ impl ClientRequest {
                                 .map_err(|m| err(ErrorCode::InvalidRequest, m))?,
                             None => Vec::new(),
                         };
+                    let options = SubscribeOptions::parse(raw.max_rate.as_ref())
+                        .map_err(|m| err(ErrorCode::InvalidRequest, m))?;
+                    if options.max_rate.is_some() && !candles.is_empty() {
+                        return Err(err(
+                            ErrorCode::InvalidRequest,
+                            "`max_rate` applies to ticks; candle updates are not capped yet".into(),
+                        ));
+                    }
                     ClientRequest::Subscribe {
                         symbols,
                         since,
                         candles,
+                        options,
                         id,
                     }
                 } else {
@@ -305,6 +319,17 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_cap_on_candles_is_refused_not_ignored() {
+        let e = ClientRequest::parse(
+            r#"{"action":"subscribe","candles":["1m"],"symbols":["AAPL"],"max_rate":2,"id":3}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("max_rate"), "{}", e.message);
+        assert_eq!(e.id.as_deref(), Some("3"));
+    }
+
+    #[test]
     fn parses_candle_subscriptions() {
         assert_eq!(
             ClientRequest::parse(
@@ -347,6 +372,7 @@ mod tests {
                 symbols: vec![sym("AAPL")],
                 since: vec![],
                 candles: vec![],
+                options: SubscribeOptions::default(),
                 id: None
             }
         );
@@ -359,6 +385,7 @@ mod tests {
                 symbols: vec![sym("AAPL"), sym("MSFT")],
                 since: vec![],
                 candles: vec![],
+                options: SubscribeOptions::default(),
                 id: Some("\"x1\"".into())
             }
         );
@@ -457,6 +484,27 @@ mod tests {
         }
         let e = ClientRequest::parse(&too_many).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_max_rate_applies_to_the_whole_subscribe() {
+        let req = ClientRequest::parse(r#"{"action":"subscribe","symbols":["AAPL"],"max_rate":4}"#)
+            .unwrap();
+        let ClientRequest::Subscribe { options, .. } = req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(options.max_rate.map(|r| r.per_sec()), Some(4.0));
+        for bad in ["-1", "\"NaN\"", "10000", "0.01"] {
+            let text =
+                format!(r#"{{"action":"subscribe","symbol":"AAPL","max_rate":{bad},"id":5}}"#);
+            let e = ClientRequest::parse(&text).unwrap_err();
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (ErrorCode::InvalidRequest, Some("5")),
+                "{text}"
+            );
+            assert!(e.message.contains("max_rate"), "{text}: {}", e.message);
+        }
     }
 
     #[test]

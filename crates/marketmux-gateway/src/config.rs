@@ -75,6 +75,9 @@ pub struct GatewayConfig {
     pub admin_token: Option<String>,
     /// Tokens, the ingest token and the Origin allow-list (all off by default).
     pub auth: Arc<AuthConfig>,
+    /// Whether permessage-deflate is negotiated with clients that offer it
+    /// (each tick compressed once per node, shared by those clients).
+    pub compression: bool,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +104,7 @@ impl Default for GatewayConfig {
             max_clock_skew: ClockSkew::default(),
             admin_token: None,
             auth: Arc::default(),
+            compression: true,
         }
     }
 }

@@ -350,6 +350,30 @@ pub fn render(state: &GatewayState) -> String {
     );
     counter(
         &mut out,
+        "marketmux_capped_ticks_skipped_total",
+        "Ticks a rate-capped socket never got: replaced by a newer tick of the symbol within its max_rate interval.",
+        hub.capped_skipped,
+    );
+    counter(
+        &mut out,
+        "marketmux_deflated_frames_total",
+        "Compressed (permessage-deflate) tick frames made: one per live tick per node, shared; a replay's for its client.",
+        hub.deflated_frames,
+    );
+    counter(
+        &mut out,
+        "marketmux_deflate_bytes_saved_total",
+        "Bytes compression saved over every tick frame queued compressed.",
+        hub.deflate_bytes_saved,
+    );
+    counter(
+        &mut out,
+        "marketmux_deflate_sockets_total",
+        "Sockets opened with permessage-deflate.",
+        s.deflate_sockets.load(Relaxed),
+    );
+    counter(
+        &mut out,
         "marketmux_stream_restarts_total",
         "Notices to sockets that a symbol's sequence started again (a new epoch).",
         hub.stream_restarts,

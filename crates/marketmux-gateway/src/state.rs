@@ -11,8 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::candles::CandleHub;
 use crate::config::GatewayConfig;
-use crate::ws::frame;
 use crate::ws::registry::ConnectionRegistry;
+use crate::ws::{deflate, frame};
 
 /// Socket-level counters (the hub keeps its own).
 #[derive(Debug, Default)]
@@ -25,6 +25,8 @@ pub struct GatewayStats {
     pub frames_written: AtomicU64,
     /// Client messages read.
     pub messages_in: AtomicU64,
+    /// Sockets opened with permessage-deflate.
+    pub deflate_sockets: AtomicU64,
     /// Upgrades refused and limits hit, by reason.
     pub limits: crate::limits::LimitCounters,
     /// Closed sockets by reason.
@@ -127,11 +129,14 @@ impl GatewayState {
         })
     }
 
-    /// A hub configured for WebSocket delivery.
+    /// A hub configured for WebSocket delivery: frames compressed for the
+    /// sockets that negotiated permessage-deflate.
     pub fn new_hub() -> Arc<SymbolHub> {
         let control: ControlEncoder = Arc::new(|m: &ServerMessage<'_>| Self::control_frame(m));
         Arc::new(
-            SymbolHub::new(HubConfig::default(), ws_tick_encoder()).with_control_encoder(control),
+            SymbolHub::new(HubConfig::default(), ws_tick_encoder())
+                .with_control_encoder(control)
+                .with_deflater(Arc::new(|f: &Bytes| deflate::deflate_frame(f))),
         )
     }
 

@@ -13,6 +13,11 @@
 //! ticks, and [`SymbolHub::start`] queues the subscription's first frames (a
 //! replay of what the client missed, or the latest tick), then the held ticks
 //! above them: no gap and no duplicate where the two meet.
+//!
+//! A subscription may carry a rate cap ([`SymbolHub::set_rate`]): its live
+//! ticks then go through the client queue's cap slot, which holds the newest
+//! until the cap's interval passes ([`crate::rate`]). Uncapped subscribers of
+//! the same symbol take the usual path; a replay is never capped.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -25,7 +30,8 @@ use marketmux_core::{Position, ServerMessage, StreamState, Symbol, Tick};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
-use crate::queue::{ClientId, ClientQueue};
+use crate::deflated::{FrameDeflater, SharedFrame};
+use crate::queue::{ClientId, ClientQueue, PushOutcome};
 use crate::stats::HubStats;
 use crate::subscription::{Admit, Subscription};
 
@@ -87,6 +93,9 @@ struct TopicInner {
     /// The newest tick of this symbol and its frame, sent as the snapshot on
     /// subscribe.
     latest: Option<(Tick, Bytes)>,
+    /// The compressed variant of `latest`'s frame, once a compressing
+    /// subscriber asked for it (see [`SharedFrame`]).
+    latest_deflated: Option<Option<Bytes>>,
     /// Set when the topic left its shard; a subscriber that raced must retry.
     removed: bool,
 }
@@ -110,6 +119,8 @@ pub struct SymbolHub {
     hasher: std::collections::hash_map::RandomState,
     encoder: TickEncoder,
     control: ControlEncoder,
+    /// Compresses frames for clients that negotiated it (None: nobody does).
+    deflater: Option<FrameDeflater>,
     interest: Mutex<Option<InterestListener>>,
     stats: Arc<HubStats>,
     /// Most topics at once (unbounded until [`SymbolHub::set_max_topics`]).
@@ -162,6 +173,7 @@ impl SymbolHub {
             hasher: Default::default(),
             encoder,
             control: Arc::new(|m: &ServerMessage<'_>| Bytes::from(m.encode())),
+            deflater: None,
             interest: Mutex::new(None),
             stats: Arc::default(),
             max_topics: AtomicU64::new(u64::MAX),
@@ -172,6 +184,14 @@ impl SymbolHub {
     /// epoch) with `control` (plain JSON by default).
     pub fn with_control_encoder(mut self, control: ControlEncoder) -> Self {
         self.control = control;
+        self
+    }
+
+    /// Compresses tick frames with `deflater` for clients whose queue takes
+    /// compressed frames ([`ClientQueue::set_deflate`]): once per tick per
+    /// node, the first time such a subscriber needs it, and shared by all.
+    pub fn with_deflater(mut self, deflater: FrameDeflater) -> Self {
+        self.deflater = Some(deflater);
         self
     }
 
@@ -255,6 +275,7 @@ impl SymbolHub {
                                     // one (the map would reserve three).
                                     subscribers: IndexMap::with_capacity(1),
                                     latest: None,
+                                    latest_deflated: None,
                                     removed: false,
                                 }),
                             });
@@ -279,9 +300,16 @@ impl SymbolHub {
             } else {
                 Subscription::live(client.clone())
             };
-            if let (false, Some((tick, frame))) = (held, &inner.latest) {
-                sub.admit(tick);
-                client.push_tick(symbol, frame);
+            if let (false, Some((tick, _))) = (held, &inner.latest) {
+                let tick = *tick;
+                sub.admit(&tick);
+                let plain = inner
+                    .latest
+                    .as_ref()
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_default();
+                let frame = self.frame_for(plain, &mut inner.latest_deflated, sub.deflate_max);
+                client.push_tick(symbol, &frame);
                 self.stats.deliveries.fetch_add(1, Relaxed);
             }
             inner.subscribers.insert(client.id(), sub);
@@ -394,7 +422,7 @@ impl SymbolHub {
         if inner.removed {
             return 0;
         }
-        let frame = (self.encoder)(tick);
+        let mut frame = SharedFrame::new((self.encoder)(tick), self.deflater.as_ref());
         let (mut sent, mut stale) = (0u64, 0u64);
         let subscribers = inner.subscribers.as_mut_slice();
         for i in 0..subscribers.len() {
@@ -404,7 +432,8 @@ impl SymbolHub {
             let Some((_, sub)) = subscribers.get_index_mut(i) else {
                 break;
             };
-            if sub.hold(tick, &frame) {
+            let out = frame.for_subscriber(sub.deflate_max);
+            if sub.hold(tick, out) {
                 continue;
             }
             match sub.admit(tick) {
@@ -415,25 +444,54 @@ impl SymbolHub {
                 }
                 Admit::NewEpoch => self.announce(sub, tick),
             }
-            sent += 1;
-            if sub
-                .queue
-                .push_tick_deferred(tick.symbol, &frame, received)
-                .1
-            {
+            let (outcome, woke) = if sub.capped {
+                sub.queue.push_capped_deferred(tick.symbol, out, received)
+            } else {
+                sub.queue.push_tick_deferred(tick.symbol, out, received)
+            };
+            if !matches!(outcome, PushOutcome::Held { .. }) {
+                sent += 1;
+            }
+            if woke {
                 wake.push(sub.queue.clone());
             }
         }
+        let (made, saved) = (frame.made, frame.saved);
         if inner.latest.as_ref().is_none_or(|(t, _)| is_newer(tick, t)) {
-            inner.latest = Some((*tick, frame));
+            let (plain, deflated) = frame.into_parts();
+            inner.latest = Some((*tick, plain));
+            inner.latest_deflated = deflated;
         }
         drop(inner);
         self.stats.ticks_encoded.fetch_add(1, Relaxed);
+        if made > 0 || saved > 0 {
+            self.stats.deflated_frames.fetch_add(made, Relaxed);
+            self.stats.deflate_bytes_saved.fetch_add(saved, Relaxed);
+        }
         self.stats.deliveries.fetch_add(sent, Relaxed);
         if stale > 0 {
             self.stats.stale_dropped.fetch_add(stale, Relaxed);
         }
         sent as usize
+    }
+
+    /// The frame of `plain` for a subscriber taking compressed frames up to
+    /// `deflate_max` bytes: the compressed variant in `cache`, made and kept
+    /// there if it was not yet, or `plain`.
+    fn frame_for(
+        &self,
+        plain: Bytes,
+        cache: &mut Option<Option<Bytes>>,
+        deflate_max: usize,
+    ) -> Bytes {
+        let mut shared = SharedFrame::with_deflated(plain, cache.take(), self.deflater.as_ref());
+        let out = shared.for_subscriber(deflate_max).clone();
+        self.stats.deflated_frames.fetch_add(shared.made, Relaxed);
+        self.stats
+            .deflate_bytes_saved
+            .fetch_add(shared.saved, Relaxed);
+        *cache = shared.into_parts().1;
+        out
     }
 
     /// Tells `sub`'s client that `tick` starts a new life of its symbol's
@@ -516,22 +574,30 @@ impl SymbolHub {
         match start {
             StreamStart::Replay { since, ticks } => {
                 sub.set_position(since);
+                let deflate_max = sub.deflate_max;
                 let frames: Vec<Bytes> = ticks
                     .iter()
                     .filter(|t| {
                         t.symbol == *symbol && t.epoch == since.epoch && sub.admit(t) == Admit::Send
                     })
-                    .map(|t| (self.encoder)(t))
+                    .map(|t| self.frame_for((self.encoder)(t), &mut None, deflate_max))
                     .collect();
                 started.replayed = frames.len();
                 delivered += frames.len() as u64;
                 client.push_replay(*symbol, frames);
             }
             StreamStart::Latest { latest, head } => {
+                let max = sub.deflate_max;
                 let newest = match (latest, &inner.latest) {
-                    (Some(t), Some((own, frame))) if t == *own => Some((t, frame.clone())),
-                    (Some(t), _) => Some((t, (self.encoder)(&t))),
-                    (None, Some((own, frame))) => Some((*own, frame.clone())),
+                    (Some(t), Some((own, frame))) if t == *own => Some((
+                        t,
+                        self.frame_for(frame.clone(), &mut inner.latest_deflated, max),
+                    )),
+                    (Some(t), _) => Some((t, self.frame_for((self.encoder)(&t), &mut None, max))),
+                    (None, Some((own, frame))) => Some((
+                        *own,
+                        self.frame_for(frame.clone(), &mut inner.latest_deflated, max),
+                    )),
                     (None, None) => None,
                 };
                 if let Some(head) = head {
@@ -552,6 +618,9 @@ impl SymbolHub {
                     }
                     if admitted != Admit::Stale {
                         client.push_tick(*symbol, &frame);
+                        if sub.capped {
+                            client.capped_sent(symbol);
+                        }
                         delivered += 1;
                     }
                 }
@@ -563,12 +632,49 @@ impl SymbolHub {
                 Admit::Stale => continue,
                 Admit::NewEpoch => self.announce(sub, &tick),
             }
-            client.push_tick(*symbol, &frame);
+            if sub.capped {
+                let (outcome, woke) = client.push_capped_deferred(*symbol, &frame, Instant::now());
+                if woke {
+                    client.wake();
+                }
+                if matches!(outcome, PushOutcome::Held { .. }) {
+                    continue;
+                }
+            } else {
+                client.push_tick(*symbol, &frame);
+            }
             delivered += 1;
         }
         drop(guard);
         self.stats.deliveries.fetch_add(delivered, Relaxed);
         started
+    }
+
+    /// Caps `client`'s subscription to `symbol` at one tick per `interval`
+    /// (None: every tick), or changes its cap; the client's queue holds the
+    /// ticks in between ([`ClientQueue::set_cap`]). Works on a subscription
+    /// still opening (set it before [`SymbolHub::start`] so its held ticks are
+    /// capped too). Returns false if `client` does not follow `symbol`.
+    pub fn set_rate(
+        &self,
+        symbol: &Symbol,
+        client: &Arc<ClientQueue>,
+        interval: Option<std::time::Duration>,
+    ) -> bool {
+        let Some(topic) = self.shard(symbol).read().get(symbol).cloned() else {
+            return false;
+        };
+        let mut inner = topic.inner.lock();
+        let Some(sub) = inner.subscribers.get_mut(&client.id()) else {
+            return false;
+        };
+        if !sub.capped && interval.is_none() {
+            return true;
+        }
+        sub.capped = interval.is_some();
+        // Under the topic's lock: no tick of `symbol` is pushed meanwhile.
+        client.set_cap(*symbol, interval);
+        true
     }
 
     /// Where `client`'s stream of `symbol` stands (the last tick sent to it),
@@ -654,6 +760,126 @@ mod tests {
         assert_eq!(got[1]["symbol"], "MSFT");
         let s = hub.stats().snapshot();
         assert_eq!((s.ticks_in, s.ticks_encoded, s.deliveries), (3, 2, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_subscriber_gets_the_newest_at_its_rate_and_the_uncapped_every_tick() {
+        use std::time::Duration;
+        let hub = hub();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let capped = hub.new_client(1, QueueLimits::default());
+        let plain = hub.new_client(2, QueueLimits::default());
+        hub.subscribe(aapl, &capped).unwrap();
+        hub.subscribe(aapl, &plain).unwrap();
+        assert!(hub.set_rate(&aapl, &capped, Some(Duration::from_millis(250))));
+        // 100 ticks per second for one second; the capped writer takes a
+        // batch whenever one is due, as the gateway's writer does.
+        let mut got = Vec::new();
+        let mut next_due = None;
+        for seq in 1..=100u64 {
+            hub.publish(&numbered("AAPL", seq as f64, 7, seq));
+            let batch = capped.take_batch(VecDeque::new()).unwrap();
+            // The first tick names the stream (a `subscribed` notice) first.
+            got.extend(batch.frames.iter().chain(&batch.conflated).filter_map(|f| {
+                let v: serde_json::Value = serde_json::from_slice(f).unwrap();
+                Some((tokio::time::Instant::now(), v["seq"].as_u64()?))
+            }));
+            next_due = batch.next_due;
+            if let Some(due) = next_due {
+                assert!(due <= tokio::time::Instant::now() + Duration::from_millis(250));
+            }
+            if seq < 100 {
+                tokio::time::advance(Duration::from_millis(10)).await;
+            }
+        }
+        // The last tick (seq 100) is held; it is due within one interval.
+        let due = next_due.expect("seq 100 is held");
+        assert!(due <= tokio::time::Instant::now() + Duration::from_millis(250));
+        tokio::time::advance(due - tokio::time::Instant::now()).await;
+        let last = drain(&capped);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0]["seq"], 100, "the final price is sent");
+        let seqs: Vec<u64> = got.iter().map(|(_, s)| *s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+        assert!(
+            (4..=5).contains(&seqs.len()),
+            "about 4 per second: {seqs:?}"
+        );
+        for w in got.windows(2) {
+            assert!(w[1].0 - w[0].0 >= Duration::from_millis(250), "{seqs:?}");
+        }
+        let all = drain(&plain).iter().filter(|v| v["type"] == "tick").count();
+        assert_eq!(all, 100, "the uncapped client gets every tick");
+        let s = hub.stats().snapshot();
+        assert_eq!(s.capped_skipped as usize, 100 - seqs.len() - 1);
+        assert_eq!(s.deliveries as usize, 100 + seqs.len() + 1);
+    }
+
+    #[test]
+    fn removing_a_cap_sends_the_held_tick_and_every_later_one() {
+        use std::time::Duration;
+        let hub = hub();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let a = hub.new_client(1, QueueLimits::default());
+        hub.subscribe(aapl, &a).unwrap();
+        assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(10))));
+        for seq in 1..=3 {
+            hub.publish(&numbered("AAPL", 1.0, 7, seq));
+        }
+        let ticks = |q: &ClientQueue| -> Vec<u64> {
+            drain(q).iter().filter_map(|v| v["seq"].as_u64()).collect()
+        };
+        assert_eq!(ticks(&a), [1], "seq 1 at once, 3 held");
+        assert!(hub.set_rate(&aapl, &a, None));
+        hub.publish(&numbered("AAPL", 1.0, 7, 4));
+        assert_eq!(ticks(&a), [3, 4]);
+        let b = hub.new_client(2, QueueLimits::default());
+        assert!(!hub.set_rate(&aapl, &b, None), "not subscribed");
+    }
+
+    #[test]
+    fn a_capped_subscription_starts_with_the_latest_tick_and_holds_what_came_meanwhile() {
+        use std::time::Duration;
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a).unwrap();
+        assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(1))));
+        hub.publish(&numbered("AAPL", 13.0, 7, 13));
+        hub.publish(&numbered("AAPL", 14.0, 7, 14));
+        let head = Some(Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 12,
+        });
+        let latest = Some(numbered("AAPL", 12.0, 7, 12));
+        hub.start(&aapl, &a, StreamStart::Latest { latest, head });
+        let seqs: Vec<u64> = drain(&a).iter().filter_map(|v| v["seq"].as_u64()).collect();
+        assert_eq!(seqs, [12], "13 and 14 wait for the interval: {seqs:?}");
+    }
+
+    #[test]
+    fn a_replay_is_never_thinned_by_a_cap() {
+        use std::time::Duration;
+        let hub = hub();
+        let a = hub.new_client(1, QueueLimits::default());
+        let aapl = Symbol::new("AAPL").unwrap();
+        hub.subscribe_held(aapl, &a).unwrap();
+        assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(1))));
+        hub.publish(&numbered("AAPL", 9.0, 7, 9));
+        hub.publish(&numbered("AAPL", 10.0, 7, 10));
+        let since = Position {
+            epoch: marketmux_core::Epoch::from_raw(7),
+            seq: 0,
+        };
+        let ticks = (1..=8).map(|i| numbered("AAPL", i as f64, 7, i)).collect();
+        hub.start(&aapl, &a, StreamStart::Replay { since, ticks });
+        let seqs: Vec<u64> = drain(&a)
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        // The whole replay, then the first held live tick; the newest waits.
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(a.queued_bytes() > 0, "seq 10 is held for the cap");
     }
 
     #[tokio::test]

@@ -5,8 +5,12 @@
 //! - [`queue`]: [`ClientQueue`], one client's bounded outgoing queue. When full it
 //!   conflates (keeps only the newest tick per symbol) and closes a client that
 //!   stays behind past its bound. It never blocks the publisher.
+//! - [`deflated`]: a tick's frame with its compressed variant, made once per
+//!   tick the first time a compressing subscriber needs it ([`FrameDeflater`]).
 //! - [`direct`]: [`DirectSocket`], how a batch reaches an idle client's socket
 //!   from the fan-out itself, without waking its writer task.
+//! - [`rate`]: a client's rate caps (`max_rate`): per capped symbol, when it
+//!   may next be sent and the newest tick held until then; no timer of its own.
 //! - [`subscription`]: one client's subscription to one symbol: the last `seq`
 //!   sent to it (no tick twice), and the live ticks held while it opens.
 //! - [`stats`]: counters the metrics endpoint reads.
@@ -15,12 +19,15 @@
 //! sockets (and lends them as [`DirectSocket`]s), and bus adapters feed
 //! [`SymbolHub::publish`].
 
+pub mod deflated;
 pub mod direct;
 pub mod hub;
 pub mod queue;
+pub mod rate;
 pub mod stats;
 pub mod subscription;
 
+pub use deflated::FrameDeflater;
 pub use direct::DirectSocket;
 pub use hub::{
     ControlEncoder, HubConfig, Interest, InterestListener, Started, StreamStart, Subscribed,

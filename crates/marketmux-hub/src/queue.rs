@@ -14,12 +14,17 @@
 //! - Control frames (acks, errors, pongs, alerts) are never conflated nor dropped;
 //!   past [`QueueLimits::max_control_bytes`] of them the client is closed instead.
 //!
+//! - A symbol with a rate cap (`max_rate`) sends at most one tick per interval;
+//!   the ticks in between wait in its cap slot, newest only ([`crate::rate`]).
+//!   They do not count as unsent for the lag bound until they are due.
+//!
 //! Per-symbol order holds: queued frames are written before conflated slots, and
-//! once a client is lagging every tick goes to the slots until the writer drains.
+//! once a client is lagging every tick goes to the slots until the writer drains;
+//! a capped symbol's held tick is newer than any of its queued frames and goes last.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::direct::{prefetch, DirectSocket};
+use crate::rate::{Offer, RateCaps};
 use crate::stats::HubStats;
 
 /// Most frames one direct write carries (the rest go to the writer task).
@@ -108,6 +114,11 @@ pub enum PushOutcome {
     Conflated {
         replaced: bool,
     },
+    /// Held by the symbol's rate cap until its interval passes;
+    /// `replaced` if an older held tick was dropped (skipped).
+    Held {
+        replaced: bool,
+    },
     /// The client is closed; the frame was discarded.
     Closed,
 }
@@ -115,11 +126,18 @@ pub enum PushOutcome {
 /// Everything the writer should send next, in order: `frames` then `conflated`.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Frames in the order they were queued.
     pub frames: VecDeque<Bytes>,
+    /// The newest tick of each conflated symbol, then the rate-capped ticks
+    /// that came due.
     pub conflated: Vec<Bytes>,
     /// When the oldest frame of the batch reached this node: the bus handing
-    /// its tick over, or a control frame being queued (for delivery latency).
+    /// its tick over, or a control frame being queued (for delivery latency);
+    /// for a batch of rate-capped ticks only, when they came due.
     pub queued_at: Option<Instant>,
+    /// When a tick held by a rate cap comes due: the writer must take a
+    /// batch again then, even if nothing wakes it (None: nothing is held).
+    pub next_due: Option<Instant>,
 }
 
 impl Batch {
@@ -159,6 +177,11 @@ struct Inner {
     writer_idle: bool,
     /// The socket, for direct writes; dropped when the queue closes.
     direct: Option<Arc<dyn DirectSocket>>,
+    /// The symbols with a rate cap, and the ticks they hold.
+    caps: RateCaps,
+    /// When the writer takes a batch next by itself (the `next_due` of the
+    /// batch it took last): a held tick due no sooner needs no wake-up.
+    armed: Option<Instant>,
 }
 
 /// One client's outgoing queue. The hub pushes, the client's writer drains.
@@ -171,6 +194,9 @@ pub struct ClientQueue {
     /// Cancelled when the queue closes, so a writer blocked on a socket gives up.
     closed: CancellationToken,
     stats: Arc<HubStats>,
+    /// Largest tick frame this client takes compressed (0: none); see
+    /// [`ClientQueue::set_deflate`].
+    deflate_max: AtomicUsize,
 }
 
 impl std::fmt::Debug for ClientQueue {
@@ -191,6 +217,7 @@ impl ClientQueue {
             ready: Notify::new(),
             closed: CancellationToken::new(),
             stats,
+            deflate_max: AtomicUsize::new(0),
         })
     }
 
@@ -203,6 +230,19 @@ impl ClientQueue {
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id
+    }
+
+    /// Lets the hub queue compressed tick frames (its
+    /// [`crate::SymbolHub::with_deflater`] variant) to this client, for
+    /// frames up to `max` bytes (0: none). Set before the first subscribe:
+    /// a subscription reads it when it is made.
+    pub fn set_deflate(&self, max: usize) {
+        self.deflate_max.store(max, Relaxed);
+    }
+
+    /// Largest tick frame this client takes compressed (0: none).
+    pub fn deflate_max(&self) -> usize {
+        self.deflate_max.load(Relaxed)
     }
 
     /// Queues a tick frame of `symbol`, conflating if the client is lagging.
@@ -247,10 +287,97 @@ impl ClientQueue {
         frame: &Bytes,
         received: Instant,
     ) -> (PushOutcome, bool) {
+        let inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return (PushOutcome::Closed, false);
+        }
+        self.push_locked(inner, key, frame, received)
+    }
+
+    /// Like [`ClientQueue::push_tick_deferred`] for a symbol with a rate cap
+    /// ([`ClientQueue::set_cap`]): queued if the symbol's interval has passed,
+    /// else held in its cap slot (replacing an older held tick) until the
+    /// writer takes it when due. A held tick that makes the writer's deadline
+    /// earlier wakes the writer itself, so the caller wakes it only on `true`.
+    pub fn push_capped_deferred(
+        &self,
+        symbol: Symbol,
+        frame: &Bytes,
+        received: Instant,
+    ) -> (PushOutcome, bool) {
         let mut inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
             return (PushOutcome::Closed, false);
         }
+        match inner.caps.offer(&symbol, frame, received) {
+            Offer::Uncapped | Offer::SendNow => {
+                self.push_locked(inner, (symbol, TICKS), frame, received)
+            }
+            Offer::Held { replaced, due } => {
+                if replaced {
+                    self.stats.capped_skipped.fetch_add(1, Relaxed);
+                }
+                // The writer wakes at its own deadline anyway when that is
+                // no later: a capped socket costs one wake-up per due time,
+                // not one per held tick.
+                let wake = inner.armed.is_none_or(|armed| due < armed);
+                if wake {
+                    inner.armed = Some(due);
+                }
+                drop(inner);
+                if wake {
+                    self.ready.notify_one();
+                }
+                (PushOutcome::Held { replaced }, false)
+            }
+        }
+    }
+
+    /// Caps `symbol` at one tick per `interval` (None: every tick), or
+    /// changes its cap. Removing a cap queues the tick it held, if any.
+    pub fn set_cap(&self, symbol: Symbol, interval: Option<Duration>) {
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return;
+        }
+        match interval {
+            Some(interval) => {
+                inner.caps.set(symbol, interval);
+                drop(inner);
+                // The writer's deadline may have moved.
+                self.ready.notify_one();
+            }
+            None => {
+                if let Some(held) = inner.caps.remove(&symbol) {
+                    self.stats.deliveries.fetch_add(1, Relaxed);
+                    if self
+                        .push_locked(inner, (symbol, TICKS), &held, Instant::now())
+                        .1
+                    {
+                        self.ready.notify_one();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notes that a tick of a capped `symbol` was queued outside
+    /// [`ClientQueue::push_capped_deferred`] (a subscription's first tick):
+    /// the next one waits a whole interval.
+    pub fn capped_sent(&self, symbol: &Symbol) {
+        let mut inner = self.inner.lock();
+        if !inner.caps.is_empty() {
+            inner.caps.sent(symbol, Instant::now());
+        }
+    }
+
+    fn push_locked(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        key: SlotKey,
+        frame: &Bytes,
+        received: Instant,
+    ) -> (PushOutcome, bool) {
         let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
         if was_empty {
             inner.ready_since = Some(received);
@@ -373,10 +500,13 @@ impl ClientQueue {
         true
     }
 
-    /// Drops the unsent conflated tick of `symbol` (after an unsubscribe, so no
-    /// tick of it follows the `unsubscribed` ack).
+    /// Drops the unsent conflated tick of `symbol` and its rate cap with the
+    /// tick it held (after an unsubscribe, so no tick of it follows the
+    /// `unsubscribed` ack).
     pub fn forget_symbol(&self, symbol: &Symbol) {
-        self.inner.lock().slots.shift_remove(&(*symbol, TICKS));
+        let mut inner = self.inner.lock();
+        inner.slots.shift_remove(&(*symbol, TICKS));
+        inner.caps.remove(symbol);
     }
 
     /// Drops the unsent conflated update of `symbol`'s `stream` (after an
@@ -399,20 +529,31 @@ impl ClientQueue {
             }
         }
         let frames = std::mem::replace(&mut inner.frames, reuse);
-        let conflated = if inner.slots.is_empty() {
+        let mut conflated = if inner.slots.is_empty() {
             Vec::new()
         } else {
             inner.slots.drain(..).map(|(_, b)| b).collect()
         };
+        let mut queued_at = inner.ready_since.take();
+        if inner.caps.next_due().is_some() {
+            let now = Instant::now();
+            let released = inner.caps.take_due(now, &mut conflated);
+            if released > 0 {
+                self.stats.deliveries.fetch_add(released as u64, Relaxed);
+                queued_at.get_or_insert(now);
+            }
+        }
         inner.tick_bytes = 0;
         inner.control_bytes = 0;
         inner.writer_idle = frames.is_empty() && conflated.is_empty();
-        let queued_at = inner.ready_since.take();
         inner.writing_since = queued_at;
+        let next_due = inner.caps.next_due();
+        inner.armed = next_due;
         Ok(Batch {
             frames,
             conflated,
             queued_at,
+            next_due,
         })
     }
 
@@ -522,6 +663,7 @@ impl ClientQueue {
             inner.closed = Some(inner.closing.take().unwrap_or(reason));
             inner.frames = VecDeque::new();
             inner.slots = IndexMap::new();
+            inner.caps = RateCaps::default();
             inner.tick_bytes = 0;
             inner.control_bytes = 0;
             inner.direct = None;
@@ -547,7 +689,10 @@ impl ClientQueue {
     /// Bytes waiting (queued frames and conflated slots).
     pub fn queued_bytes(&self) -> usize {
         let inner = self.inner.lock();
-        inner.tick_bytes + inner.control_bytes + inner.slots.values().map(Bytes::len).sum::<usize>()
+        inner.tick_bytes
+            + inner.control_bytes
+            + inner.slots.values().map(Bytes::len).sum::<usize>()
+            + inner.caps.held_bytes()
     }
 }
 
@@ -749,6 +894,48 @@ mod tests {
             q.push_tick(sym("A"), &Bytes::from_static(b"a2")),
             PushOutcome::Queued
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_writer_is_woken_only_when_its_deadline_moves_earlier() {
+        let q = queue(1024);
+        let (a, b) = (sym("A"), sym("B"));
+        q.set_cap(a, Some(Duration::from_millis(250)));
+        q.set_cap(b, Some(Duration::from_millis(250)));
+        let idle = |q: &Arc<ClientQueue>| {
+            let q = q.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(1), q.wait_ready())
+                    .await
+                    .is_err()
+            }
+        };
+        let now = Instant::now();
+        let push = |s, f: &'static [u8]| q.push_capped_deferred(s, &Bytes::from_static(f), now);
+        // Setting a cap wakes the writer (its deadline may move): taken here.
+        q.wait_ready().await;
+        assert_eq!(push(a, b"a1"), (PushOutcome::Queued, true), "sent at once");
+        assert_eq!(push(b, b"b1"), (PushOutcome::Queued, false));
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(
+            (texts(&batch), batch.next_due),
+            (vec!["a1".into(), "b1".into()], None)
+        );
+        assert!(idle(&q).await);
+        // The first held tick sets the writer's deadline: one wake-up.
+        assert_eq!(push(a, b"a2").0, PushOutcome::Held { replaced: false });
+        assert!(!idle(&q).await, "woken to arm its timer");
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(batch.next_due, Some(now + Duration::from_millis(250)));
+        // Ticks due no sooner than that deadline wake nobody.
+        assert_eq!(push(b, b"b2").0, PushOutcome::Held { replaced: false });
+        assert_eq!(push(a, b"a3").0, PushOutcome::Held { replaced: true });
+        assert!(idle(&q).await);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(texts(&batch), ["a3", "b2"]);
+        assert_eq!(q.stats.capped_skipped.load(Relaxed), 1);
     }
 
     #[tokio::test]

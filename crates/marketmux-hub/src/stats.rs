@@ -19,6 +19,14 @@ pub struct HubStats {
     pub slow_closed: AtomicU64,
     /// Ticks not sent to a client that already had their `seq` (or a later one).
     pub stale_dropped: AtomicU64,
+    /// Ticks a rate-capped client never got: replaced, while held for its
+    /// cap's interval, by a newer tick of the same symbol.
+    pub capped_skipped: AtomicU64,
+    /// Compressed variants of tick frames made, for clients that negotiated
+    /// compression: one per live tick per node (a replay's, per client).
+    pub deflated_frames: AtomicU64,
+    /// Bytes the compressed frames saved, over every frame queued compressed.
+    pub deflate_bytes_saved: AtomicU64,
     /// Notices sent to clients that a symbol's stream started again (new epoch).
     pub stream_restarts: AtomicU64,
     /// Live (client, symbol) subscriptions.
@@ -37,6 +45,9 @@ pub struct HubSnapshot {
     pub slow_closed: u64,
     pub stale_dropped: u64,
     pub stream_restarts: u64,
+    pub capped_skipped: u64,
+    pub deflated_frames: u64,
+    pub deflate_bytes_saved: u64,
     pub subscriptions: u64,
     pub topics: u64,
 }
@@ -52,6 +63,9 @@ impl HubStats {
             slow_closed: self.slow_closed.load(Relaxed),
             stale_dropped: self.stale_dropped.load(Relaxed),
             stream_restarts: self.stream_restarts.load(Relaxed),
+            capped_skipped: self.capped_skipped.load(Relaxed),
+            deflated_frames: self.deflated_frames.load(Relaxed),
+            deflate_bytes_saved: self.deflate_bytes_saved.load(Relaxed),
             subscriptions: self.subscriptions.load(Relaxed),
             topics: self.topics.load(Relaxed),
         }

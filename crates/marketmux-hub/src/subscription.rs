@@ -65,16 +65,24 @@ pub(crate) struct Subscription {
     last: u64,
     /// Set while the subscription opens: live ticks wait here.
     held: Option<Box<Held>>,
+    /// The subscription has a rate cap: its ticks go through the queue's cap
+    /// slot ([`ClientQueue::push_capped_deferred`]).
+    pub(crate) capped: bool,
+    /// Largest frame the client takes compressed (0: it takes none), read
+    /// from its queue when the subscription is made.
+    pub(crate) deflate_max: usize,
 }
 
 impl Subscription {
     /// A subscription that receives live ticks at once.
     pub(crate) fn live(queue: Arc<ClientQueue>) -> Self {
         Self {
+            deflate_max: queue.deflate_max(),
             queue,
             epoch: Epoch::default(),
             last: 0,
             held: None,
+            capped: false,
         }
     }
 

@@ -37,6 +37,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
+}
+
 /// Which part of the system this process runs.
 #[derive(Subcommand, Debug)]
 pub enum Role {
@@ -423,6 +432,10 @@ pub struct LimitArgs {
     /// Largest `POST /api/v1/ticks` body, in bytes (413 past it).
     #[arg(long, env = "MARKETMUX_MAX_INGEST_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_ingest_body_bytes: usize,
+    /// permessage-deflate for clients that offer it (each tick compressed
+    /// once per node and shared); `off`: every socket uncompressed.
+    #[arg(long, env = "MARKETMUX_COMPRESSION", value_enum, default_value_t = OnOff::On)]
+    pub compression: OnOff,
     /// The bound on timestamps in the future.
     #[command(flatten)]
     pub skew: ClockSkewArgs,
@@ -549,6 +562,7 @@ impl LimitArgs {
                 .filter(|hosts| !hosts.iter().any(|h| h.trim() == "*")),
             max_ingest_body_bytes: self.max_ingest_body_bytes.max(1024),
             max_clock_skew: self.skew.clock_skew(),
+            compression: self.compression == OnOff::On,
             ..GatewayConfig::default()
         }
     }
@@ -576,6 +590,17 @@ mod tests {
         }
         missing.dedup();
         assert!(missing.is_empty(), ".env.example lacks {missing:#?}");
+    }
+
+    #[test]
+    fn compression_is_on_unless_turned_off() {
+        let config = |args: &[&str]| match Cli::parse_from(args).role {
+            Some(Role::Gateway(a)) => a.limits.to_config().compression,
+            other => panic!("{other:?}"),
+        };
+        assert!(config(&["marketmux", "gateway"]));
+        assert!(!config(&["marketmux", "gateway", "--compression", "off"]));
+        assert!(Cli::try_parse_from(["marketmux", "gateway", "--compression", "maybe"]).is_err());
     }
 
     #[test]

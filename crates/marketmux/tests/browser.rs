@@ -637,6 +637,7 @@ async fn page_resumes_from_its_positions_on_a_scripted_node() {
     let mut ws = next_socket(&mut sockets).await;
     let sub = next_subscribe(&mut ws).await;
     assert_eq!(sub["symbols"], json!(["AAA", "BBB"]));
+    assert_eq!(sub["max_rate"], 60, "the page's paint rate");
     assert!(sub.get("since").is_none(), "nothing to resume yet: {sub}");
     push(
         &mut ws,
@@ -705,7 +706,10 @@ async fn page_resumes_its_rows_after_a_node_restart() {
     let b = Gateway::start_on_redis(other, &dir, &redis.url()).await;
     let browser = Browser::start().await;
     let c = &browser.client;
-    c.goto(&a.url("/?symbols=ZZRESUME")).await.unwrap();
+    // Every tick, as the test posts them back to back: no rate cap.
+    c.goto(&a.url("/?symbols=ZZRESUME&max_rate=0"))
+        .await
+        .unwrap();
     wait_for(
         "the node to name ZZRESUME's epoch",
         Duration::from_secs(10),
@@ -1156,4 +1160,116 @@ async fn candle_chart_draws_history_and_live_candles() {
     })
     .await;
     assert_eq!(minutes, 7);
+}
+
+// ------------------------------------------------------------------ compression
+
+/// Opens a socket of the page's own origin from script: `window.zz` collects
+/// its messages and the extensions the node agreed to.
+const OPEN_TEST_SOCKET: &str = r#"
+window.zz = { msgs: [], ext: null };
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.onopen = () => {
+  window.zz.ext = ws.extensions;
+  ws.send(JSON.stringify({ action: "subscribe", symbols: ["ZZDEFLATE"] }));
+};
+ws.onmessage = (e) => window.zz.msgs.push(e.data);
+"#;
+
+/// The test socket's messages so far, once it is open.
+async fn test_socket(c: &Client) -> Option<(String, Vec<String>)> {
+    let v = js(
+        c,
+        "return window.zz && window.zz.ext !== null ? [window.zz.ext, window.zz.msgs] : null",
+    )
+    .await;
+    serde_json::from_value(v).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reads_compressed_ticks_exactly_and_plain_ones_with_compression_off() {
+    let _one = SERIAL.lock().await;
+    let data = fresh_dir("deflate");
+    let b = Browser::start().await;
+    let c = &b.client;
+    for compression in ["on", "off"] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dir = data.join(compression);
+        std::fs::create_dir_all(&dir).unwrap();
+        let gw = Gateway::start(addr, &dir, &["--compression", compression]).await;
+        c.goto(&gw.url("/")).await.unwrap();
+        js(c, OPEN_TEST_SOCKET).await;
+        let ext = wait_for(
+            "the test socket to subscribe",
+            Duration::from_secs(10),
+            || async {
+                test_socket(c)
+                    .await
+                    .filter(|(_, msgs)| msgs.iter().any(|m| m.contains("subscribed")))
+                    .map(|(ext, _)| ext)
+            },
+        )
+        .await;
+        if compression == "on" {
+            assert!(
+                ext.contains("permessage-deflate") && ext.contains("server_no_context_takeover"),
+                "Chromium's agreed extensions: {ext:?}"
+            );
+        } else {
+            assert_eq!(ext, "", "--compression off agrees to nothing");
+        }
+        // A plain client beside it, on the same node.
+        let (mut plain, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        plain
+            .send(Message::text(
+                r#"{"action":"subscribe","symbols":["ZZDEFLATE"]}"#,
+            ))
+            .await
+            .unwrap();
+        let mut want = Vec::new();
+        for i in 1..=20 {
+            gw.post_tick("ZZDEFLATE", 100.0 + i as f64 / 16.0).await;
+        }
+        while want.len() < 20 {
+            let m = tokio::time::timeout(Duration::from_secs(10), plain.next())
+                .await
+                .expect("a tick within 10 s")
+                .expect("open")
+                .expect("message");
+            if let Message::Text(t) = m {
+                if t.contains(r#""type":"tick""#) {
+                    want.push(t.to_string());
+                }
+            }
+        }
+        let got = wait_for("20 ticks in Chromium", Duration::from_secs(10), || async {
+            let (_, msgs) = test_socket(c).await?;
+            let ticks: Vec<String> = msgs
+                .into_iter()
+                .filter(|m| m.contains(r#""type":"tick""#))
+                .collect();
+            (ticks.len() >= 20).then_some(ticks)
+        })
+        .await;
+        assert_eq!(
+            got, want,
+            "Chromium read every tick exactly as the plain client"
+        );
+        let vars: Value = reqwest::get(gw.url("/debug/vars"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let made = vars["deflated_frames"].as_u64().unwrap_or_default();
+        if compression == "on" {
+            // The page's own socket compresses too; each tick is compressed once.
+            assert!((20..=20 + 40).contains(&made), "{vars}");
+            assert!(vars["deflate_bytes_saved"].as_u64().unwrap_or_default() > 0);
+        } else {
+            assert_eq!(made, 0, "{vars}");
+        }
+    }
 }

@@ -11,6 +11,11 @@
 // with `since`, the node replays what the row missed, and a tick at or below
 // the row's last seq in the same epoch is ignored. Without an epoch from the
 // node, rows just take every tick.
+//
+// Rate: the page asks the node for at most DRAW_PER_SEC ticks per second of
+// each symbol (`max_rate`), the rate it paints a row at (once per animation
+// frame): a tick replaced before the next frame would never be seen, and the
+// node always sends the newest. `?max_rate=N` asks for another cap, 0 for every tick.
 "use strict";
 (() => {
   const DEFAULT_SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA", "NFLX"];
@@ -23,6 +28,8 @@
   const BACKOFF_BASE_MS = 300;
   const BACKOFF_CAP_MS = 8000;
   const PING_EVERY_MS = 15000;
+  const DRAW_PER_SEC = 60; // one paint per animation frame on most displays
+  const MAX_RATE = maxRate();
   const SILENCE_LIMIT_MS = 25000; // no message at all for this long: the socket is dead
   const LATENCY_SAMPLES = 512;
   const STORE_BOARD = "marketmux.board";
@@ -363,6 +370,7 @@
       if (!chunk.length) return;
       const id = nextId++;
       const msg = { action: "subscribe", symbols: chunk, id };
+      if (MAX_RATE > 0) msg.max_rate = MAX_RATE;
       if (positions) msg.since = since;
       if (send(msg)) {
         pending.set(id, chunk);
@@ -847,6 +855,13 @@
     } catch (e) {
       return null;
     }
+  }
+
+  /** The `max_rate` the page asks for: `?max_rate=N` (0: every tick), else DRAW_PER_SEC. */
+  function maxRate() {
+    const q = new URLSearchParams(location.search).get("max_rate");
+    const n = q === null ? DRAW_PER_SEC : Number(q);
+    return n === 0 || (n >= 0.1 && n <= 1000) ? n : DRAW_PER_SEC;
   }
 
   function initialSymbols() {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use marketmux_core::{ClientRequest, ErrorCode, Position, ServerMessage, Symbol};
+use marketmux_core::{ClientRequest, ErrorCode, Position, ServerMessage, SubscribeOptions, Symbol};
 use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
 
+use super::deflate::Deflate;
 use super::recovery;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -32,16 +33,26 @@ const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest frame list (in slots) a writer keeps between batches.
 const KEEP_SPARE_FRAMES: usize = 64;
 
+/// What the upgrade settled with the client.
+#[derive(Debug, Clone, Default)]
+pub struct Agreed {
+    /// The authenticated user, if any.
+    pub identity: Option<Identity>,
+    /// permessage-deflate, when the client offered it and the node compresses.
+    pub deflate: Option<Deflate>,
+}
+
 /// Serves one upgraded socket until it closes. `prefix` holds bytes read past
-/// the upgrade request; `user` is the authenticated user, if any; `peer`, the
-/// client's address (its subscriptions count against the per-address bound);
-/// `direct`, the socket for the hub's direct writes while the writer is idle.
+/// the upgrade request; `agreed`, the user and extensions of the upgrade;
+/// `peer`, the client's address (its subscriptions count against the
+/// per-address bound); `direct`, the socket for the hub's direct writes
+/// while the writer is idle.
 pub async fn serve<R, W>(
     state: Arc<GatewayState>,
     rd: R,
     wr: W,
     prefix: Bytes,
-    identity: Option<Identity>,
+    agreed: Agreed,
     peer: IpAddr,
     direct: Option<Arc<dyn DirectSocket>>,
 ) where
@@ -49,7 +60,11 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = state.next_client_id();
+    let Agreed { identity, deflate } = agreed;
     let queue = state.hub.new_client(id, state.config.queue);
+    if let Some(deflate) = deflate {
+        queue.set_deflate(deflate.max_payload());
+    }
     if let Some(socket) = direct {
         queue.attach_direct(socket);
     }
@@ -73,7 +88,8 @@ pub async fn serve<R, W>(
         queue: queue.clone(),
         state: state.clone(),
     };
-    let mut reader = FrameReader::new(rd, prefix, state.config.max_frame_bytes);
+    let mut reader =
+        FrameReader::new(rd, prefix, state.config.max_frame_bytes).with_deflate(deflate.is_some());
     session.read_loop(&mut reader).await;
     // Whatever ended the reader, the writer must end too (first reason wins).
     queue.close_after_pending(CloseReason::new(1000, ""));
@@ -320,8 +336,12 @@ impl Session {
                 id.as_deref(),
             ),
             ClientRequest::Subscribe {
-                symbols, since, id, ..
-            } => self.subscribe(symbols, since, id.as_deref()).await,
+                symbols,
+                since,
+                options,
+                id,
+                ..
+            } => self.subscribe(symbols, since, options, id.as_deref()).await,
             ClientRequest::Unsubscribe { symbols, id, .. } => {
                 for s in &symbols {
                     if self.subscriptions.remove(s) {
@@ -364,6 +384,7 @@ impl Session {
         &mut self,
         symbols: Vec<Symbol>,
         since: Vec<(Symbol, Position)>,
+        options: SubscribeOptions,
         id: Option<&str>,
     ) {
         if let Some(denied) = self.denied(&symbols) {
@@ -394,6 +415,14 @@ impl Session {
         // first ticks and what was held.
         let plan = recovery::open(&self.state, &self.queue, &symbols, &fresh, &since).await;
         self.subscriptions.extend(plan.followed());
+        // Every symbol of the request takes the request's cap (before the new
+        // ones start, so their first live ticks are capped too).
+        let interval = options.max_rate.map(|r| r.interval());
+        for s in &symbols {
+            if self.subscriptions.contains(s) {
+                self.state.hub.set_rate(s, &self.queue, interval);
+            }
+        }
         self.reply(ServerMessage::Subscribed {
             symbols: &symbols,
             streams: &plan.streams,
@@ -441,7 +470,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         };
         if batch.is_empty() {
-            queue.wait_ready().await;
+            // A tick held by a rate cap is taken when due: the writer's one
+            // timer, whatever the number of capped symbols.
+            match batch.next_due {
+                Some(due) => {
+                    tokio::select! {
+                        _ = queue.wait_ready() => {}
+                        _ = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => queue.wait_ready().await,
+            }
             continue;
         }
         buf.clear();

@@ -50,8 +50,13 @@ impl OpCode {
 /// One decoded (unmasked) client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The last frame of its message.
     pub fin: bool,
+    /// What the frame carries.
     pub opcode: OpCode,
+    /// RSV1 with permessage-deflate: the message this frame starts is compressed.
+    pub compressed: bool,
+    /// The unmasked payload.
     pub payload: Bytes,
 }
 
@@ -74,16 +79,34 @@ impl ProtocolError {
 /// `max_payload` bounds a single frame: a longer one is refused with 1009
 /// before its payload is read, so a client cannot make the server buffer it.
 pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, ProtocolError> {
+    decode_with(buf, max_payload, false)
+}
+
+/// Like [`decode`] on a socket where `deflate` (permessage-deflate) was
+/// negotiated or not: with it, RSV1 on the first frame of a text or binary
+/// message marks the message compressed; anywhere else it is refused (1002).
+pub fn decode_with(
+    buf: &mut BytesMut,
+    max_payload: usize,
+    deflate: bool,
+) -> Result<Option<Frame>, ProtocolError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let b0 = buf[0];
     let b1 = buf[1];
-    if b0 & 0x70 != 0 {
+    let compressed = deflate && b0 & 0x70 == 0x40;
+    if b0 & 0x70 != 0 && !compressed {
         return Err(ProtocolError::new(1002, "reserved bits set"));
     }
     let fin = b0 & 0x80 != 0;
     let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::new(1002, "unknown opcode"))?;
+    if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return Err(ProtocolError::new(
+            1002,
+            "RSV1 is only for the first frame of a data message",
+        ));
+    }
     if b1 & 0x80 == 0 {
         return Err(ProtocolError::new(1002, "client frames must be masked"));
     }
@@ -127,6 +150,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, P
     Ok(Some(Frame {
         fin,
         opcode,
+        compressed,
         payload: payload.freeze(),
     }))
 }
@@ -245,6 +269,37 @@ mod tests {
         assert_eq!(decode(&mut op, 4096).unwrap_err().code, 1002);
         let mut frag_ping = BytesMut::from(&client_frame(false, 9, b"")[..]);
         assert_eq!(decode(&mut frag_ping, 4096).unwrap_err().code, 1002);
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_agreed() {
+        let frame = |first: u8| BytesMut::from(&client_frame(true, first & 0x0f, b"x")[..]);
+        let with_rsv1 = |first: u8| {
+            let mut f = frame(first);
+            f[0] |= 0x40;
+            f
+        };
+        let f = decode_with(&mut with_rsv1(1), 4096, true).unwrap().unwrap();
+        assert!(f.compressed && f.fin && f.opcode == OpCode::Text);
+        assert!(
+            !decode_with(&mut frame(1), 4096, true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
+        assert_eq!(decode(&mut with_rsv1(1), 4096).unwrap_err().code, 1002);
+        for op in [0x0, 0x9, 0xA, 0x8] {
+            assert_eq!(
+                decode_with(&mut with_rsv1(op), 4096, true)
+                    .unwrap_err()
+                    .code,
+                1002,
+                "{op}"
+            );
+        }
+        let mut rsv2 = frame(1);
+        rsv2[0] |= 0x20;
+        assert_eq!(decode_with(&mut rsv2, 4096, true).unwrap_err().code, 1002);
     }
 
     #[test]

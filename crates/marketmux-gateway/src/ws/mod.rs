@@ -2,6 +2,8 @@
 //!
 //! - [`handshake`]: validates the upgrade request and computes the accept key.
 //! - [`frame`]: decodes client frames, encodes server frames.
+//! - [`deflate`]: permessage-deflate: the offer's answer, compressed server frames
+//!   (made once per tick by the hub), inflation of client messages under the bound.
 //! - [`reader`]: reassembles client messages under the size bound.
 //! - [`connection`]: the per-socket reader (requests, limits) and writer (batched writes).
 //! - [`recovery`]: how a subscribe opens each stream: the reply's positions, a replay
@@ -11,6 +13,7 @@
 //! - [`upgrade`]: the axum handler for `GET /ws`.
 
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod reader;

@@ -10,6 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::deflate;
 use super::frame::{self, OpCode, ProtocolError};
 
 /// Initial (and idle) read buffer: small, since most client messages are tiny.
@@ -45,7 +46,11 @@ pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
     max_message: usize,
-    partial: Option<(OpCode, BytesMut)>,
+    /// permessage-deflate was negotiated: compressed messages are inflated.
+    deflate: bool,
+    /// The message being reassembled: its opcode, whether it is compressed,
+    /// and its payload so far.
+    partial: Option<(OpCode, bool, BytesMut)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -57,13 +62,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             rd,
             buf,
             max_message,
+            deflate: false,
             partial: None,
         }
     }
 
+    /// Accepts compressed messages (permessage-deflate was negotiated): each
+    /// is inflated into at most the message bound, past which the socket
+    /// closes with 1009, like a plain message over it.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
     async fn next_frame(&mut self) -> Result<frame::Frame, ReadError> {
         loop {
-            if let Some(f) = frame::decode(&mut self.buf, self.max_message)? {
+            if let Some(f) = frame::decode_with(&mut self.buf, self.max_message, self.deflate)? {
                 return Ok(f);
             }
             if self.buf.capacity() - self.buf.len() < 64 {
@@ -96,13 +110,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Err(protocol(1002, "new message before the last one ended"));
                 }
                 if f.fin {
-                    return finish(f.opcode, f.payload);
+                    return self.finish(f.opcode, f.compressed, f.payload);
                 }
-                self.partial = Some((f.opcode, BytesMut::from(&f.payload[..])));
+                self.partial = Some((f.opcode, f.compressed, BytesMut::from(&f.payload[..])));
                 Ok(Message::Fragment)
             }
             OpCode::Continuation => {
-                let Some((op, mut acc)) = self.partial.take() else {
+                let Some((op, compressed, mut acc)) = self.partial.take() else {
                     return Err(protocol(1002, "continuation without a message"));
                 };
                 if acc.len() + f.payload.len() > self.max_message {
@@ -110,9 +124,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 acc.extend_from_slice(&f.payload);
                 if f.fin {
-                    return finish(op, acc.freeze());
+                    return self.finish(op, compressed, acc.freeze());
                 }
-                self.partial = Some((op, acc));
+                self.partial = Some((op, compressed, acc));
                 Ok(Message::Fragment)
             }
         }
@@ -121,6 +135,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Bytes held by the read buffer (for memory accounting).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// A whole message: inflated if it was compressed, then checked.
+    fn finish(&self, op: OpCode, compressed: bool, payload: Bytes) -> Result<Message, ReadError> {
+        let payload = if compressed {
+            deflate::inflate(&payload, self.max_message)?
+        } else {
+            payload
+        };
+        finish(op, payload)
     }
 }
 
@@ -184,6 +208,46 @@ mod tests {
         );
         assert_eq!(r.next_message().await.unwrap(), Message::Close(1000));
         assert!(matches!(r.next_message().await, Err(ReadError::Eof)));
+    }
+
+    /// A masked client frame carrying `text` compressed, RSV1 set.
+    fn compressed(text: &str) -> Vec<u8> {
+        let packed = deflate::deflate_frame(&frame::text_frame(text)).expect("shrinks");
+        assert!(packed[1] < 126, "short test messages only");
+        let mut out = masked(true, 1, &packed[2..]);
+        out[0] |= 0x40;
+        out
+    }
+
+    #[tokio::test]
+    async fn inflates_compressed_messages_under_the_bound() {
+        let text = r#"{"action":"subscribe","symbols":["AAPL.X","AAPL.Y","AAPL.Z","AAPL.W"]}"#;
+        let mut wire = compressed(text);
+        wire.extend(masked(true, 1, b"plain"));
+        let mut r = FrameReader::new(&wire[..], Bytes::new(), 150).with_deflate(true);
+        assert_eq!(
+            r.next_message().await.unwrap(),
+            Message::Text(Bytes::from(text))
+        );
+        assert_eq!(
+            r.next_message().await.unwrap(),
+            Message::Text(Bytes::from_static(b"plain"))
+        );
+        // 1,000 bytes in a frame of a few: closed as too large once inflated.
+        let bomb = compressed(&"a".repeat(1000));
+        assert!(bomb.len() < 40);
+        let mut r = FrameReader::new(&bomb[..], Bytes::new(), 150).with_deflate(true);
+        match r.next_message().await {
+            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1009),
+            other => panic!("{other:?}"),
+        }
+        // Without the extension, RSV1 is a protocol error.
+        let wire = compressed(text);
+        let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
+        match r.next_message().await {
+            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1002),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! `GET /ws`: admission (draining, Origin, token), the handshake, and
+//! `GET /ws`: admission (draining, Origin, token), the handshake (with
+//! permessage-deflate when offered and `--compression` is on), and
 //! handing the socket to [`super::connection::serve`]. The connection limits
 //! were applied when the connection was accepted ([`crate::server`]).
 
@@ -18,8 +19,9 @@ use tokio::net::TcpStream;
 
 use super::socket::{DirectHalf, SharedWriteHalf};
 
+use super::connection::Agreed;
+use super::deflate;
 use super::handshake::{accept_key, HandshakeError};
-use crate::auth::Identity;
 use crate::conn::ClientStream;
 use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, Refusal};
@@ -70,6 +72,14 @@ pub async fn ws_handler(
         Ok(None) => (None, None),
         Err(e) => return refuse(Refusal::Auth, e.into_api_error()),
     };
+    let (deflate, extensions) = match state.config.compression {
+        true => deflate::negotiate(req.headers()).unzip(),
+        false => (None, None),
+    };
+    if deflate.is_some() {
+        state.stats.deflate_sockets.fetch_add(1, Relaxed);
+    }
+    let agreed = Agreed { identity, deflate };
     // The connection's place under the connection limits, taken at accept:
     // the socket keeps it until it closes.
     let slot = req.extensions().get::<Arc<ConnectionSlot>>().cloned();
@@ -77,7 +87,7 @@ pub async fn ws_handler(
     let task_state = state.clone();
     state.sockets.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(task_state, upgraded, identity, peer.ip()).await,
+            Ok(upgraded) => run(task_state, upgraded, agreed, peer.ip()).await,
             Err(e) => tracing::debug!(%peer, error = %e, "Upgrade failed"),
         }
         drop(slot);
@@ -90,15 +100,13 @@ pub async fn ws_handler(
     if let Some(p) = subprotocol {
         resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
+    if let Some(e) = extensions {
+        resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, e);
+    }
     resp.body(Body::empty()).unwrap_or_default()
 }
 
-async fn run(
-    state: Arc<GatewayState>,
-    upgraded: Upgraded,
-    identity: Option<Identity>,
-    peer: IpAddr,
-) {
+async fn run(state: Arc<GatewayState>, upgraded: Upgraded, agreed: Agreed, peer: IpAddr) {
     // Served by our own accept loop, the socket is a plain TcpStream: take it
     // back so reader and writer own their halves without a shared lock.
     match upgraded.downcast::<TokioIo<ClientStream<TcpStream>>>() {
@@ -109,11 +117,11 @@ async fn run(
             let wr = SharedWriteHalf(half);
             let prefix = parts.read_buf;
             let direct: Arc<dyn DirectSocket> = Arc::new(direct);
-            super::connection::serve(state, rd, wr, prefix, identity, peer, Some(direct)).await
+            super::connection::serve(state, rd, wr, prefix, agreed, peer, Some(direct)).await
         }
         Err(upgraded) => {
             let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-            super::connection::serve(state, rd, wr, Bytes::new(), identity, peer, None).await
+            super::connection::serve(state, rd, wr, Bytes::new(), agreed, peer, None).await
         }
     }
 }
