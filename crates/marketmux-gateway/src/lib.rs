@@ -35,9 +35,8 @@ pub mod rest;
 pub mod server;
 pub mod state;
 pub mod web;
-// The socket's direct write (ws/socket.rs) is a send(2) on the raw
-// descriptor; the module's items are not all documented yet.
-#[allow(unsafe_code, missing_docs)]
+// The socket's direct write (ws/socket.rs) is a send(2) on the raw descriptor.
+#[allow(unsafe_code)]
 pub mod ws;
 
 pub use config::GatewayConfig;

@@ -142,12 +142,19 @@ pub struct Subscribed {
 pub enum StreamStart {
     /// Replays `ticks` (those after `since`, in increasing `seq`) before the
     /// live ticks: the client resumes exactly where it was.
-    Replay { since: Position, ticks: Vec<Tick> },
+    Replay {
+        /// The position the client resumes from.
+        since: Position,
+        /// The ticks after it, in increasing `seq`.
+        ticks: Vec<Tick>,
+    },
     /// Sends `latest` (when None, this node's newest tick, if any) before the
     /// live ticks above it; `head` names the stream the client was told of
     /// (a tick of another epoch is then not sent).
     Latest {
+        /// The tick to start with (None: this node's newest, if any).
         latest: Option<Tick>,
+        /// The stream position the client was told of.
         head: Option<Position>,
     },
 }

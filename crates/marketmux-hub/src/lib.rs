@@ -15,9 +15,14 @@
 //!   sent to it (no tick twice), and the live ticks held while it opens.
 //! - [`stats`]: counters the metrics endpoint reads.
 //!
-//! Nothing here opens a socket, Redis or Kafka: the gateway drains queues into
-//! sockets (and lends them as [`DirectSocket`]s), and bus adapters feed
-//! [`SymbolHub::publish`].
+//! Nothing here opens a socket, Redis or Kafka, but the hub does write: the
+//! fan-out hands a batch to an idle client's socket itself, through the
+//! [`DirectSocket`] the gateway lends it, and the client's writer task takes
+//! over when that socket would block. Bus adapters feed
+//! [`SymbolHub::publish_batch`].
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod deflated;
 pub mod direct;

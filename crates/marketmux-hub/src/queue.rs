@@ -78,7 +78,9 @@ impl Default for QueueLimits {
 /// Why the server closes a client, as a WebSocket close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
+    /// The WebSocket close code.
     pub code: u16,
+    /// The close reason, for people.
     pub reason: String,
 }
 
@@ -109,14 +111,16 @@ impl CloseReason {
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
+    /// Queued behind the frames before it.
     Queued,
-    /// Stored in the symbol's slot; `replaced` if an older unsent tick was dropped.
+    /// Stored in the symbol's slot.
     Conflated {
+        /// An older unsent tick was dropped.
         replaced: bool,
     },
-    /// Held by the symbol's rate cap until its interval passes;
-    /// `replaced` if an older held tick was dropped (skipped).
+    /// Held by the symbol's rate cap until its interval passes.
     Held {
+        /// An older held tick was dropped (skipped).
         replaced: bool,
     },
     /// The client is closed; the frame was discarded.

@@ -38,17 +38,29 @@ pub struct HubStats {
 /// A point-in-time copy of [`HubStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubSnapshot {
+    /// Ticks published into the hub.
     pub ticks_in: u64,
+    /// Ticks encoded (once each).
     pub ticks_encoded: u64,
+    /// Frames handed to client queues.
     pub deliveries: u64,
+    /// Unsent ticks replaced by newer ones.
     pub conflated: u64,
+    /// Clients closed for falling behind.
     pub slow_closed: u64,
+    /// Ticks not sent because the client already had that `seq`.
     pub stale_dropped: u64,
+    /// New-epoch notices sent.
     pub stream_restarts: u64,
+    /// Ticks a rate cap replaced before they were sent.
     pub capped_skipped: u64,
+    /// Compressed frames made.
     pub deflated_frames: u64,
+    /// Bytes compression saved.
     pub deflate_bytes_saved: u64,
+    /// Live (client, symbol) subscriptions.
     pub subscriptions: u64,
+    /// Live topics.
     pub topics: u64,
 }
 

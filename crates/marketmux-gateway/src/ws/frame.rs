@@ -9,11 +9,17 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Frame opcodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
+    /// 0x0: the next frame of a fragmented message.
     Continuation,
+    /// 0x1: UTF-8 text.
     Text,
+    /// 0x2: binary data.
     Binary,
+    /// 0x8: close, with an optional code and reason.
     Close,
+    /// 0x9: ping.
     Ping,
+    /// 0xA: pong.
     Pong,
 }
 
@@ -64,7 +70,9 @@ pub struct Frame {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} (close {code})")]
 pub struct ProtocolError {
+    /// The close code the connection ends with.
     pub code: u16,
+    /// What the client did wrong.
     pub reason: &'static str,
 }
 

@@ -8,14 +8,19 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Why an upgrade request was refused (answered with 400 or 426).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
+    /// Not a GET.
     #[error("WebSocket upgrades use GET")]
     Method,
+    /// HTTP/1.0 (or older).
     #[error("WebSocket upgrades need HTTP/1.1")]
     HttpVersion,
+    /// The upgrade headers are missing.
     #[error("missing `Upgrade: websocket` or `Connection: upgrade`")]
     NotUpgrade,
+    /// A protocol version other than 13.
     #[error("unsupported Sec-WebSocket-Version (this server speaks 13)")]
     Version,
+    /// No usable key.
     #[error("missing or malformed Sec-WebSocket-Key")]
     Key,
 }

@@ -25,18 +25,24 @@ pub enum Message {
     Binary,
     /// A frame of a message that is not finished yet (kept by the reader).
     Fragment,
+    /// A ping, with its payload to echo.
     Ping(Bytes),
+    /// A pong.
     Pong,
+    /// A close, with the client's code.
     Close(u16),
 }
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The client closed the TCP connection.
     #[error("peer closed the connection")]
     Eof,
+    /// The socket failed.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The client broke the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
 }
