@@ -340,6 +340,7 @@ mod tests {
                 symbols: vec![sym("AAPL")],
                 since: vec![],
                 candles: vec![Interval::M1, Interval::H1],
+                options: SubscribeOptions::default(),
                 id: None
             }
         );
