@@ -21,9 +21,11 @@ A version is a git revision (`edb1289`, `HEAD`) or `.` for the working tree;
 its script is `accept_tick_lua()` of crates/marketmux-bus/src/redis/script.rs
 at that revision, assembled from the `r#"..."#` constants it names. `--lua
 FILE` adds a script from a file. Every script is called with the current
-argument layout: 9 keys and 16 arguments; a version that takes fewer ignores
-the rest (the layout only ever grew at the end, apart from the keys after
-the fourth, which no version before candles reads).
+argument layout, 9 keys (price, stream, history, producers, the closed-candle
+lists of 1s 1m 5m 1h 1d) and 16 arguments; a version that takes fewer
+ignores the rest. The first candle version kept the current candles in a
+hash of their own, `KEYS[5]` (the lists followed it): a script that names
+`KEYS[5]` gets that layout, 10 keys.
 
     benches/accept_cost.py edb1289 .            # before candles vs now
     benches/accept_cost.py --rounds 5 --ticks 200000 edb1289 HEAD .
@@ -172,8 +174,9 @@ def shortest(x):
     return s[:-2] if s.endswith(".0") else s
 
 
-def tick_stream(args, start_ms, n):
-    """The calls' keys and arguments after the SHA, RESP-encoded, one per tick."""
+def tick_stream(args, start_ms, n, candle_hash):
+    """The calls' keys and arguments after the SHA, RESP-encoded, one per
+    tick; `candle_hash`: the first candle layout (see the top)."""
     rng = random.Random(args.seed)
     symbols = ["S%03d" % i for i in range(args.symbols)]
     prices = [round(rng.uniform(5, 500), 2) for _ in symbols]
@@ -192,9 +195,9 @@ def tick_stream(args, start_ms, n):
         open_json = ('{"symbol":"%s","price":%s,"timestamp":"%s","volume":%d,"ts_ns":%d'
                      % (sym, price, rfc3339(ts), volume, ts))
         tag = "{price:%s}" % sym
-        keys = ["price:" + sym, "stream:" + tag, "history:" + tag, "producers:" + tag,
-                "candle:" + tag] + ["candles:%s:%s" % (iv, tag)
-                                    for iv in ("1s", "1m", "5m", "1h", "1d")]
+        keys = ["price:" + sym, "stream:" + tag, "history:" + tag, "producers:" + tag]
+        keys += ["candle:" + tag] if candle_hash else []
+        keys += ["candles:%s:%s" % (iv, tag) for iv in ("1s", "1m", "5m", "1h", "1d")]
         if args.producer:
             producer_seq += 1
             producer, seq = "7", str(producer_seq)
@@ -272,8 +275,11 @@ def main():
     warm_n = args.warmup if args.warmup is not None else args.symbols * args.history
     print(f"generating {warm_n:,} warm-up + {args.ticks:,} measured ticks ...",
           file=sys.stderr)
-    all_calls = tick_stream(args, int(time.time() * 1000), warm_n + args.ticks)
-    warm, calls = all_calls[:warm_n], all_calls[warm_n:]
+    start_ms = int(time.time() * 1000)
+    streams = {}
+    for layout in sorted({"KEYS[5]" in lua for _, lua in versions}):
+        all_calls = tick_stream(args, start_ms, warm_n + args.ticks, layout)
+        streams[layout] = (all_calls[:warm_n], all_calls[warm_n:])
     proc, r = start_redis()
     try:
         shas = [r.call("SCRIPT", "LOAD", lua).decode() for _, lua in versions]
@@ -283,7 +289,8 @@ def main():
             order = list(zip(versions, shas))
             if rnd % 2:
                 order.reverse()
-            for (name, _), sha in order:
+            for (name, lua), sha in order:
+                warm, calls = streams["KEYS[5]" in lua]
                 m = measure(r, sha, warm, calls, args.batch)
                 results[name].append(m)
                 print(f"round {rnd + 1} {name}: {m['usec_per_call']:.2f} us/call in the "
