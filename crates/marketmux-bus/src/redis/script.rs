@@ -107,7 +107,8 @@ local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch
 if late > 0 then json = json .. '","late":' .. late .. '}' else json = json .. '"}' end
 local stored = 0
 local cur = redis.call('GET', KEYS[1])
-local cur_ts = cur and string.match(cur, '"ts_ns":(%-?%d+)')
+local at = cur and string.find(cur, '"ts_ns":', 1, true)
+local cur_ts = at and string.match(cur, '^%-?%d+', at + 8)
 if not cur_ts or not older(ARGV[1], cur_ts) then
   redis.call('SET', KEYS[1], json)
   stored = 1
