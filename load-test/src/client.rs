@@ -785,7 +785,9 @@ mod tests {
         assert_eq!(acks, 1);
         assert_eq!(
             texts(&f),
-            [serde_json::json!({"action":"subscribe","candles":["1m","1s"],"symbols":["AAPL","MSFT"]})]
+            [
+                serde_json::json!({"action":"subscribe","candles":["1m","1s"],"symbols":["AAPL","MSFT"]})
+            ]
         );
         let names: Vec<String> = (0..250).map(|i| format!("S{i:04}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();

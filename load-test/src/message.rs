@@ -25,7 +25,9 @@ pub struct TickFields<'a> {
 pub enum ServerMessage<'a> {
     Tick(TickFields<'a>),
     /// `{"type":"candle",...}`; `closed`: its interval ended.
-    Candle { closed: bool },
+    Candle {
+        closed: bool,
+    },
     /// `{"type":"subscribed",...}`: the raw message, read by [`crate::recovery`].
     Subscribed(&'a [u8]),
     /// `{"type":"error",...}`: the raw message, for the report.
