@@ -56,6 +56,11 @@ pub struct Cli {
     /// Fraction of clients that stop reading once subscribed.
     #[arg(long, default_value_t = 0.0)]
     pub slow_fraction: f64,
+    /// Every client also follows the candles of its symbols for these
+    /// intervals (`1m`, or `1s,1m`; MarketMux only): one more subscribe per
+    /// connection, candle messages counted apart from ticks.
+    #[arg(long, value_delimiter = ',')]
+    pub candles: Vec<String>,
     /// Reconnect after the server closes a socket (or it breaks), to the next
     /// --url, with jittered exponential backoff (a random wait in [d/2, d], d
     /// from 300 ms doubling to 8 s), and resubscribe from each symbol's last
@@ -152,6 +157,8 @@ pub struct Config {
     pub drain: Duration,
     pub latency_window: Duration,
     pub slow_fraction: f64,
+    /// Candle intervals every client follows besides its ticks.
+    pub candles: Vec<String>,
     pub reconnect: bool,
     pub reconnect_every: Option<Duration>,
     /// Resubscribe with `since` (not `--no-recovery`).
@@ -254,6 +261,16 @@ impl Cli {
         if (self.max_rate.is_some() || self.compression) && self.protocol != Protocol::Marketmux {
             anyhow::bail!("--max-rate and --compression are for --protocol marketmux");
         }
+        if !self.candles.is_empty() && self.protocol != Protocol::Marketmux {
+            anyhow::bail!("--candles needs --protocol marketmux");
+        }
+        if let Some(bad) = self
+            .candles
+            .iter()
+            .find(|i| !["1s", "1m", "5m", "1h", "1d"].contains(&i.as_str()))
+        {
+            anyhow::bail!("--candles: unknown interval {bad:?}; known are 1s, 1m, 5m, 1h, 1d");
+        }
         Ok(Config {
             label: self.label,
             url,
@@ -270,6 +287,7 @@ impl Cli {
             latency_window: self.latency_window,
             drain: self.drain,
             slow_fraction: self.slow_fraction,
+            candles: self.candles,
             reconnect: self.reconnect || self.reconnect_every.is_some(),
             reconnect_every: self.reconnect_every,
             recovery: !self.no_recovery,
@@ -396,6 +414,9 @@ mod tests {
         assert!(cfg(&["--protocol", "pusher", "--symbol", "A:B"]).is_err());
         assert!(cfg(&["--protocol", "pusher", "--pusher-batch", "0"]).is_err());
         assert!(cfg(&["--protocol", "pusher", "--pusher-key", "a/b"]).is_err());
+        assert!(cfg(&["--candles", "2m"]).is_err());
+        assert!(cfg(&["--protocol", "nats", "--candles", "1m"]).is_err());
+        assert_eq!(cfg(&["--candles", "1s,1m"]).unwrap().candles, ["1s", "1m"]);
         let c = cfg(&[
             "--protocol",
             "pusher",

@@ -92,6 +92,8 @@ pub struct Context {
     pub max_rate: Option<f64>,
     /// Offer permessage-deflate (`--compression`).
     pub compression: bool,
+    /// Candle intervals every client also follows (`--candles`).
+    pub candles: Vec<String>,
 }
 
 impl Context {
@@ -114,6 +116,7 @@ impl Context {
             recovery: true,
             max_rate: None,
             compression: false,
+            candles: Vec::new(),
         }
     }
 
@@ -281,13 +284,17 @@ async fn setup(
                 .max_rate
                 .map(|r| format!(r#","max_rate":{r}"#))
                 .unwrap_or_default();
-            subscribe_frames(
+            let (mut frames, mut acks) = subscribe_frames(
                 &names,
                 &mut state.streams,
                 ctx.recovery,
                 &options,
                 state.mask,
-            )
+            );
+            let (candles, candle_acks) = candle_frames(&names, &ctx.candles, state.mask);
+            frames.extend(candles);
+            acks += candle_acks;
+            (frames, acks)
         }
         Protocol::Nats => {
             // NATS numbers nothing across connections: every stream starts over.
@@ -407,6 +414,44 @@ fn subscribe_frames(
     (out, acks)
 }
 
+/// The candle subscribe message(s) for `names` and `intervals` (none
+/// without intervals) and how many acks they get.
+fn candle_frames(names: &[&str], intervals: &[String], mask: [u8; 4]) -> (Vec<u8>, usize) {
+    if intervals.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let intervals = intervals
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut out = Vec::new();
+    let mut acks = 0;
+    let mut rest = names;
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut size = 64 + intervals.len();
+        while take < rest.len() && take < SYMBOLS_PER_MESSAGE {
+            size += rest[take].len() + 3;
+            if take > 0 && size > SUBSCRIBE_BYTES {
+                break;
+            }
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        let list = chunk
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let m = format!(r#"{{"action":"subscribe","candles":[{intervals}],"symbols":[{list}]}}"#);
+        out.extend(ws::client_frame(opcode::TEXT, m.as_bytes(), mask));
+        acks += 1;
+        rest = tail;
+    }
+    (out, acks)
+}
+
 /// One open socket; what outlives it is in [`State`].
 struct Connection {
     stream: TcpStream,
@@ -432,6 +477,8 @@ struct Local {
     refused: u64,
     new_epochs: u64,
     unnumbered: u64,
+    candles: u64,
+    candles_closed: u64,
 }
 
 /// One client across its connections.
@@ -548,6 +595,15 @@ impl State {
     fn on_text(&mut self, ctx: &Context, msg: &[u8], now: i64, start: i64) {
         match message::classify(msg) {
             ServerMessage::Tick(t) => self.on_tick(t, now, start),
+            ServerMessage::Candle { closed } => {
+                self.local.candles += 1;
+                self.local.candles_closed += u64::from(closed);
+            }
+            // A candle subscribe's reply: its symbols' tick streams are not
+            // in it, and their positions stay as they are.
+            ServerMessage::Subscribed(m) if message::find(m, br#""candles":"#).is_some() => {
+                self.acks_pending = self.acks_pending.saturating_sub(1);
+            }
             ServerMessage::Subscribed(m) => {
                 self.acks_pending = self.acks_pending.saturating_sub(1);
                 self.on_subscribed(m);
@@ -720,6 +776,8 @@ impl State {
         add(&c.refused, l.refused);
         add(&c.new_epochs, l.new_epochs);
         add(&c.unnumbered, l.unnumbered);
+        add(&c.candles, l.candles);
+        add(&c.candles_closed, l.candles_closed);
         ctx.latencies.record(self.key, &self.latencies);
         self.latencies.clear();
     }
@@ -747,6 +805,31 @@ mod tests {
             frames = &frames[head + 4 + n..];
         }
         out
+    }
+
+    #[test]
+    fn candle_subscribes_name_the_intervals_and_split_like_tick_subscribes() {
+        assert_eq!(candle_frames(&["AAPL"], &[], [0; 4]), (Vec::new(), 0));
+        let intervals = ["1m".to_owned(), "1s".to_owned()];
+        let (f, acks) = candle_frames(&["AAPL", "MSFT"], &intervals, [0; 4]);
+        assert_eq!(acks, 1);
+        assert_eq!(
+            texts(&f),
+            [
+                serde_json::json!({"action":"subscribe","candles":["1m","1s"],"symbols":["AAPL","MSFT"]})
+            ]
+        );
+        let names: Vec<String> = (0..250).map(|i| format!("S{i:04}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (f, acks) = candle_frames(&names, &intervals[..1], [0; 4]);
+        let messages = texts(&f);
+        assert_eq!((acks, messages.len()), (3, 3));
+        let all: Vec<&str> = messages
+            .iter()
+            .flat_map(|m| m["symbols"].as_array().unwrap())
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(all, names);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct TickFields<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerMessage<'a> {
     Tick(TickFields<'a>),
+    /// `{"type":"candle",...}`; `closed`: its interval ended.
+    Candle {
+        closed: bool,
+    },
     /// `{"type":"subscribed",...}`: the raw message, read by [`crate::recovery`].
     Subscribed(&'a [u8]),
     /// `{"type":"error",...}`: the raw message, for the report.
@@ -37,6 +41,11 @@ pub enum ServerMessage<'a> {
 pub fn classify(msg: &[u8]) -> ServerMessage<'_> {
     if msg.starts_with(br#"{"type":"tick""#) || find(msg, br#""type":"tick""#).is_some() {
         return tick_fields(msg).map_or(ServerMessage::Malformed, ServerMessage::Tick);
+    }
+    if msg.starts_with(br#"{"type":"candle""#) || find(msg, br#""type":"candle""#).is_some() {
+        return ServerMessage::Candle {
+            closed: find(msg, br#""closed":true"#).is_some(),
+        };
     }
     if find(msg, br#""type":"subscribed""#).is_some() {
         ServerMessage::Subscribed(msg)
@@ -116,6 +125,14 @@ mod tests {
                 seq: 7
             })
         );
+    }
+
+    #[test]
+    fn candles() {
+        let open = br#"{"type":"candle","symbol":"AAPL","interval":"1m","start":"2026-12-02T15:04:00Z","open":1,"high":2,"low":0.5,"close":1.5,"volume":3,"ticks":4,"closed":false}"#;
+        assert_eq!(classify(open), ServerMessage::Candle { closed: false });
+        let closed = br#"{"interval":"1m","closed":true,"type":"candle","symbol":"AAPL"}"#;
+        assert_eq!(classify(closed), ServerMessage::Candle { closed: true });
     }
 
     #[test]

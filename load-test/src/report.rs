@@ -31,6 +31,8 @@ pub struct Report {
     pub reconnects: u64,
     /// Resubscribes from a position, with `--reconnect` or `--reconnect-every`.
     pub recovery: Option<Recovery>,
+    /// Candle messages, with `--candles`.
+    pub candles: Option<Candles>,
     /// `{"type":"error"}` messages, NATS `-ERR`s or `pusher:error`s received.
     pub server_errors: u64,
     pub first_error: Option<String>,
@@ -134,6 +136,23 @@ pub struct Recovery {
     /// Ticks skipped where a replay should have covered them: between a
     /// position and the first live tick after the resubscribe (part of `missing`).
     pub seam_gaps: u64,
+}
+
+/// Candle messages the clients received (`--candles`). Not matched against
+/// an expectation: updates of a candle are conflated for a slow socket, and
+/// how many intervals close depends on the clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candles {
+    /// The intervals every client followed.
+    pub intervals: Vec<String>,
+    /// `{"type":"candle"}` messages: live updates, the current candle on
+    /// subscribe, and closes.
+    pub received: u64,
+    /// Of `received`, with `closed:true`.
+    pub closed: u64,
+    pub per_sec: f64,
+    /// Server CPU over ticks and candle messages received, µs.
+    pub server_cpu_us_per_message: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -244,6 +263,20 @@ impl fmt::Display for Report {
             write!(f, " ({b:.1} B on the wire per delivery)")?;
         }
         writeln!(f)?;
+        if let Some(k) = &self.candles {
+            write!(
+                f,
+                "candles      {} messages ({} closed) of {}, {:.0}/s",
+                k.received,
+                k.closed,
+                k.intervals.join(","),
+                k.per_sec
+            )?;
+            if let Some(us) = k.server_cpu_us_per_message {
+                write!(f, "; server {us:.2} µs CPU per message (ticks and candles)")?;
+            }
+            writeln!(f)?;
+        }
         writeln!(
             f,
             "latency      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",

@@ -18,7 +18,7 @@ use crate::pool::ClientPool;
 use crate::proc::{self, ProcSample};
 use crate::publisher::{self, Job, PublisherThread, SinkSpec};
 use crate::report::{
-    Connections, Deliveries, Generator, Publish, Recovery, Report, Scenario, Server,
+    Candles, Connections, Deliveries, Generator, Publish, Recovery, Report, Scenario, Server,
 };
 use crate::rfc3339::now_ns;
 use crate::stats::Percentiles;
@@ -57,6 +57,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     ctx.recovery = cfg.recovery;
     ctx.max_rate = cfg.max_rate;
     ctx.compression = cfg.compression;
+    ctx.candles = cfg.candles.clone();
     let ctx = Arc::new(ctx);
     let publisher = if cfg.publish_rate > 0.0 {
         Some(
@@ -253,6 +254,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         .clone()
         .map(|e| format!("publisher: {e}"))
         .or_else(|| ctx.first_error.lock().ok().and_then(|e| e.clone()));
+    let candles = (!cfg.candles.is_empty()).then(|| {
+        let received_candles = c.candles.load(Relaxed);
+        let messages = received + received_candles;
+        Candles {
+            intervals: cfg.candles.clone(),
+            received: received_candles,
+            closed: c.candles_closed.load(Relaxed),
+            per_sec: received_candles as f64 / window.as_secs_f64().max(1e-9),
+            server_cpu_us_per_message: server
+                .as_ref()
+                .filter(|_| messages > 0)
+                .map(|s| s.cpu_s * 1e6 / messages as f64),
+        }
+    });
     Ok(Report {
         label: cfg.label.clone(),
         scenario: Scenario {
@@ -323,6 +338,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             unnumbered: c.unnumbered.load(Relaxed),
             seam_gaps,
         }),
+        candles,
         server_errors: c.server_errors.load(Relaxed),
         first_error,
     })

@@ -57,6 +57,11 @@ pub struct Counters {
     pub new_epochs: AtomicU64,
     /// Subscribes whose reply named no epoch for a symbol (per-connection `seq`).
     pub unnumbered: AtomicU64,
+    /// `{"type":"candle"}` messages received (`--candles`), live updates and
+    /// the current candle sent on subscribe alike.
+    pub candles: AtomicU64,
+    /// Of `candles`, those with `closed:true`.
+    pub candles_closed: AtomicU64,
     /// Bytes read off the sockets (frames as sent: compressed where agreed).
     pub bytes_in: AtomicU64,
     /// Sockets opened with permessage-deflate agreed.

@@ -540,3 +540,159 @@ async fn candles_are_built_by_the_script_and_late_ticks_are_marked() {
     bus.shutdown().await;
     cleanup(&admin, &config, &[s, other]).await;
 }
+
+/// The accept script builds exactly the candles of the rules in
+/// `marketmux_core::candle`, applied tick by tick: for a long stream with
+/// ticks out of order, gaps of minutes and hours, ticks for intervals the
+/// clock closed long ago, fractional and missing volumes, and closed lists
+/// trimmed to the history, every interval's stored candles (`seq` included)
+/// and every tick's late marks equal the model's.
+#[tokio::test]
+async fn the_script_builds_the_candles_of_the_core_rules() {
+    use marketmux_core::{CandleConfig, Interval, SymbolCandles};
+    let mut config = config("candlemodel");
+    let candles = CandleConfig {
+        history: 40,
+        grace_ms: 500,
+    };
+    config.candles = candles;
+    let admin = admin(&config).await;
+    let s = sym("MODEL");
+    let (bus, mut rx) = node(config.clone()).await;
+    bus.follow(s);
+    bus.open(&s, None).await.unwrap();
+
+    // Times from two days ahead on: Redis's clock closes none of those
+    // intervals, so the script's clock and the model's agree; ticks two
+    // days back are late for every interval by the clock, both ways.
+    let now_ms = Timestamp::now().0 / 1_000_000;
+    let day = Interval::D1.millis();
+    let mut ts = (now_ms / day + 2) * day + 59_000;
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut price = 100.0_f64;
+    let mut sent = Vec::new();
+    for i in 0..600 {
+        let at = match next(40) {
+            0 => now_ms - 2 * day,
+            1 | 2 => {
+                ts -= next(3_000) as i64;
+                ts
+            }
+            3 => {
+                ts += 3_600_000 + next(600_000) as i64;
+                ts
+            }
+            4 => {
+                ts += 61_000;
+                ts
+            }
+            5 => {
+                ts += day + next(3_600_000) as i64;
+                ts
+            }
+            _ => {
+                ts += next(700) as i64;
+                ts
+            }
+        };
+        price = (price + (next(201) as f64 - 100.0) / 100.0).max(0.01);
+        let volume = match i % 3 {
+            0 => None,
+            1 => Some(next(1_000) as f64 / 10.0),
+            _ => Some(0.1 + next(7) as f64),
+        };
+        sent.push(Tick::new(s, price, Timestamp(at * 1_000_000), volume).unwrap());
+    }
+    for batch in sent.chunks(50) {
+        bus.publish(batch.to_vec()).await.unwrap();
+    }
+    let got = recv_n(&mut rx, sent.len()).await;
+
+    let mut model = SymbolCandles::default();
+    let mut late_ticks = 0;
+    for (i, (sent, got)) in sent.iter().zip(&got).enumerate() {
+        let mut t = *sent;
+        t.seq = i as u64 + 1;
+        assert_eq!(got.seq, t.seq);
+        let late = model.apply(&t, now_ms, &candles);
+        assert_eq!(got.candles_late, late, "late marks of tick {}", t.seq);
+        late_ticks += usize::from(late != 0);
+    }
+    assert!(late_ticks > 20, "the stream has late ticks: {late_ticks}");
+    for interval in Interval::ALL {
+        let want = model.series(interval).last(1_000);
+        let page = bus.candles(&s, interval, 1_000).await.unwrap().unwrap();
+        assert_eq!(page, want, "{interval}");
+        assert!(page.len() > 1, "{interval}: {page:?}");
+    }
+    assert_eq!(
+        model.series(Interval::S1).closed.len(),
+        40,
+        "1s candles trimmed to the history"
+    );
+    bus.shutdown().await;
+    cleanup(&admin, &config, &[s]).await;
+}
+
+/// A candle the clock closed stays closed even for a publisher whose grace
+/// would still take its ticks: a reader with a shorter grace closes the 1s
+/// candle of a tick five seconds old, and the next tick of that second is
+/// late for 1s (and changes no 1s candle), while 1d takes it.
+#[tokio::test]
+async fn a_candle_closed_by_a_reader_stays_closed() {
+    use marketmux_core::{CandleConfig, Interval};
+    let config = config("closedbyreader");
+    let admin = admin(&config).await;
+    let s = sym("SHUT");
+    let (bus, mut rx) = node(config.clone()).await;
+    bus.follow(s);
+    bus.open(&s, None).await.unwrap();
+    let mut patient = config.clone();
+    patient.candles = CandleConfig {
+        grace_ms: 600_000,
+        ..config.candles
+    };
+    let publisher = publisher(&patient).await;
+    let second = (Timestamp::now().0 / 1_000_000_000 - 5) * 1_000_000_000;
+    let first = Tick::new(s, 10.0, Timestamp(second), Some(1.0)).unwrap();
+    publisher.publish(vec![first]).await.unwrap();
+    assert_eq!(recv_n(&mut rx, 1).await[0].candles_late, 0);
+    // The node's grace (500 ms) has passed: reading closes the candle.
+    let page = bus.candles(&s, Interval::S1, 10).await.unwrap().unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].1, "closed by the reader's clock: {page:?}");
+    let again = Tick::new(s, 20.0, Timestamp(second + 300_000_000), Some(2.0)).unwrap();
+    publisher.publish(vec![again]).await.unwrap();
+    let late = recv_n(&mut rx, 1).await[0].candles_late;
+    assert_ne!(
+        late & 1 << Interval::S1.index(),
+        0,
+        "late for 1s: {late:#b}"
+    );
+    assert_eq!(
+        late & 1 << Interval::D1.index(),
+        0,
+        "not late for 1d: {late:#b}"
+    );
+    let page = bus.candles(&s, Interval::S1, 10).await.unwrap().unwrap();
+    assert_eq!(page.len(), 1, "{page:?}");
+    assert_eq!(
+        (page[0].0.close, page[0].0.ticks, page[0].1),
+        (10.0, 1, true)
+    );
+    let day = bus.candles(&s, Interval::D1, 10).await.unwrap().unwrap();
+    // (Closed too if the test runs in the first seconds of a UTC day.)
+    let (d1, _) = *day.last().unwrap();
+    assert_eq!(
+        (d1.open, d1.close, d1.volume, d1.ticks),
+        (10.0, 20.0, 3.0, 2)
+    );
+    bus.shutdown().await;
+    cleanup(&admin, &config, &[s]).await;
+}

@@ -2,13 +2,27 @@
 //! ([`super::script`]) and read by [`RedisCandles`], with the rules of
 //! [`marketmux_core::candle`] (Redis's clock decides what the grace closed).
 //!
-//! Keys, in the symbol's hash slot (see [`super::keys`]):
-//! `candle:{price:SYM}`, a hash with the current candle of each interval
-//! (field `1m`) and the start of its newest closed interval (field `x1m`),
-//! and `candles:1m:{price:SYM}`, one list of closed candles per interval,
-//! oldest first, capped at `--candle-history`. A candle is one string,
-//! `"<start ms> <open> <high> <low> <close> <volume> <ticks> <seq>"`, numbers
-//! printed with 17 significant digits so they read back exactly.
+//! Storage, in the symbol's hash slot (see [`super::keys`]):
+//!
+//! - the current candles of all five intervals are one value, the field
+//!   `candles` of the stream hash `stream:{price:SYM}` (beside `epoch` and
+//!   `seq`, which the script reads and writes for every tick anyway): five
+//!   records of [`RECORD_LEN`] bytes, `1s 1m 5m 1h 1d`, each eight
+//!   little-endian doubles `start open high low close volume ticks seq`.
+//!   A record with `ticks` 0 has no current candle, and its `start` is the
+//!   start of the newest closed interval (`-inf`: none), so that a late tick
+//!   is still recognised (with a current candle, a closed interval is always
+//!   older than it). One read and one write of 320 bytes per tick;
+//! - `candles:1m:{price:SYM}`, one list of closed candles per interval,
+//!   oldest first, capped at `--candle-history`, each candle the same eight
+//!   doubles (64 bytes). A list is touched only when a candle closes.
+//!
+//! Why binary and not text or JSON: this is the ingest hot path of every
+//! tick. Redis's Lua packs and unpacks doubles with `struct` in C, exactly;
+//! printing numbers exactly (`%.17g`) and parsing them back cost several
+//! times as much, per tick, as the rest of the candle step (see
+//! `benches/accept_cost.py` and docs/redis.md). `GET /candles` is the
+//! readable view.
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -20,24 +34,19 @@ use crate::redis::script::LUA_PRELUDE;
 use crate::redis::unavailable;
 use crate::BusError;
 
-/// Lua shared by the accept and read scripts: the intervals, and a candle's
-/// text. Uses `KEYS[5]` (the candle hash) and `KEYS[5 + i]` (closed list of
-/// interval `i`).
+/// Bytes of one candle: eight doubles.
+pub const RECORD_LEN: usize = 64;
+
+/// Lua shared by the accept and read scripts: a record's layout, the empty
+/// state, and closing a candle into its list.
 pub(crate) const LUA_CANDLES: &str = r#"
-local CANDLE_NAMES = {'1s', '1m', '5m', '1h', '1d'}
-local CANDLE_LENS = {1000, 60000, 300000, 3600000, 86400000}
-local function candle_text(c)
-  return string.format('%.0f %.17g %.17g %.17g %.17g %.17g %.0f %.0f',
-    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8])
+local CANDLE = '<dddddddd'
+local function candles_none()
+  return string.rep(struct.pack(CANDLE, -1 / 0, 0, 0, 0, 0, 0, 0, 0), 5)
 end
-local function candle_parse(text)
-  local c = {}
-  for v in string.gmatch(text, '%S+') do c[#c + 1] = tonumber(v) end
-  return c
-end
-local function candle_close(list, c, history)
+local function candle_close(list, history, s, o, h, l, c, v, n, q)
   if history > 0 then
-    redis.call('RPUSH', list, candle_text(c))
+    redis.call('RPUSH', list, struct.pack(CANDLE, s, o, h, l, c, v, n, q))
     redis.call('LTRIM', list, -history, -1)
   else
     redis.call('DEL', list)
@@ -46,80 +55,72 @@ end
 "#;
 
 /// The accept script's candle step, after the tick got `seq` at Redis time
-/// `now`. `ARGV[12]` closed candles kept; `ARGV[13]` grace in ms;
-/// `ARGV[14]` the tick's time in ms; `ARGV[15]` its price; `ARGV[16]` its
-/// volume (0 without one). Returns the bit set of intervals it was late for.
+/// `now`: takes the stored state (`nil` or not 320 bytes: none), returns the
+/// bit set of the intervals the tick was late for and the new state.
+/// `KEYS[4 + i]` the closed list of interval `i`; `ARGV[12]` closed candles
+/// kept; `ARGV[13]` grace in ms; `ARGV[14]` the tick's time in ms;
+/// `ARGV[15]` its price; `ARGV[16]` its volume (0 without one).
+///
+/// Each interval is one call of `step` on its unpacked record, and the new
+/// state is the five packed records joined: no table, no text.
 pub(crate) const LUA_ACCEPT_CANDLES: &str = r#"
-local function accept_candles(seq, now)
+local function accept_candles(packed, seq, now)
   local history, grace = tonumber(ARGV[12]), tonumber(ARGV[13])
   local ts, price, volume = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
-  local fields = {}
-  for i = 1, 5 do
-    fields[i] = CANDLE_NAMES[i]
-    fields[5 + i] = 'x' .. CANDLE_NAMES[i]
-  end
-  local stored = redis.call('HMGET', KEYS[5], unpack(fields))
-  local set, del, late = {}, {}, 0
-  for i = 1, 5 do
-    local name, len = CANDLE_NAMES[i], CANDLE_LENS[i]
-    local cur = stored[i] and candle_parse(stored[i])
-    local through = stored[5 + i] and tonumber(stored[5 + i])
-    local function close(c)
-      candle_close(KEYS[5 + i], c, history)
-      through = c[1]
-      set[#set + 1] = 'x' .. name
-      set[#set + 1] = string.format('%.0f', through)
+  if not packed or #packed ~= 320 then packed = candles_none() end
+  local late = 0
+  local function step(i, bit, len, s, o, h, l, c, v, n, q)
+    if n > 0 and now >= s + len + grace then
+      candle_close(KEYS[4 + i], history, s, o, h, l, c, v, n, q)
+      o, h, l, c, v, n, q = 0, 0, 0, 0, 0, 0, 0
     end
-    if cur and now >= cur[1] + len + grace then
-      close(cur)
-      cur = nil
-      del[#del + 1] = name
-    end
-    local start = ts - (ts % len)
-    if (cur and start < cur[1]) or now >= start + len + grace or (through and start <= through) then
-      late = late + 2 ^ (i - 1)
+    local start = ts - ts % len
+    if now >= start + len + grace or start < s or (start == s and n == 0) then
+      late = late + bit
+    elseif start == s then
+      if price > h then h = price end
+      if price < l then l = price end
+      c, v, n, q = price, v + volume, n + 1, seq
     else
-      if cur and start == cur[1] then
-        cur[3] = math.max(cur[3], price)
-        cur[4] = math.min(cur[4], price)
-        cur[5] = price
-        cur[6] = cur[6] + volume
-        cur[7] = cur[7] + 1
-        cur[8] = seq
-      else
-        if cur then close(cur) end
-        cur = {start, price, price, price, price, volume, 1, seq}
-      end
-      if del[#del] == name then del[#del] = nil end
-      set[#set + 1] = name
-      set[#set + 1] = candle_text(cur)
+      if n > 0 then candle_close(KEYS[4 + i], history, s, o, h, l, c, v, n, q) end
+      s, o, h, l, c, v, n, q = start, price, price, price, price, volume, 1, seq
     end
+    return struct.pack(CANDLE, s, o, h, l, c, v, n, q)
   end
-  if #del > 0 then redis.call('HDEL', KEYS[5], unpack(del)) end
-  if #set > 0 then redis.call('HSET', KEYS[5], unpack(set)) end
-  return late
+  local unpack_at = struct.unpack
+  packed = step(1, 1, 1000, unpack_at(CANDLE, packed, 1))
+    .. step(2, 2, 60000, unpack_at(CANDLE, packed, 65))
+    .. step(3, 4, 300000, unpack_at(CANDLE, packed, 129))
+    .. step(4, 8, 3600000, unpack_at(CANDLE, packed, 193))
+    .. step(5, 16, 86400000, unpack_at(CANDLE, packed, 257))
+  return late, packed
 end
 "#;
 
-/// `KEYS` price, candle hash, the interval's closed list. `ARGV[1]` the
-/// interval's name; `ARGV[2]` its length in ms; `ARGV[3]` grace in ms;
-/// `ARGV[4]` the most candles; `ARGV[5]` closed candles kept. Closes the
-/// current candle when Redis's clock has passed its end plus the grace.
-/// Returns nil for a symbol with no tick, else `{closed list, current or nil}`.
+/// `KEYS` price, stream, the interval's closed list. `ARGV[1]` the
+/// interval's position (1 for `1s` … 5 for `1d`); `ARGV[2]` its length in
+/// ms; `ARGV[3]` grace in ms; `ARGV[4]` the most candles; `ARGV[5]` closed
+/// candles kept. Closes the current candle when Redis's clock has passed its
+/// end plus the grace. Returns nil for a symbol with no tick, else `{closed
+/// list, current record or nil}`.
 const READ_BODY: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   return false
 end
-local name, len, grace = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local i, len, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, history = tonumber(ARGV[4]), tonumber(ARGV[5])
-local cur = redis.call('HGET', KEYS[2], name)
-if cur then
-  local c = candle_parse(cur)
-  if now_ms() >= c[1] + len + grace then
-    candle_close(KEYS[3], c, history)
-    redis.call('HSET', KEYS[2], 'x' .. name, string.format('%.0f', c[1]))
-    redis.call('HDEL', KEYS[2], name)
-    cur = false
+local packed = redis.call('HGET', KEYS[2], 'candles')
+local cur = false
+if packed and #packed == 320 then
+  local at = (i - 1) * 64 + 1
+  local s, o, h, l, c, v, n, q = struct.unpack(CANDLE, packed, at)
+  if n > 0 and now_ms() >= s + len + grace then
+    candle_close(KEYS[3], history, s, o, h, l, c, v, n, q)
+    packed = packed:sub(1, at - 1) .. struct.pack(CANDLE, s, 0, 0, 0, 0, 0, 0, 0)
+      .. packed:sub(at + 64)
+    redis.call('HSET', KEYS[2], 'candles', packed)
+  elseif n > 0 then
+    cur = packed:sub(at, at + 63)
   end
 end
 local room = limit
@@ -158,11 +159,11 @@ impl RedisCandles {
     ) -> Result<Option<CandlePage>, BusError> {
         let keys = vec![
             self.keys.price_key(symbol),
-            self.keys.candle_key(symbol),
+            self.keys.stream_key(symbol),
             self.keys.candles_key(symbol, interval),
         ];
         let args = vec![
-            interval.as_str().to_owned(),
+            (interval.index() + 1).to_string(),
             interval.millis().to_string(),
             self.config.grace_ms.to_string(),
             limit.to_string(),
@@ -183,52 +184,63 @@ impl RedisCandles {
         let mut page = Vec::new();
         if let Value::Array(items) = closed {
             for item in items {
-                let text = item.as_str().ok_or_else(|| bad("not a string".into()))?;
-                page.push((decode(&text).map_err(&bad)?, true));
+                let bytes = item.as_bytes().ok_or_else(|| bad("not a string".into()))?;
+                page.push((decode(bytes).map_err(&bad)?, true));
             }
         }
-        if let Some(text) = current.as_str() {
-            page.push((decode(&text).map_err(&bad)?, false));
+        if let Some(bytes) = current.as_bytes() {
+            page.push((decode(bytes).map_err(&bad)?, false));
         }
         Ok(Some(page))
     }
 }
 
-/// Reads a candle's text (`"<start> <open> <high> <low> <close> <volume> <ticks> <seq>"`).
-pub fn decode(text: &str) -> Result<Candle, String> {
-    let mut parts = text.split_ascii_whitespace();
-    let mut next = |name: &str| {
-        parts
-            .next()
-            .ok_or_else(|| format!("candle {text:?} has no {name}"))
+/// Reads one stored candle: eight little-endian doubles, `start open high
+/// low close volume ticks seq`, as the scripts pack them.
+pub fn decode(bytes: &[u8]) -> Result<Candle, String> {
+    let Ok(record) = <[u8; RECORD_LEN]>::try_from(bytes) else {
+        return Err(format!(
+            "a stored candle has {} bytes, not {RECORD_LEN}",
+            bytes.len()
+        ));
     };
-    let int = |s: &str, name: &str| {
-        s.parse::<i64>()
-            .map_err(|e| format!("candle {text:?}: {name}: {e}"))
+    let field = |i: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&record[i * 8..i * 8 + 8]);
+        f64::from_le_bytes(b)
     };
-    let num = |s: &str, name: &str| {
-        s.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("candle {text:?}: {name} is not a finite number"))
+    const NAMES: [&str; 8] = [
+        "start", "open", "high", "low", "close", "volume", "ticks", "seq",
+    ];
+    let [start, open, high, low, close, volume, ticks, seq] = std::array::from_fn(field);
+    for (i, v) in [start, open, high, low, close, volume, ticks, seq]
+        .into_iter()
+        .enumerate()
+    {
+        if !v.is_finite() {
+            return Err(format!("a stored candle's {} is {v}", NAMES[i]));
+        }
+    }
+    // Doubles hold integers exactly up to 2^53.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let whole = |v: f64, name: &str, min: f64| {
+        if v.fract() == 0.0 && (min..=EXACT).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "a stored candle's {name} is {v}, not a whole number from {min}"
+            ))
+        }
     };
-    let start_ms = int(next("start")?, "start")?;
-    let open = num(next("open")?, "open")?;
-    let high = num(next("high")?, "high")?;
-    let low = num(next("low")?, "low")?;
-    let close = num(next("close")?, "close")?;
-    let volume = num(next("volume")?, "volume")?;
-    let ticks = int(next("ticks")?, "ticks")?;
-    let seq = int(next("seq")?, "seq")?;
     Ok(Candle {
-        start_ms,
+        start_ms: whole(start, "start", -EXACT)? as i64,
         open,
         high,
         low,
         close,
         volume,
-        ticks: u64::try_from(ticks).map_err(|e| format!("candle {text:?}: ticks: {e}"))?,
-        seq: u64::try_from(seq).map_err(|e| format!("candle {text:?}: seq: {e}"))?,
+        ticks: whole(ticks, "ticks", 1.0)? as u64,
+        seq: whole(seq, "seq", 0.0)? as u64,
     })
 }
 
@@ -236,9 +248,23 @@ pub fn decode(text: &str) -> Result<Candle, String> {
 mod tests {
     use super::*;
 
+    fn record(fields: [f64; 8]) -> Vec<u8> {
+        fields.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
     #[test]
-    fn decodes_the_scripts_text() {
-        let c = decode("1764687840000 100 104.5 98.25 0.30000000000000004 7 5 42").unwrap();
+    fn decodes_the_scripts_records() {
+        let c = decode(&record([
+            1_764_687_840_000.0,
+            100.0,
+            104.5,
+            98.25,
+            0.1 + 0.2,
+            7.0,
+            5.0,
+            42.0,
+        ]))
+        .unwrap();
         assert_eq!(
             c,
             Candle {
@@ -252,14 +278,26 @@ mod tests {
                 seq: 42,
             }
         );
-        for bad in [
-            "",
-            "1 2 3",
-            "x 1 1 1 1 1 1 1",
-            "1 1 1 1 nan 1 1 1",
-            "1 1 1 1 1 1 -1 1",
+        // Before 1970.
+        let c = decode(&record([-1_000.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0])).unwrap();
+        assert_eq!(c.start_ms, -1_000);
+        let good = [1_000.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        for (i, bad) in [
+            (0, f64::NEG_INFINITY),
+            (0, 0.5),
+            (4, f64::NAN),
+            (5, f64::INFINITY),
+            (6, 0.0),
+            (6, 1.5),
+            (7, -1.0),
+            (7, 1e300),
         ] {
-            assert!(decode(bad).is_err(), "{bad}");
+            let mut fields = good;
+            fields[i] = bad;
+            assert!(decode(&record(fields)).is_err(), "field {i} = {bad}");
         }
+        assert!(decode(&[]).is_err());
+        assert!(decode(&record(good)[..63]).is_err());
+        assert!(decode(b"1764687840000 100 104.5 98.25 0.30000000000000004 7 5 42").is_err());
     }
 }

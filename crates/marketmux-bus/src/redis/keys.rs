@@ -11,12 +11,12 @@
 //!
 //! A symbol's stream lives beside its price, under the same hash tag (so in
 //! the same cluster slot, and `price:AAPL` keeps its plain, redis-cli
-//! friendly name): `stream:{price:AAPL}` (a hash: `epoch`, last `seq`),
+//! friendly name): `stream:{price:AAPL}` (a hash: `epoch`, last `seq`, and
+//! `candles`, the current candle of each interval),
 //! `history:{price:AAPL}` (a list of the kept ticks) and
 //! `producers:{price:AAPL}` (a hash: the last sequence accepted from each
-//! producer, for recognising redeliveries). Its candles too:
-//! `candle:{price:AAPL}` (a hash: the current candle of each interval) and
-//! `candles:1m:{price:AAPL}` (one list of closed candles per interval).
+//! producer, for recognising redeliveries). Its closed candles too:
+//! `candles:1m:{price:AAPL}` (one list per interval).
 
 use marketmux_core::{Interval, Symbol};
 
@@ -64,7 +64,8 @@ impl KeySpace {
         format!("{p}{name}:{{{p}price:{symbol}}}", p = self.prefix)
     }
 
-    /// The hash of `symbol`'s stream: its `epoch` and last `seq`.
+    /// The hash of `symbol`'s stream: its `epoch`, last `seq`, and its
+    /// current candles (see [`super::candles`]).
     pub fn stream_key(&self, symbol: &Symbol) -> String {
         self.tagged("stream", symbol)
     }
@@ -79,27 +80,21 @@ impl KeySpace {
         self.tagged("producers", symbol)
     }
 
-    /// The hash of `symbol`'s current candle of each interval.
-    pub fn candle_key(&self, symbol: &Symbol) -> String {
-        self.tagged("candle", symbol)
-    }
-
     /// The list of `symbol`'s closed candles of `interval`, oldest first.
     pub fn candles_key(&self, symbol: &Symbol, interval: Interval) -> String {
         self.tagged(&format!("candles:{interval}"), symbol)
     }
 
     /// Every key of `symbol`, in the order the accept script takes them:
-    /// price, stream, history, producers, current candles, then the closed
-    /// candles of each interval in [`Interval::ALL`] order. All in one hash slot.
-    pub fn symbol_keys(&self, symbol: &Symbol) -> [String; 10] {
+    /// price, stream, history, producers, then the closed candles of each
+    /// interval in [`Interval::ALL`] order. All in one hash slot.
+    pub fn symbol_keys(&self, symbol: &Symbol) -> [String; 9] {
         let [s1, m1, m5, h1, d1] = Interval::ALL.map(|i| self.candles_key(symbol, i));
         [
             self.price_key(symbol),
             self.stream_key(symbol),
             self.history_key(symbol),
             self.producers_key(symbol),
-            self.candle_key(symbol),
             s1,
             m1,
             m5,
@@ -145,7 +140,6 @@ mod tests {
         assert_eq!(k.stream_key(&s), "t1:stream:{t1:price:AAPL}");
         assert_eq!(k.history_key(&s), "t1:history:{t1:price:AAPL}");
         assert_eq!(k.producers_key(&s), "t1:producers:{t1:price:AAPL}");
-        assert_eq!(k.candle_key(&s), "t1:candle:{t1:price:AAPL}");
         assert_eq!(
             k.candles_key(&s, Interval::M1),
             "t1:candles:1m:{t1:price:AAPL}"

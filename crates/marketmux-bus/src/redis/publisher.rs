@@ -33,7 +33,7 @@ pub struct RedisPublisher {
 
 /// One tick's script call.
 struct Call {
-    keys: [String; 10],
+    keys: [String; 9],
     args: Vec<String>,
 }
 
@@ -145,7 +145,7 @@ impl RedisPublisher {
             let slot = fred::util::redis_keyslot(c.keys[0].as_bytes());
             let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
             let mut args: Vec<&str> = Vec::with_capacity(2 + c.keys.len() + c.args.len());
-            args.extend([sha.as_str(), "10"]);
+            args.extend([sha.as_str(), "9"]);
             args.extend(c.keys.iter().map(String::as_str));
             args.extend(c.args.iter().map(String::as_str));
             let () = pipeline.custom(cmd, args).await.map_err(unavailable)?;

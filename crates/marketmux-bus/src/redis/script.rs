@@ -9,7 +9,10 @@
 //!    stored one;
 //! 4. it is appended to the symbol's history (trimmed by count and age);
 //! 5. it updates the symbol's candles of every interval (or is late for an
-//!    interval already closed, and says so in its JSON; see [`super::candles`]);
+//!    interval already closed, and says so in its JSON; see [`super::candles`]):
+//!    the current candles are one field of the stream hash, read with `epoch`
+//!    and `seq` and written with `seq`, so candles add no command per tick
+//!    unless a candle closes;
 //! 6. it is published on the symbol's channel, with its `seq` and `epoch`.
 //!
 //! Why publish a stale tick: clients see every tick of a symbol in the order
@@ -23,11 +26,10 @@
 //! replaced.
 //!
 //! Keys (one hash slot: see [`super::keys`]): `KEYS[1]` the price key,
-//! `KEYS[2]` the stream hash (`epoch`, `seq`), `KEYS[3]` the history list
-//! (`"<accepted ms> <tick JSON>"`, oldest first, consecutive seqs),
-//! `KEYS[4]` the producers hash (producer id → `"<sequence> <ms>"`),
-//! `KEYS[5]` the current-candle hash, `KEYS[6..=10]` the closed-candle lists
-//! of `1s 1m 5m 1h 1d`.
+//! `KEYS[2]` the stream hash (`epoch`, `seq`, `candles`), `KEYS[3]` the
+//! history list (`"<accepted ms> <tick JSON>"`, oldest first, consecutive
+//! seqs), `KEYS[4]` the producers hash (producer id → `"<sequence> <ms>"`),
+//! `KEYS[5..=9]` the closed-candle lists of `1s 1m 5m 1h 1d`.
 
 use fred::types::scripts::Script;
 
@@ -92,17 +94,21 @@ if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[8], ARGV[9] .. ' ' .. now)
   redis.call('PEXPIRE', KEYS[4], ARGV[11])
 end
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then epoch = new_epoch(KEYS[2], KEYS[3], ARGV[5]) end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local stream = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'candles')
+local epoch, seq = stream[1], (tonumber(stream[2]) or 0) + 1
+if not epoch then
+  epoch = new_epoch(KEYS[2], KEYS[3], ARGV[5])
+  seq = 1
+end
 now = now or now_ms()
-local late = accept_candles(seq, now)
-local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"'
-if late > 0 then json = json .. ',"late":' .. late end
-json = json .. '}'
+local late, candles = accept_candles(stream[3], seq, now)
+redis.call('HSET', KEYS[2], 'seq', seq, 'candles', candles)
+local json = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch
+if late > 0 then json = json .. '","late":' .. late .. '}' else json = json .. '"}' end
 local stored = 0
 local cur = redis.call('GET', KEYS[1])
-local cur_ts = cur and string.match(cur, '"ts_ns":(%-?%d+)')
+local at = cur and string.find(cur, '"ts_ns":', 1, true)
+local cur_ts = at and string.match(cur, '^%-?%d+', at + 8)
 if not cur_ts or not older(ARGV[1], cur_ts) then
   redis.call('SET', KEYS[1], json)
   stored = 1
