@@ -35,7 +35,9 @@ pub(crate) fn prefetch<T: ?Sized>(value: &T) {
         // SAFETY: SSE is part of x86_64, and a prefetch is a hint: it
         // dereferences nothing and cannot fault.
         #[allow(unsafe_code)]
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) };
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>())
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
