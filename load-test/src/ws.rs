@@ -110,7 +110,11 @@ fn agreed_deflate(head: &[u8]) -> bool {
 thread_local! {
     /// One decompressor per client thread: without context takeover no
     /// state outlives a message, and thousands of sockets sharing one keep
-    /// it in cache (one each would cost ~40 KiB per socket).
+    /// it in cache (one each would cost ~40 KiB per socket). flate2 runs on
+    /// zlib-rs here (load-test's Cargo.toml): its reset between messages is
+    /// a few stores, where miniz_oxide's cleared the whole state and rebuilt
+    /// the Huffman tables, enough per message to slow a node sharing the
+    /// machine (README, "A rate cap and compression").
     static DECOMPRESSOR: std::cell::RefCell<flate2::Decompress> =
         std::cell::RefCell::new(flate2::Decompress::new(false));
 }
