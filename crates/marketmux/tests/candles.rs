@@ -15,21 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_core::{Candle, CandleConfig, Interval, Symbol, SymbolCandles, Tick, Timestamp};
 use serde_json::{json, Value as Json};
 
-use gateway_common::start_gateway;
+use gateway_common::{admin, cleanup, redis_url, start_gateway};
 
 /// A grace long enough that ticks of the last seconds are still on time.
 const LONG_GRACE_MS: i64 = 60_000;
-
-const REDIS_HINT: &str =
-    "start one with `redis-server` (Debian/Ubuntu: apt-get install redis-server) \
-     or point MARKETMUX_TEST_REDIS_URL at one";
 
 fn unique(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -440,36 +434,9 @@ async fn dev_closes_a_candle_by_the_clock_with_no_further_tick() {
     node.stop().await.unwrap();
 }
 
-/// A command connection for cleanup.
-async fn admin(url: &str) -> Client {
-    let config = marketmux_bus::RedisConfig {
-        url: url.into(),
-        ..Default::default()
-    };
-    match config.connect_client().await {
-        Ok(c) => c,
-        Err(e) => panic!("this test needs a Redis server: {e}; {REDIS_HINT}"),
-    }
-}
-
-/// Deletes every key under `prefix`.
-async fn cleanup(admin: &Client, prefix: &str) {
-    let keys: Vec<String> = admin
-        .custom(
-            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
-            vec![format!("{prefix}*")],
-        )
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = admin.del(keys).await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn two_gateways_on_one_redis_serve_identical_candles_also_after_a_restart() {
-    let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let admin = admin(&url).await;
     let prefix = format!("mmtest:{}:", unique("candles"));
     let grace = LONG_GRACE_MS.to_string();
@@ -704,8 +671,7 @@ async fn dev_sends_live_candles_closed_by_the_next_tick_and_by_the_clock() {
 
 #[tokio::test]
 async fn a_socket_on_one_gateway_gets_the_candles_of_ticks_posted_at_another() {
-    let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let admin = admin(&url).await;
     let prefix = format!("mmtest:{}:", unique("candles-live"));
     let grace = LONG_GRACE_MS.to_string();
@@ -771,8 +737,7 @@ async fn candle_series_per_socket_and_symbols_per_node_are_bounded() {
 
 #[tokio::test]
 async fn redis_closes_a_candle_by_the_clock_with_no_further_tick() {
-    let url = std::env::var("MARKETMUX_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let admin = admin(&url).await;
     let prefix = format!("mmtest:{}:", unique("candles-clock"));
     let node = start_gateway(&url, &prefix, &["--candle-grace-ms", "200"]).await;

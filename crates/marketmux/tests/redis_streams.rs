@@ -19,36 +19,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use gateway_common::start_gateway;
+use gateway_common::{admin, cleanup, redis_url, start_gateway};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn redis_url() -> String {
-    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn admin(url: &str) -> Client {
-    let config = marketmux_bus::RedisConfig {
-        url: url.into(),
-        ..Default::default()
-    };
-    config.connect_client().await.unwrap_or_else(|e| {
-        panic!("this test needs a Redis server: {e}; start one with `redis-server`")
-    })
-}
-
-async fn cleanup(admin: &Client, prefix: &str) {
-    let keys: Vec<String> = admin
-        .custom(
-            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
-            vec![format!("{prefix}*")],
-        )
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = admin.del(keys).await.unwrap();
-    }
-}
 
 async fn gateway(url: &str, prefix: &str) -> Node {
     gateway_with(url, prefix, &[]).await

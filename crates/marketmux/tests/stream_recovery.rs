@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::node::Node;
 use marketmux_core::Timestamp;
@@ -23,13 +22,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use gateway_common::start_gateway;
+use gateway_common::{admin, cleanup, redis_url, start_gateway};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn redis_url() -> String {
-    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn unique_prefix(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -39,35 +34,6 @@ fn unique_prefix(test: &str) -> String {
         Timestamp::now().0,
         N.fetch_add(1, Relaxed)
     )
-}
-
-/// A command connection for cleanup and `FLUSHALL`.
-async fn admin(url: &str) -> Client {
-    let config = marketmux_bus::RedisConfig {
-        url: url.into(),
-        ..Default::default()
-    };
-    match config.connect_client().await {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "this test needs a Redis server: {e}; start one with `redis-server` \
-             or point MARKETMUX_TEST_REDIS_URL at one"
-        ),
-    }
-}
-
-/// Deletes every key under `prefix`.
-async fn cleanup(admin: &Client, prefix: &str) {
-    let keys: Vec<String> = admin
-        .custom(
-            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
-            vec![format!("{prefix}*")],
-        )
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = admin.del(keys).await.unwrap();
-    }
 }
 
 /// A gateway node on a free loopback port, with `extra` flags.
