@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use clap::Parser as _;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use futures_util::{SinkExt as _, StreamExt as _};
 use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
@@ -27,45 +26,17 @@ use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "../redis_common/mod.rs"]
+mod redis_common;
+pub use redis_common::{admin, cleanup, redis_url};
+
 use crate::scrape::scrape;
 use marketmux_test_support::eventually;
-
-pub const REDIS_HINT: &str =
-    "start one with `redis-server` (Debian/Ubuntu: apt-get install redis-server) \
-     or point MARKETMUX_TEST_REDIS_URL at one";
-
-pub fn redis_url() -> String {
-    std::env::var("MARKETMUX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// A tag unique to this run, usable in symbols and key prefixes.
 pub fn run_tag() -> String {
     let now = Timestamp::now().0 as u64 % 0x00FF_FFFF_FFFF;
     format!("K{:X}", now ^ u64::from(std::process::id()))
-}
-
-pub async fn admin(url: &str) -> Client {
-    let config = marketmux_bus::RedisConfig {
-        url: url.into(),
-        ..Default::default()
-    };
-    match config.connect_client().await {
-        Ok(c) => c,
-        Err(e) => panic!("this test needs a Redis server: {e}; {REDIS_HINT}"),
-    }
-}
-
-pub async fn cleanup(admin: &Client, prefix: &str) {
-    let keys: Vec<String> = admin
-        .custom(
-            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
-            vec![format!("{prefix}*")],
-        )
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<i64, _> = admin.del(keys).await;
-    }
 }
 
 fn role(args: &[&str]) -> Role {
