@@ -127,21 +127,7 @@ fn history_query(query: &BTreeMap<String, String>) -> Result<(Option<u64>, usize
                     )
                 })?)
             }
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_HISTORY_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_limit",
-                            format!(
-                                "`limit` must be an integer from 1 to {MAX_HISTORY_PAGE}, got {:?}",
-                                truncate(value)
-                            ),
-                        )
-                    })?
-            }
+            "limit" => limit = page_limit(value, MAX_HISTORY_PAGE)?,
             _ => {}
         }
     }
@@ -149,6 +135,24 @@ fn history_query(query: &BTreeMap<String, String>) -> Result<(Option<u64>, usize
 }
 
 /// At most 40 characters of client input, for error messages.
+/// A page's `limit` query value: an integer from 1 to `max`, else 400
+/// `invalid_limit`.
+pub(crate) fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!(
+                    "`limit` must be an integer from 1 to {max}, got {:?}",
+                    truncate(value)
+                ),
+            )
+        })
+}
+
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(40) {
         Some((i, _)) => &s[..i],

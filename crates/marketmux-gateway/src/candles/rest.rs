@@ -16,6 +16,7 @@ use marketmux_core::candle::{push_candle_fields, MAX_CANDLE_PAGE};
 use marketmux_core::{Interval, Symbol};
 
 use crate::error::ApiError;
+use crate::rest::page_limit;
 use crate::state::GatewayState;
 
 /// Candles one page returns when the request names no `limit`.
@@ -68,19 +69,7 @@ fn candle_query(query: &BTreeMap<String, String>) -> Result<(Interval, usize), A
         .map_err(|e| ApiError::bad_request("invalid_interval", e.to_string()))?;
     let limit = match query.get("limit") {
         None => DEFAULT_CANDLE_PAGE,
-        Some(value) => value
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_CANDLE_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!(
-                        "`limit` must be an integer from 1 to {MAX_CANDLE_PAGE}, got {:?}",
-                        value.chars().take(40).collect::<String>()
-                    ),
-                )
-            })?,
+        Some(value) => page_limit(value, MAX_CANDLE_PAGE)?,
     };
     Ok((interval, limit))
 }
