@@ -450,6 +450,24 @@ mod tests {
         assert!(out.contains("x_count 3"));
     }
 
+    /// Every series of a node, with its labels, help and type, as dashboards
+    /// and alerts know them (values left out): a series renamed,
+    /// relabelled, retyped or explained otherwise fails here until
+    /// `metrics_series.txt` says so too.
+    #[test]
+    fn series_labels_help_and_types_stay_as_published() {
+        let bus = marketmux_bus::InProcessBus::new();
+        let state = GatewayState::new(
+            crate::GatewayConfig::default(),
+            GatewayState::new_hub(),
+            bus.clone(),
+            bus.clone(),
+            vec![bus],
+        );
+        let series = marketmux_test_support::exposition::series(&render(&state));
+        assert_eq!(series, include_str!("metrics_series.txt"));
+    }
+
     #[test]
     fn close_reasons_are_classified() {
         let c = CloseCounters::default();

@@ -1,5 +1,6 @@
 //! [`parse`]: Prometheus text exposition read back, its shape checked, for
-//! tests that scrape `/metrics`.
+//! tests that scrape `/metrics`; [`series`]: what a scrape offers, without
+//! the values, for tests that pin the set of series down.
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,6 +58,22 @@ pub fn parse(text: &str) -> Result<HashMap<String, f64>, String> {
     Ok(samples)
 }
 
+/// The `# HELP` and `# TYPE` lines and the series (`name{labels}`) of
+/// `text`, in order, without the sample values: one per line. Two scrapes
+/// have the same series, help and types when their `series` are equal.
+pub fn series(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let kept = match line.starts_with('#') {
+            true => line,
+            false => line.rsplit_once(' ').map_or(line, |(series, _)| series),
+        };
+        out.push_str(kept);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +85,15 @@ mod tests {
         let s = parse(text).unwrap();
         assert_eq!(s["a_total{x=\"1\"}"], 3.0);
         assert_eq!(s["h_count"], 2.0);
+    }
+
+    #[test]
+    fn series_drop_the_values_only() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1 2\"} 3\nb 0.5\n";
+        assert_eq!(
+            series(text),
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1 2\"}\nb\n"
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
 }
 
 /// The evaluator's counters on `/metrics`.
-fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> RoleSeries {
+pub(super) fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerStats>) -> RoleSeries {
     Arc::new(move |out: &mut String| {
         let s = &evaluator.stats;
         let series = [

@@ -79,7 +79,7 @@ pub async fn start_with_sink(
 }
 
 /// The bridge's counters on `/metrics`.
-fn bridge_series(bridge: Arc<BridgeStats>, consumer: Arc<ConsumerStats>) -> RoleSeries {
+pub(super) fn bridge_series(bridge: Arc<BridgeStats>, consumer: Arc<ConsumerStats>) -> RoleSeries {
     Arc::new(move |out: &mut String| {
         let series = [
             (

@@ -68,7 +68,7 @@ pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
 }
 
 /// The Finnhub client's and the producer's counters on `/metrics`.
-fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublisher>) -> RoleSeries {
+pub(super) fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublisher>) -> RoleSeries {
     Arc::new(move |out: &mut String| {
         let series = [
             (
