@@ -1,29 +1,19 @@
 //! Runs a tiny scenario against the dev role started in-process.
 
+#[path = "../../crates/marketmux/tests/dev_common/mod.rs"]
+mod dev_common;
+
 use std::time::Duration;
 
 use clap::Parser as _;
+use dev_common::start_dev;
 use load_test::Cli;
-use marketmux::cli::{Cli as MarketmuxCli, Role};
+use marketmux_test_support::TempDir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tick_reaches_every_subscriber() {
-    let data = std::env::temp_dir().join(format!("load-test-it-{}", std::process::id()));
-    let data = data.to_string_lossy().into_owned();
-    let cli = MarketmuxCli::parse_from([
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--data-dir",
-        &data,
-    ]);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("dev flags did not parse");
-    };
-    let node = marketmux::roles::dev::start(args).await.unwrap();
+    let data = TempDir::new("load-test-it");
+    let node = start_dev(data.path(), &[]).await;
     let url = format!("ws://{}/ws", node.http_addr());
 
     let cfg = Cli::try_parse_from([
@@ -98,22 +88,8 @@ async fn remote_targets_need_allow_remote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capped_compressed_clients_get_the_newest_ticks_in_fewer_bytes() {
-    let data = std::env::temp_dir().join(format!("load-test-cap-{}", std::process::id()));
-    let data = data.to_string_lossy().into_owned();
-    let cli = MarketmuxCli::parse_from([
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--data-dir",
-        &data,
-    ]);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("dev flags did not parse");
-    };
-    let node = marketmux::roles::dev::start(args).await.unwrap();
+    let data = TempDir::new("load-test-cap");
+    let node = start_dev(data.path(), &[]).await;
     let url = format!("ws://{}/ws", node.http_addr());
     let run = |extra: &'static [&'static str]| {
         let mut args = vec![

@@ -3,13 +3,17 @@
 //! across two gateway nodes on one Redis, clients resume every stream from
 //! their positions.
 
+#[path = "../../crates/marketmux/tests/dev_common/mod.rs"]
+mod dev_common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser as _;
+use dev_common::start_dev;
 use load_test::Cli;
 use marketmux::cli::{Cli as MarketmuxCli, Role};
-use marketmux_test_support::{exposition, wait_for, wait_for_value, OwnRedis};
+use marketmux_test_support::{exposition, wait_for, wait_for_value, OwnRedis, TempDir};
 
 /// One series of a node's `/metrics` (-1 while it does not answer).
 async fn metric(addr: SocketAddr, series: &str) -> f64 {
@@ -29,29 +33,14 @@ async fn metric(addr: SocketAddr, series: &str) -> f64 {
     }
 }
 
-async fn dev_node(listen: &str, data: &str) -> marketmux::node::Node {
-    let cli = MarketmuxCli::parse_from([
-        "marketmux",
-        "dev",
-        "--listen",
-        listen,
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0.5",
-        "--data-dir",
-        data,
-    ]);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("dev flags did not parse")
-    };
-    marketmux::roles::dev::start(args).await.unwrap()
+/// A dev node on `listen` whose drain takes half a second.
+async fn dev_node(listen: &str, data: &TempDir) -> marketmux::node::Node {
+    start_dev(data.path(), &["--listen", listen, "--drain-secs", "0.5"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_come_back_after_a_drain() {
-    let data = std::env::temp_dir().join(format!("load-test-reconnect-{}", std::process::id()));
-    let data = data.to_string_lossy().into_owned();
+    let data = TempDir::new("load-test-reconnect");
     let first = dev_node("127.0.0.1:0", &data).await;
     let addr = first.http_addr();
     let url = format!("ws://{addr}/ws");
@@ -96,7 +85,6 @@ async fn clients_come_back_after_a_drain() {
     assert_eq!(report.closed_by_server, 20, "the drain closed every socket");
     assert_eq!(report.reconnects, 20, "and every client came back");
     second.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 async fn gateway_node(redis_url: &str) -> marketmux::node::Node {

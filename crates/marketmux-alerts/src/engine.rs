@@ -13,6 +13,7 @@ use crate::evaluator::{AlertSink, Evaluator};
 use crate::inbox::TickInbox;
 use crate::service::{AlertService, LocalAlertService};
 use crate::store::{AlertStore, StoreError};
+use tracing::Instrument as _;
 
 /// A running alert engine: its evaluation task ends at the shutdown token.
 pub struct AlertEngine {
@@ -44,7 +45,12 @@ impl AlertEngine {
         tracing::info!(active = loaded, "Alert index loaded");
         crate::follow::spawn(store.clone(), evaluator.clone(), shutdown.clone());
         let inbox = Arc::new(TickInbox::new());
-        tokio::spawn(evaluator.clone().run(inbox.clone(), reload_every, shutdown));
+        tokio::spawn(
+            evaluator
+                .clone()
+                .run(inbox.clone(), reload_every, shutdown)
+                .in_current_span(),
+        );
         let service: Arc<dyn AlertService> =
             LocalAlertService::with_cap(store.clone(), Some(evaluator.clone()), max_per_user);
         Ok(Self {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::evaluator::Evaluator;
 use crate::store::{AlertStore, StoreError, StoreEvent};
+use tracing::Instrument as _;
 
 /// Failed reads wait from this long before a full reload, doubling...
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -35,7 +36,9 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     let feed = store.watch(shutdown.clone())?;
-    Some(tokio::spawn(follow(store, evaluator, feed, shutdown)))
+    Some(tokio::spawn(
+        follow(store, evaluator, feed, shutdown).in_current_span(),
+    ))
 }
 
 /// Applies every event of `feed` to `evaluator`.

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::AlertStore;
+use tracing::Instrument as _;
 
 /// The alert store's last known state, refreshed by a background ping.
 pub struct StoreHealth {
@@ -29,33 +30,36 @@ impl StoreHealth {
             last_error: Mutex::new(String::new()),
         });
         let h = health.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                let result =
-                    tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await;
-                let err = match result {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("ping timed out".to_string()),
-                };
-                let was_up = h.up.swap(err.is_none(), Relaxed);
-                match err {
-                    Some(e) => {
-                        if was_up {
-                            tracing::warn!(error = %e, "Alert store down");
-                        }
-                        *h.last_error.lock() = e;
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.cancelled() => return,
                     }
-                    None if !was_up => tracing::info!("Alert store back"),
-                    None => {}
+                    let result =
+                        tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await;
+                    let err = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some("ping timed out".to_string()),
+                    };
+                    let was_up = h.up.swap(err.is_none(), Relaxed);
+                    match err {
+                        Some(e) => {
+                            if was_up {
+                                tracing::warn!(error = %e, "Alert store down");
+                            }
+                            *h.last_error.lock() = e;
+                        }
+                        None if !was_up => tracing::info!("Alert store back"),
+                        None => {}
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         health
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::evaluator::AlertSink;
 use crate::model::FiredAlert;
+use tracing::Instrument as _;
 
 /// Fired alerts waiting to be published. Past this (Redis down for long) new
 /// pushes are dropped; those alerts stay fired in the store and listed by
@@ -38,12 +39,15 @@ const PUSH_RETRY_MAX: Duration = Duration::from_secs(5);
 /// them until `shutdown`.
 pub fn spawn<P: PushAlert>(pusher: P, shutdown: CancellationToken) -> AlertSink {
     let (tx, rx) = mpsc::channel::<Push>(PUSH_QUEUE);
-    tokio::spawn(relay_fired(
-        pusher,
-        rx,
-        Backoff::new(PUSH_RETRY_FIRST, PUSH_RETRY_MAX, Jitter::None),
-        shutdown,
-    ));
+    tokio::spawn(
+        relay_fired(
+            pusher,
+            rx,
+            Backoff::new(PUSH_RETRY_FIRST, PUSH_RETRY_MAX, Jitter::None),
+            shutdown,
+        )
+        .in_current_span(),
+    );
     queue_sink(tx)
 }
 

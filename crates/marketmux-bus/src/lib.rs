@@ -12,7 +12,6 @@
 //!   to a node (the gateway wires it to the hub, `dev` also to the alerts).
 //! - [`candles`]: candle pages ([`CandlePage`]) and the late-tick count;
 //!   candles are built where `seq` is assigned, by both buses.
-//! - [`metrics`]: failures of Redis, Kafka, the database, counted for `/metrics`.
 //! - [`in_process`]: both, in memory, for the `dev` role and tests; its
 //!   streams live in [`streams`], saved across a clean restart by [`saved`].
 //! - [`redis`]: the Redis edge bus (fred) of gateway nodes: latest price and
@@ -25,7 +24,6 @@
 pub mod candles;
 pub mod in_process;
 pub mod latest;
-pub mod metrics;
 pub mod redis;
 pub mod saved;
 pub mod stream;

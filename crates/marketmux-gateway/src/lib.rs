@@ -12,8 +12,7 @@
 //! - [`auth`]: JWT for sockets and user APIs, the ingest token, the Origin allow-list.
 //! - [`config`]: [`GatewayConfig`], every limit with its default.
 //! - [`error`]: [`ApiError`], JSON error bodies.
-//! - [`metrics`]: `/metrics` in Prometheus text format.
-//! - [`exporter`]: `/metrics` on its own address, for roles without a gateway.
+//! - [`metrics`]: `/metrics`: the node's series, written with `marketmux-metrics`.
 //! - [`limits`]: counters of refusals and limits hit; a connection's slot under the limits.
 //! - [`debug`]: `/debug/pprof/profile`, CPU profiles on demand; who may reach `/debug/*`.
 //! - [`web`]: the live page at `/`.
@@ -27,7 +26,6 @@ pub mod config;
 pub mod conn;
 pub mod debug;
 pub mod error;
-pub mod exporter;
 pub mod guard;
 pub mod limits;
 pub mod metrics;

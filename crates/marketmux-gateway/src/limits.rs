@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::metrics::LabelledCounters;
 use crate::state::GatewayState;
+use marketmux_metrics::LabelledCounters;
 
 /// Why a connection or an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

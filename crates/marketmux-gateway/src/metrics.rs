@@ -1,107 +1,28 @@
-//! `GET /metrics`: Prometheus text exposition.
+//! `GET /metrics` of a gateway node: its series in Prometheus text format,
+//! written with [`marketmux_metrics`] like every role's.
 //!
 //! Hot-path counters are plain atomics owned by the hub and the gateway; they
 //! are read and rendered only when scraped, so delivering a tick never touches
-//! a metrics registry. Other crates (Redis, Kafka, alerts) may record through
-//! the `metrics` facade; their series are appended when the binary installed
-//! the global recorder ([`install_global_recorder`]). No label is per client
-//! or per symbol.
+//! a metrics registry. Other crates (Redis, Kafka, alerts) record through the
+//! `metrics` facade; their series follow when the binary installed the
+//! process-wide recorder ([`marketmux_metrics::install_global_recorder`]). No
+//! label is per client or per symbol.
+//!
+//! The series of the gateway alone live here: [`CloseCounters`],
+//! [`RecoveryCounters`] and [`render`], the whole node's answer.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::header;
-use marketmux_bus::Readiness;
 use marketmux_hub::CloseReason;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use marketmux_metrics::{
+    append_global, component_up, counter, gauge, LabelledCounters, PROMETHEUS_TEXT,
+};
 
 use crate::state::GatewayState;
-
-/// Upper bounds (seconds) of the delivery-latency histogram buckets.
-const LATENCY_BOUNDS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
-];
-
-/// A fixed-bucket histogram of durations, lock-free.
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl LatencyHistogram {
-    /// Records one observation.
-    pub fn record(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BOUNDS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BOUNDS.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[LATENCY_BOUNDS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_nanos.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
-}
-
-/// One counter per value of a small fixed label set, read only when scraped.
-#[derive(Debug)]
-pub(crate) struct LabelledCounters<const N: usize> {
-    labels: [&'static str; N],
-    counts: [AtomicU64; N],
-}
-
-impl<const N: usize> LabelledCounters<N> {
-    /// Counters at zero for `labels`; [`add`](Self::add) takes an index into them.
-    pub(crate) fn new(labels: [&'static str; N]) -> Self {
-        Self {
-            labels,
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-
-    /// Counts one event for `labels[i]`.
-    pub(crate) fn add(&self, i: usize) {
-        self.counts[i].fetch_add(1, Relaxed);
-    }
-
-    /// Each label with its count, in the fixed order.
-    pub(crate) fn by_label(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.labels
-            .iter()
-            .zip(&self.counts)
-            .map(|(l, c)| (*l, c.load(Relaxed)))
-    }
-
-    /// Appends the series `name{label="…"}` in Prometheus text format.
-    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (value, n) in self.by_label() {
-            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
-        }
-    }
-}
 
 /// Why sockets closed, counted by a small fixed set of reasons.
 #[derive(Debug)]
@@ -210,70 +131,12 @@ impl RecoveryCounters {
             "Subscribes that sent a position to resume from, by whether it was served.",
             "outcome",
         );
-        metric(
+        counter(
             out,
-            "counter",
             "marketmux_replayed_ticks_total",
             "Ticks replayed to clients that resumed from a position.",
             self.replayed(),
         );
-    }
-}
-
-static GLOBAL: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process-wide `metrics` recorder whose series `/metrics` appends.
-/// Safe to call more than once; returns false if another recorder was installed first.
-pub fn install_global_recorder() -> bool {
-    if GLOBAL.get().is_some() {
-        return true;
-    }
-    match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => GLOBAL.set(handle).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// The `Content-Type` of Prometheus text exposition.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Appends the series of the process-wide recorder, if one is installed.
-pub fn append_global(out: &mut String) {
-    if let Some(h) = GLOBAL.get() {
-        out.push_str(&h.render());
-    }
-}
-
-/// Appends one unlabelled series (`kind` is `counter` or `gauge`).
-pub fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
-}
-
-/// Appends `marketmux_component_up{component}`: 1 for each component whose
-/// [`Readiness::check`] passes, else 0.
-pub fn component_up<'a>(out: &mut String, components: impl IntoIterator<Item = &'a dyn Readiness>) {
-    let name = "marketmux_component_up";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 when the component answers.\n# TYPE {name} gauge"
-    );
-    for r in components {
-        let _ = writeln!(
-            out,
-            "{name}{{component=\"{}\"}} {}",
-            r.name(),
-            r.check().is_ok() as u8
-        );
-    }
-}
-
-/// Appends unlabelled counters: `(name, help, value)` each.
-pub fn counters(out: &mut String, series: &[(&str, &str, u64)]) {
-    for (name, help, value) in series {
-        metric(out, "counter", name, help, value);
     }
 }
 
@@ -283,8 +146,6 @@ pub fn render(state: &GatewayState) -> String {
     let hub = state.hub.stats().snapshot();
     let s = &state.stats;
     let (opened, _) = state.registry.opened_closed();
-    let gauge = |out: &mut String, n, h, v: u64| metric(out, "gauge", n, h, v);
-    let counter = |out: &mut String, n, h, v: u64| metric(out, "counter", n, h, v);
 
     gauge(
         &mut out,
@@ -421,7 +282,13 @@ pub fn render(state: &GatewayState) -> String {
         "1 when /ready answers 200.",
         ready as u64,
     );
-    component_up(&mut out, state.readiness.iter().map(|r| &**r));
+    component_up(
+        &mut out,
+        state
+            .readiness
+            .iter()
+            .map(|r| (r.name(), r.check().is_ok())),
+    );
     append_global(&mut out);
     out
 }
@@ -433,22 +300,9 @@ pub async fn handler(State(state): State<Arc<GatewayState>>) -> impl IntoRespons
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn histogram_is_cumulative() {
-        let h = LatencyHistogram::default();
-        h.record(Duration::from_micros(10));
-        h.record(Duration::from_millis(3));
-        h.record(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "x", "help");
-        assert!(out.contains("x_bucket{le=\"0.00005\"} 1"));
-        assert!(out.contains("x_bucket{le=\"0.005\"} 2"));
-        assert!(out.contains("x_bucket{le=\"5\"} 2"));
-        assert!(out.contains("x_bucket{le=\"+Inf\"} 3"));
-        assert!(out.contains("x_count 3"));
-    }
+    use super::*;
 
     /// Every series of a node, with its labels, help and type, as dashboards
     /// and alerts know them (values left out): a series renamed,

@@ -29,6 +29,7 @@ use crate::limits::{ConnectionSlot, LimitHit, Refusal};
 use crate::state::GatewayState;
 use crate::ws::frame::{self, OpCode};
 use crate::{candles, debug, guard, metrics, rest, web, ws};
+use tracing::Instrument as _;
 
 /// Pending connections the kernel queues before `accept` (the default 1,024
 /// overflows when thousands of clients reconnect at once).
@@ -108,8 +109,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let accept = Entrance::new(&listener, router, state.clone(), false)?;
-    let accept = tokio::spawn(accept.run(listener, stop.clone()));
-    tokio::spawn(heartbeat(state.clone(), stop.clone()));
+    let accept = tokio::spawn(accept.run(listener, stop.clone()).in_current_span());
+    tokio::spawn(heartbeat(state.clone(), stop.clone()).in_current_span());
 
     shutdown.cancelled().await;
     state.draining.store(true, Relaxed);
@@ -243,7 +244,14 @@ impl Entrance {
                     }
                 }
             };
-            tokio::spawn(this.clone().serve_connection(tcp, peer, slot, stop.clone()));
+            // Debug level: a connection logs only at debug, so at the usual
+            // level the span costs nothing; `client` is its WebSocket's id.
+            let span = tracing::debug_span!("conn", %peer, client = tracing::field::Empty);
+            tokio::spawn(
+                this.clone()
+                    .serve_connection(tcp, peer, slot, stop.clone())
+                    .instrument(span),
+            );
         }
     }
 
@@ -323,7 +331,7 @@ impl Entrance {
                     if e.is_parse_too_large() {
                         self.state.stats.limits.hit(LimitHit::HeadTooLarge);
                     }
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
             },
             _ = stop.cancelled() => {

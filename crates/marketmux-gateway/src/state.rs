@@ -32,7 +32,7 @@ pub struct GatewayStats {
     /// Closed sockets by reason.
     pub closed_by: crate::metrics::CloseCounters,
     /// Bus-to-socket latency of the oldest frame of each write.
-    pub delivery_latency: crate::metrics::LatencyHistogram,
+    pub delivery_latency: marketmux_metrics::LatencyHistogram,
     /// Positions clients resumed from, and the ticks replayed to them.
     pub recovery: crate::metrics::RecoveryCounters,
 }

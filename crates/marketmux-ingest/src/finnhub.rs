@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Backoff, ClockSkew, Jitter, Symbol, Tick};
+use marketmux_metrics::errors::{self, Component};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{self, ServerMessage};
+use tracing::Instrument as _;
 
 /// Finnhub's public trade WebSocket.
 pub const DEFAULT_FINNHUB_URL: &str = "wss://ws.finnhub.io";
@@ -141,9 +142,11 @@ impl FinnhubClient {
     pub async fn run(self, sink: Arc<dyn TickPublisher>, shutdown: CancellationToken) {
         // wss:// needs a process-wide crypto provider; an error means one is already set.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        metrics::register(Component::Feed, &["disconnect", "upstream_error"]);
+        errors::register(Component::Feed, &["disconnect", "upstream_error"]);
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let publisher = tokio::spawn(publish_loop(rx, sink, self.stats.clone(), shutdown.clone()));
+        let publisher = tokio::spawn(
+            publish_loop(rx, sink, self.stats.clone(), shutdown.clone()).in_current_span(),
+        );
         let mut backoff = Backoff::new(
             self.config.backoff_base,
             self.config.backoff_max,
@@ -155,7 +158,7 @@ impl FinnhubClient {
                 break;
             }
             let delay = backoff.next_delay();
-            metrics::error(Component::Feed, "disconnect");
+            errors::error(Component::Feed, "disconnect");
             tracing::warn!(url = %self.config.url, reason = %end, delay_ms = delay.as_millis() as u64, "Finnhub connection ended; reconnecting");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -238,7 +241,7 @@ impl FinnhubClient {
                     }
                 }
                 Ok(ServerMessage::Error { msg }) => {
-                    metrics::error(Component::Feed, "upstream_error");
+                    errors::error(Component::Feed, "upstream_error");
                     tracing::warn!(message = %msg, "Finnhub reported an error");
                 }
                 Ok(ServerMessage::Other) => {}

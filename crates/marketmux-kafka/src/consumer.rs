@@ -19,7 +19,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use marketmux_bus::metrics::{self, Component};
+use marketmux_metrics::errors::{self, Component};
 
 use crate::codec::{self, ConsumedTick};
 use crate::config::{KafkaConfig, StartFrom};
@@ -60,7 +60,7 @@ pub struct GroupContext {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        metrics::error(Component::Kafka, "consumer_client");
+        errors::error(Component::Kafka, "consumer_client");
         tracing::warn!(group = %self.group, %error, reason, "Kafka consumer error");
     }
 }
@@ -78,7 +78,7 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(group = %self.group, ?partitions, "Partitions revoked");
             }
             Rebalance::Error(e) => {
-                metrics::error(Component::Kafka, "rebalance");
+                errors::error(Component::Kafka, "rebalance");
                 tracing::warn!(group = %self.group, error = %e, "Rebalance failed")
             }
         }
@@ -87,7 +87,7 @@ impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            metrics::error(Component::Kafka, "commit");
+            errors::error(Component::Kafka, "commit");
             tracing::warn!(group = %self.group, error = %e, "Offset commit refused; the batch will be read again");
         }
     }
@@ -145,7 +145,7 @@ impl TickConsumer {
         start_from: StartFrom,
     ) -> Result<Self, KafkaError> {
         let stats = Arc::new(ConsumerStats::default());
-        metrics::register(Component::Kafka, CONSUMER_OPS);
+        errors::register(Component::Kafka, CONSUMER_OPS);
         let context = GroupContext {
             group: group.to_owned(),
             stats: stats.clone(),
@@ -211,7 +211,7 @@ impl TickConsumer {
             match next {
                 Some(Ok(message)) => self.add(&mut batch, &message),
                 Some(Err(e)) if batch.records() == 0 => {
-                    metrics::error(Component::Kafka, "consume");
+                    errors::error(Component::Kafka, "consume");
                     return Err(KafkaError::Consume(e));
                 }
                 // Hand over what we have; the error comes back on the next call if it persists.
@@ -244,7 +244,7 @@ impl TickConsumer {
             }
             Err(reason) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                metrics::error(Component::Kafka, "decode");
+                errors::error(Component::Kafka, "decode");
                 batch.undecodable += 1;
                 let e = KafkaError::Decode {
                     topic: self.topic.clone(),
@@ -275,7 +275,7 @@ impl TickConsumer {
         }
         let tpl = self.offsets(batch)?;
         self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| {
-            metrics::error(Component::Kafka, "commit");
+            errors::error(Component::Kafka, "commit");
             KafkaError::Commit(e)
         })
     }

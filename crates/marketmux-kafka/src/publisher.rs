@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use marketmux_bus::metrics::{self, Component};
 use marketmux_bus::{BusError, Readiness, TickPublisher};
 use marketmux_core::{Symbol, Tick, Timestamp};
+use marketmux_metrics::errors::{self, Component};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientContext;
@@ -34,7 +34,7 @@ impl ClientContext for ProducerHealth {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.down.store(true, Ordering::Relaxed);
         }
-        metrics::error(Component::Kafka, "producer_client");
+        errors::error(Component::Kafka, "producer_client");
         tracing::warn!(%error, reason, "Kafka producer error");
     }
 }
@@ -63,7 +63,7 @@ impl KafkaPublisher {
     /// ("gateway", "finnhub", "mock-publisher"). Connects lazily.
     pub fn new(config: &KafkaConfig, source: impl Into<String>) -> Result<Self, KafkaError> {
         let health = ProducerHealth::default();
-        metrics::register(Component::Kafka, &["producer_client", "produce"]);
+        errors::register(Component::Kafka, &["producer_client", "produce"]);
         let producer = config
             .producer_config()
             .create_with_context(health.clone())
@@ -106,7 +106,7 @@ impl KafkaPublisher {
     }
 
     fn unavailable(&self, what: impl std::fmt::Display) -> BusError {
-        metrics::error(Component::Kafka, "produce");
+        errors::error(Component::Kafka, "produce");
         self.health.down.store(true, Ordering::Relaxed);
         BusError::Unavailable(format!("Kafka topic {}: {what}", self.topic))
     }

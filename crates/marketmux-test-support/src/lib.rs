@@ -9,6 +9,7 @@
 //!   its shape checked, for tests that scrape `/metrics`.
 //! - [`redis`]: [`OwnRedis`], [`OwnRedisCluster`]: `redis-server`s of a
 //!   test's own; [`free_port`].
+//! - [`temp_dir`]: [`TempDir`], a directory of a test's own, removed after it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,8 +18,10 @@
 pub mod exposition;
 pub mod poll;
 pub mod redis;
+pub mod temp_dir;
 pub mod tick;
 
 pub use poll::{eventually, wait_for, wait_for_value};
 pub use redis::{free_port, OwnRedis, OwnRedisCluster};
+pub use temp_dir::TempDir;
 pub use tick::{tick, tick_at};

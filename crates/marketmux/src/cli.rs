@@ -497,19 +497,26 @@ impl SecurityArgs {
         })
     }
 
-    /// How sockets and user APIs are authenticated, in words, for the
-    /// start-up log: `off`, or the algorithm and where its key comes from.
-    pub fn describe_auth(&self, config: &AuthConfig) -> String {
+    /// Logs at start-up how sockets and user APIs are authenticated: off,
+    /// or the algorithm and where its key comes from.
+    pub fn log_auth(&self, config: &AuthConfig) {
+        let ingest_token = config.ingest_token.is_some();
         match (&config.jwt, &self.jwt_public_key) {
-            (None, _) => "off: sockets and the alert API are open to anyone".into(),
-            (Some(v), Some(path)) if self.jwt_secret.is_none() => {
-                format!(
-                    "on: JWT {:?} verified with the public key {}",
-                    v.algorithm(),
-                    path.display()
-                )
-            }
-            (Some(v), _) => format!("on: JWT {:?} with the shared secret", v.algorithm()),
+            (None, _) => tracing::info!(
+                ingest_token,
+                "Authentication off: sockets and the alert API are open to anyone"
+            ),
+            (Some(v), Some(path)) if self.jwt_secret.is_none() => tracing::info!(
+                algorithm = ?v.algorithm(),
+                public_key = %path.display(),
+                ingest_token,
+                "Authentication on: JWT verified with the public key"
+            ),
+            (Some(v), _) => tracing::info!(
+                algorithm = ?v.algorithm(),
+                ingest_token,
+                "Authentication on: JWT with the shared secret"
+            ),
         }
     }
 }
@@ -524,11 +531,7 @@ impl LimitArgs {
     pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
         let mut config = self.to_config();
         let auth = self.security.auth_config()?;
-        tracing::info!(
-            ingest_token = auth.ingest_token.is_some(),
-            "Authentication {}",
-            self.security.describe_auth(&auth)
-        );
+        self.security.log_auth(&auth);
         config.auth = std::sync::Arc::new(auth);
         Ok(config)
     }

@@ -9,6 +9,8 @@
 
 pub mod cli;
 pub mod conventional;
+#[cfg(test)]
+mod limits_doc;
 pub mod node;
 pub mod roles;
 pub mod shutdown;

@@ -9,7 +9,7 @@ use crate::cli::LogFormat;
 
 /// Installs the global log subscriber and metrics recorder.
 pub fn init(format: LogFormat) {
-    if !marketmux_gateway::metrics::install_global_recorder() {
+    if !marketmux_metrics::install_global_recorder() {
         eprintln!(
             "marketmux: another metrics recorder is installed; /metrics shows gateway series only"
         );

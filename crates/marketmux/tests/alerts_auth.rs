@@ -1,11 +1,12 @@
 //! With authentication on, the alert API acts only for the token's user:
 //! a user lists, creates and deletes only their own alerts.
 
+mod dev_common;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use marketmux::cli::{Cli, Role};
+use marketmux_test_support::TempDir;
 use serde_json::{json, Value};
 
 const SECRET: &str = "alerts-auth-secret-of-at-least-32-bytes";
@@ -26,27 +27,8 @@ fn token(user: i64) -> String {
 
 #[tokio::test]
 async fn users_see_and_change_only_their_own_alerts() {
-    let dir = std::env::temp_dir().join(format!("marketmux-alerts-auth-{}", std::process::id()));
-    let cli = Cli::parse_from([
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--jwt-secret",
-        SECRET,
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("dev role")
-    };
-    let node = marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts");
+    let dir = TempDir::new("alerts-auth");
+    let node = dev_common::start_dev(dir.path(), &["--jwt-secret", SECRET]).await;
     let base = format!("http://{}", node.http_addr());
     let http = reqwest::Client::new();
     let alice = token(7);
@@ -131,5 +113,4 @@ async fn users_see_and_change_only_their_own_alerts() {
     assert_eq!(r.status(), 204);
 
     node.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,45 +2,18 @@
 //! create over REST, a socket identified as the user hears the crossing once,
 //! replays fire nothing, and a restart on the same data dir keeps the alerts.
 
-use std::path::Path;
+mod dev_common;
+
 use std::time::Duration;
 
-use clap::Parser as _;
+use dev_common::start_dev;
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux::cli::{Cli, Role};
-use marketmux::node::Node;
+use marketmux_test_support::TempDir;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn start_dev(data_dir: &Path) -> Node {
-    start_dev_with(data_dir, &[]).await
-}
-
-async fn start_dev_with(data_dir: &Path, extra: &[&str]) -> Node {
-    let mut argv = vec![
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
-    argv.extend_from_slice(extra);
-    let cli = Cli::parse_from(argv);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("not the dev role")
-    };
-    marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts")
-}
 
 async fn post_tick(http: &reqwest::Client, base: &str, symbol: &str, price: f64) {
     let r = http
@@ -102,10 +75,10 @@ async fn identified_socket(addr: std::net::SocketAddr, user: i64) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossing_tick_pushes_the_alert_once_and_alerts_survive_a_restart() {
-    let data = std::env::temp_dir().join(format!("marketmux-alerts-dev-{:x}", rand_id()));
+    let data = TempDir::new("alerts-dev");
     let http = reqwest::Client::new();
 
-    let node = start_dev(&data).await;
+    let node = start_dev(data.path(), &[]).await;
     let addr = node.http_addr();
     let base = format!("http://{addr}");
     let r = http
@@ -196,7 +169,7 @@ async fn crossing_tick_pushes_the_alert_once_and_alerts_survive_a_restart() {
     node.stop().await.unwrap();
 
     // Restart on the same data dir: both alerts are there; the fired one stays fired.
-    let node = start_dev(&data).await;
+    let node = start_dev(data.path(), &[]).await;
     let addr = node.http_addr();
     let base = format!("http://{addr}");
     let listed: Value = http
@@ -241,7 +214,6 @@ async fn crossing_tick_pushes_the_alert_once_and_alerts_survive_a_restart() {
     assert_eq!(r.status(), 404);
     drop(mine);
     node.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 fn rand_id() -> u64 {
@@ -269,12 +241,12 @@ async fn dev_with_database_url_uses_postgresql() {
         .await
         .unwrap();
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let data = std::env::temp_dir().join(format!("marketmux-alerts-devpg-{:x}", rand_id()));
+    let data = TempDir::new("alerts-devpg");
     let outcome = tokio::spawn({
-        let (url, data) = (url.clone(), data.clone());
+        let (url, data) = (url.clone(), data.path().to_path_buf());
         async move {
             let http = reqwest::Client::new();
-            let node = start_dev_with(&data, &["--database-url", &url]).await;
+            let node = start_dev(&data, &["--database-url", &url]).await;
             let addr = node.http_addr();
             let base = format!("http://{addr}");
             let r = http
@@ -305,8 +277,7 @@ async fn dev_with_database_url_uses_postgresql() {
     )))
     .execute(&mut conn)
     .await;
-    let sqlite_made = data.join("alerts.sqlite3").exists();
-    let _ = std::fs::remove_dir_all(&data);
+    let sqlite_made = data.path().join("alerts.sqlite3").exists();
     outcome.unwrap();
     assert_eq!(rows, 1, "the fired alert is stored in PostgreSQL");
     assert!(!sqlite_made, "no embedded store when PostgreSQL is given");

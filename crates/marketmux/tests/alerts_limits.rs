@@ -3,70 +3,31 @@
 //! for one user with `--max-alerts-per-user 10` store exactly 10 (the rest
 //! answer 409 `too_many_alerts`), and `GET /alerts` pages walk them all.
 
-use std::path::PathBuf;
+mod dev_common;
 
-use clap::Parser as _;
-use marketmux::cli::{Cli, Role};
+use dev_common::start_dev;
 use marketmux::node::Node;
 use marketmux_core::Timestamp;
+use marketmux_test_support::TempDir;
 use serde_json::{json, Value};
 use sqlx::Connection as _;
 
 const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const CAP: usize = 10;
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "marketmux_limits_{:x}_{}",
-            Timestamp::now().0,
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_dev(dir: &TempDir, database_url: Option<&str>) -> Node {
+async fn start_limited(dir: &TempDir, database_url: Option<&str>) -> Node {
     let cap = CAP.to_string();
-    let mut argv = vec![
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--data-dir",
-        dir.0.to_str().unwrap(),
-        "--max-alerts-per-user",
-        &cap,
-    ];
+    let mut extra = vec!["--max-alerts-per-user", &cap];
     if let Some(url) = database_url {
-        argv.extend(["--database-url", url]);
+        extra.extend(["--database-url", url]);
     }
-    let Some(Role::Dev(args)) = Cli::parse_from(argv).role else {
-        panic!("not the dev role")
-    };
-    marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts")
+    start_dev(dir.path(), &extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_holds_under_parallel_creates_on_the_embedded_store() {
-    let dir = TempDir::new();
-    let node = start_dev(&dir, None).await;
+    let dir = TempDir::new("alerts-limits");
+    let node = start_limited(&dir, None).await;
     check_cap_and_pages(&node).await;
     node.stop().await.unwrap();
 }
@@ -86,8 +47,8 @@ async fn the_cap_holds_under_parallel_creates_on_postgres() {
         .unwrap();
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
     let result = tokio::spawn(async move {
-        let dir = TempDir::new();
-        let node = start_dev(&dir, Some(&url)).await;
+        let dir = TempDir::new("alerts-limits");
+        let node = start_limited(&dir, Some(&url)).await;
         check_cap_and_pages(&node).await;
         node.stop().await.unwrap();
     })

@@ -7,17 +7,17 @@
 //! MARKETMUX_TEST_REDIS_URL), each under a key prefix of its own, and delete
 //! their keys at the end.
 
+mod dev_common;
 mod gateway_common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_core::{Candle, CandleConfig, Interval, Symbol, SymbolCandles, Tick, Timestamp};
+use marketmux_test_support::TempDir;
 use serde_json::{json, Value as Json};
 
 use gateway_common::{admin, cleanup, redis_url, start_gateway};
@@ -35,43 +35,16 @@ fn unique(test: &str) -> String {
     )
 }
 
-/// A data directory of its own, removed when dropped.
-struct DataDir(PathBuf);
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A dev node whose candle intervals close `grace_ms` after their end.
+async fn start_dev_with(data_dir: &Path, grace_ms: i64, extra: &[&str]) -> Node {
+    let grace = grace_ms.to_string();
+    let mut flags = vec!["--candle-grace-ms", &grace];
+    flags.extend_from_slice(extra);
+    dev_common::start_dev(data_dir, &flags).await
 }
 
 async fn start_dev(data_dir: &Path, grace_ms: i64) -> Node {
     start_dev_with(data_dir, grace_ms, &[]).await
-}
-
-async fn start_dev_with(data_dir: &Path, grace_ms: i64, extra: &[&str]) -> Node {
-    let grace = grace_ms.to_string();
-    let mut argv = vec![
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--candle-grace-ms",
-        &grace,
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
-    argv.extend_from_slice(extra);
-    let cli = Cli::parse_from(argv);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("not the dev role")
-    };
-    marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts")
 }
 
 fn now_ms() -> i64 {
@@ -332,9 +305,9 @@ async fn check_errors(http: &reqwest::Client, addr: SocketAddr, known: &str) {
 
 #[tokio::test]
 async fn dev_builds_exact_candles_keeps_them_across_a_restart_and_refuses_bad_input() {
-    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-dev")));
+    let dir = TempDir::new("candles-dev");
     let http = reqwest::Client::new();
-    let node = start_dev(&dir.0, LONG_GRACE_MS).await;
+    let node = start_dev(dir.path(), LONG_GRACE_MS).await;
     let symbol = "CNDL";
     let model = post_known_sequence(&http, node.http_addr(), symbol).await;
     check_errors(&http, node.http_addr(), symbol).await;
@@ -343,7 +316,7 @@ async fn dev_builds_exact_candles_keeps_them_across_a_restart_and_refuses_bad_in
 
     // Restarted mid-interval on the same data directory: the same current
     // candle and history, and the current candle goes on.
-    let node = start_dev(&dir.0, LONG_GRACE_MS).await;
+    let node = start_dev(dir.path(), LONG_GRACE_MS).await;
     assert_eq!(all_rows(&http, node.http_addr(), symbol).await, before);
     let current = model.series(Interval::S1).current.unwrap();
     let more = Sent {
@@ -371,10 +344,10 @@ async fn dev_builds_exact_candles_keeps_them_across_a_restart_and_refuses_bad_in
 async fn dev_closes_a_candle_by_the_clock_with_no_further_tick() {
     // Late ticks are counted through the process-wide recorder (another
     // test of this binary may have installed it already).
-    marketmux_gateway::metrics::install_global_recorder();
-    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-clock")));
+    marketmux_metrics::install_global_recorder();
+    let dir = TempDir::new("candles-clock");
     let http = reqwest::Client::new();
-    let node = start_dev(&dir.0, 200).await;
+    let node = start_dev(dir.path(), 200).await;
     let addr = node.http_addr();
     let sent = Sent {
         ms: now_ms(),
@@ -636,14 +609,14 @@ async fn live_candles(
 
 #[tokio::test]
 async fn dev_sends_live_candles_closed_by_the_next_tick_and_by_the_clock() {
-    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-live")));
+    let dir = TempDir::new("candles-live");
     let http = reqwest::Client::new();
-    let node = start_dev(&dir.0, LONG_GRACE_MS).await;
+    let node = start_dev(dir.path(), LONG_GRACE_MS).await;
     live_candles(&http, node.http_addr(), node.http_addr(), "LIVE").await;
     node.stop().await.unwrap();
 
     // The clock closes a live candle with no further tick.
-    let node = start_dev(&dir.0, 200).await;
+    let node = start_dev(dir.path(), 200).await;
     let addr = node.http_addr();
     let mut ws = socket(addr).await;
     subscribe_candles(&mut ws, "TICKLESS", &["1s"]).await;
@@ -692,9 +665,9 @@ async fn a_socket_on_one_gateway_gets_the_candles_of_ticks_posted_at_another() {
 
 #[tokio::test]
 async fn candle_series_per_socket_and_symbols_per_node_are_bounded() {
-    let dir = DataDir(std::env::temp_dir().join(unique("marketmux-candles-bounds")));
+    let dir = TempDir::new("candles-bounds");
     let flags = ["--max-subscriptions", "3", "--max-topics", "2"];
-    let node = start_dev_with(&dir.0, LONG_GRACE_MS, &flags).await;
+    let node = start_dev_with(dir.path(), LONG_GRACE_MS, &flags).await;
     let mut a = socket(node.http_addr()).await;
     subscribe_candles(&mut a, "B1", &["1s", "1m"]).await;
     // Two more series would make four on this socket: refused whole.

@@ -2,49 +2,20 @@
 //! default (DNS rebinding), `--allowed-hosts`, JSON-only writes on the alert
 //! API too, and `--admin-listen` taking `/debug/*` and `/metrics` off `--listen`.
 
+mod dev_common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser as _;
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
+use marketmux_test_support::TempDir;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// A data directory of its own, removed when dropped.
-struct DataDir(std::path::PathBuf);
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_dev(extra: &[&str]) -> (Node, DataDir) {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = DataDir(
-        std::env::temp_dir().join(format!("marketmux-dev-http-{}-{n}", std::process::id())),
-    );
-    let mut argv = vec![
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--data-dir",
-        dir.0.to_str().unwrap(),
-    ];
-    argv.extend_from_slice(extra);
-    let Some(Role::Dev(args)) = Cli::parse_from(argv).role else {
-        panic!("not the dev role")
-    };
-    let node = marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts");
+/// A dev node on a data directory of its own (removed after the test).
+async fn start_dev(extra: &[&str]) -> (Node, TempDir) {
+    let dir = TempDir::new("dev-http");
+    let node = dev_common::start_dev(dir.path(), extra).await;
     (node, dir)
 }
 

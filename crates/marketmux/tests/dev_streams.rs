@@ -2,40 +2,20 @@
 //! `seq`; a clean restart on the same `--data-dir` keeps each symbol's
 //! sequence (and history); without the saved file the sequence starts again.
 
-use std::path::Path;
+mod dev_common;
+
 use std::time::Duration;
 
-use clap::Parser as _;
+use dev_common::start_dev;
 use futures_util::{SinkExt as _, StreamExt as _};
-use marketmux::cli::{Cli, Role};
 use marketmux::node::Node;
 use marketmux_core::Timestamp;
+use marketmux_test_support::TempDir;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn start_dev(data_dir: &Path) -> Node {
-    let cli = Cli::parse_from([
-        "marketmux",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-rate",
-        "0",
-        "--drain-secs",
-        "0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ]);
-    let Some(Role::Dev(args)) = cli.role else {
-        panic!("not the dev role")
-    };
-    marketmux::roles::dev::start(args)
-        .await
-        .expect("dev node starts")
-}
 
 async fn post(node: &Node, symbol: &str, prices: &[f64]) {
     let body: Vec<Value> = prices
@@ -84,12 +64,9 @@ async fn ticks(ws: &mut Ws, n: usize) -> Vec<(f64, u64)> {
 
 #[tokio::test]
 async fn a_clean_restart_keeps_the_sequence_and_a_lost_file_starts_it_again() {
-    let data = std::env::temp_dir().join(format!(
-        "marketmux-dev-streams-{}-{}",
-        std::process::id(),
-        Timestamp::now().0
-    ));
-    let node = start_dev(&data).await;
+    let dir = TempDir::new("dev-streams");
+    let data = dir.path();
+    let node = start_dev(data, &[]).await;
     let mut ws = subscribe(&node, "SEQ").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     post(&node, "SEQ", &[1.0, 2.0, 3.0]).await;
@@ -98,7 +75,7 @@ async fn a_clean_restart_keeps_the_sequence_and_a_lost_file_starts_it_again() {
     node.stop().await.unwrap();
     assert!(data.join("streams.json").exists(), "saved on a clean stop");
 
-    let node = start_dev(&data).await;
+    let node = start_dev(data, &[]).await;
     assert!(!data.join("streams.json").exists(), "taken when read");
     let mut ws = subscribe(&node, "SEQ").await;
     // The latest tick survived the restart, with its seq.
@@ -111,7 +88,7 @@ async fn a_clean_restart_keeps_the_sequence_and_a_lost_file_starts_it_again() {
     let _ = node.task.await;
     node.shutdown.cancel();
 
-    let node = start_dev(&data).await;
+    let node = start_dev(data, &[]).await;
     let mut ws = subscribe(&node, "SEQ").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     post(&node, "SEQ", &[5.0]).await;
@@ -122,5 +99,4 @@ async fn a_clean_restart_keeps_the_sequence_and_a_lost_file_starts_it_again() {
     );
     drop(ws);
     node.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(&data);
 }

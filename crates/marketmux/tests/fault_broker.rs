@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fault_common::broker::Tansu;
-use fault_common::proc::TempDir;
 use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
 use marketmux_test_support::eventually;
+use marketmux_test_support::TempDir;
 use parking_lot::Mutex;
 
 /// Ticks posted, in chunks of `CHUNK`.
@@ -34,9 +34,9 @@ const OUTAGE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_mid_stream_loses_and_doubles_nothing() {
-    let dir = TempDir::new("broker");
+    let dir = TempDir::new("fault-broker");
     let (db_name, db) = alerts_common::create_db("fbroker").await;
-    let result = tokio::spawn(run(dir.0.clone(), db)).await;
+    let result = tokio::spawn(run(dir.path().to_path_buf(), db)).await;
     alerts_common::drop_db(&db_name).await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());

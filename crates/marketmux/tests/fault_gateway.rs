@@ -14,8 +14,8 @@ mod scrape;
 use std::time::Duration;
 
 use clap::Parser as _;
-use fault_common::proc::TempDir;
 use fault_common::roles;
+use marketmux_test_support::TempDir;
 use marketmux_test_support::{eventually, OwnRedis};
 
 /// Clients, symbols, and each client's subscriptions.
@@ -25,12 +25,12 @@ const SUBS: &str = "2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_gateway_resume_on_the_other() {
-    let dir = TempDir::new("gateway");
+    let dir = TempDir::new("fault-gateway");
     let redis = OwnRedis::start();
     redis.wait_up().await;
     let limits = ["--max-connections-per-ip", "10000"];
-    let a = roles::gateway("gateway A", &dir.0, &redis.url(), "", &limits).await;
-    let mut b = roles::gateway("gateway B", &dir.0, &redis.url(), "", &limits).await;
+    let a = roles::gateway("gateway A", dir.path(), &redis.url(), "", &limits).await;
+    let mut b = roles::gateway("gateway B", dir.path(), &redis.url(), "", &limits).await;
     let urls = format!("ws://{}/ws,ws://{}/ws", a.addr, b.addr);
     let cfg = load_test::Cli::try_parse_from([
         "load-test",

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use fault_common::broker::Tansu;
 use fault_common::postgres::OwnPostgres;
-use fault_common::proc::TempDir;
 use fault_common::{roles, AlertWatch};
 use marketmux_alerts::grpc::GrpcAlertClient;
 use marketmux_alerts::{AlertService, NewAlert};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use marketmux_test_support::TempDir;
 use marketmux_test_support::{eventually, wait_for_value};
 use sqlx::Connection as _;
 
@@ -34,8 +34,8 @@ const TARGETS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_while_alerts_cross_fires_each_once() {
-    let dir = TempDir::new("postgres");
-    let mut pg = OwnPostgres::start(&dir.0).await;
+    let dir = TempDir::new("fault-postgres");
+    let mut pg = OwnPostgres::start(dir.path()).await;
     let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
         .await
         .expect("the test's own PostgreSQL answers");
@@ -52,11 +52,11 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     let prefix = format!("mmtest:fpg:{tag}:");
     let symbols: Vec<String> = (0..SYMBOLS).map(|i| format!("{tag}.P{i}")).collect();
 
-    let tansu = Tansu::start(&dir.0, 2).await;
+    let tansu = Tansu::start(dir.path(), 2).await;
     let brokers = tansu.brokers();
     let alerts = roles::alerts(
         "alerts",
-        &dir.0,
+        dir.path(),
         &brokers,
         &db,
         &redis,
@@ -67,7 +67,7 @@ async fn postgres_restart_while_alerts_cross_fires_each_once() {
     let alerts_url = format!("http://{}", alerts.addr);
     let gateway = roles::gateway(
         "gateway",
-        &dir.0,
+        dir.path(),
         &redis,
         &prefix,
         &["--alerts-url", &alerts_url],

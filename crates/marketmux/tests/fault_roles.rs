@@ -28,8 +28,8 @@ mod scrape;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fault_common::proc::TempDir;
 use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
+use marketmux_test_support::TempDir;
 use marketmux_test_support::{eventually, wait_for};
 use parking_lot::Mutex;
 use rdkafka::mocking::MockCluster;
@@ -40,14 +40,14 @@ const CHUNK: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_and_an_alerts_instance_killed_mid_stream() {
-    let dir = TempDir::new("roles");
+    let dir = TempDir::new("fault-roles");
     let (db_name, db) = alerts_common::create_db("froles").await;
     let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
     cluster
         .create_topic("market_ticks", 6, 1)
         .expect("create market_ticks");
     let brokers = cluster.bootstrap_servers();
-    let result = tokio::spawn(run(dir.0.clone(), db, brokers)).await;
+    let result = tokio::spawn(run(dir.path().to_path_buf(), db, brokers)).await;
     alerts_common::drop_db(&db_name).await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());

@@ -246,7 +246,7 @@ const PUBLISH_ERRORS: &str = "marketmux_errors_total{component=\"redis\",op=\"pu
 #[tokio::test]
 async fn clients_keep_their_socket_and_get_ticks_again_after_redis_restarts() {
     // Component errors are counted through the process-wide recorder.
-    assert!(marketmux_gateway::metrics::install_global_recorder());
+    assert!(marketmux_metrics::install_global_recorder());
     let mut redis = OwnRedis::start();
     let port = redis.port();
     redis.wait_up().await;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use marketmux_bus::metrics::{self, Component};
+use marketmux_metrics::errors::{self, Component};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,7 @@ const STORE_FAILURES: &[&str] = &["unavailable", "query"];
 
 /// Shows the store's error series at 0 (called when a store is opened).
 fn register_metrics() {
-    metrics::register(Component::Database, STORE_FAILURES);
+    errors::register(Component::Database, STORE_FAILURES);
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -79,7 +79,7 @@ impl From<sqlx::Error> for StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Internal(_) | StoreError::TooManyAlerts { .. } => "query",
         };
-        metrics::error(Component::Database, op);
+        errors::error(Component::Database, op);
         error
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreEvent;
+use tracing::Instrument as _;
 
 /// The channel the `alerts_notify` trigger (migrations) announces on.
 pub const CHANNEL: &str = "marketmux_alerts";
@@ -44,7 +45,7 @@ pub fn parse_payload(payload: &str) -> Option<StoreEvent> {
 /// receiver is dropped.
 pub(super) fn spawn_feed(pool: PgPool, shutdown: CancellationToken) -> mpsc::Receiver<StoreEvent> {
     let (tx, rx) = mpsc::channel(FEED_QUEUE);
-    tokio::spawn(run_feed(pool, Outbox { tx, lost: false }, shutdown));
+    tokio::spawn(run_feed(pool, Outbox { tx, lost: false }, shutdown).in_current_span());
     rx
 }
 

@@ -18,9 +18,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::metrics::{self, Component};
 use crate::redis::{unavailable, RedisConfig};
 use crate::BusError;
+use marketmux_metrics::errors::{self, Component};
+use tracing::Instrument as _;
 
 /// Receives `(user_id, alert JSON object)` for each fired alert. Must not block.
 pub type AlertHandler = Arc<dyn Fn(i64, &str) + Send + Sync>;
@@ -52,7 +53,7 @@ impl AlertRelay {
             .publish::<u64, _, _>(&self.channel, payload)
             .await
             .map_err(|e| {
-                metrics::error(Component::Redis, "publish");
+                errors::error(Component::Redis, "publish");
                 unavailable(e)
             })
     }
@@ -114,13 +115,13 @@ pub async fn listen_alerts(
                         match parsed {
                             Some(e) => handler(e.user_id, e.alert.get()),
                             None => {
-                                metrics::error(Component::Redis, "decode");
+                                errors::error(Component::Redis, "decode");
                                 tracing::warn!(channel = %msg.channel, "Dropping an undecodable alert message")
                             }
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
-                        metrics::errors(Component::Redis, "lagged", n);
+                        errors::errors(Component::Redis, "lagged", n);
                         tracing::warn!(lost = n, "Alert listener fell behind")
                     }
                     Err(RecvError::Closed) => return,
@@ -133,7 +134,7 @@ pub async fn listen_alerts(
                     retry_at = match resubscriber.subscribe(channel.clone()).await {
                         Ok(()) => None,
                         Err(e) => {
-                            metrics::error(Component::Redis, "subscribe");
+                            errors::error(Component::Redis, "subscribe");
                             tracing::warn!(error = %e, "Resubscribing to fired alerts failed; retrying");
                             Some(Instant::now() + RESUBSCRIBE_RETRY)
                         }
@@ -141,6 +142,7 @@ pub async fn listen_alerts(
                 }
             }
         }
-    });
+    }
+    .in_current_span());
     Ok(AlertListener { client, task })
 }

@@ -47,9 +47,10 @@ pub use streams::RedisStreams;
 pub use subscriber::{RedisSubscriber, StillNeeded, SubscriberStats};
 
 use crate::candles::CandlePage;
-use crate::metrics::{self, Component};
 use crate::stream::{HistoryConfig, HistoryPage, Origin, StreamOpen};
 use crate::{BusError, PriceStore, Readiness, TickBatchHandler, TickPublisher};
+use marketmux_metrics::errors::{self, Component};
+use tracing::Instrument as _;
 
 /// The operations whose Redis failures `/metrics` counts.
 pub const REDIS_OPS: &[&str] = &[
@@ -228,7 +229,7 @@ impl RedisBus {
         still_needed: StillNeeded,
     ) -> Result<Arc<Self>, BusError> {
         let keys = KeySpace::new(&config.prefix, config.sharded)?;
-        metrics::register(Component::Redis, REDIS_OPS);
+        errors::register(Component::Redis, REDIS_OPS);
         let client = config.connect_client().await?;
         let subscriber_client = config.connect_subscriber().await?;
         crate::candles::register();
@@ -256,16 +257,12 @@ impl RedisBus {
             config.ping_interval,
             config.ping_timeout,
         ));
-        tokio::spawn(health::probe(
-            health.clone(),
-            config.ping_interval,
-            stop_rx.clone(),
-        ));
-        tokio::spawn(health::log_changes(
-            health.clone(),
-            config.redacted_url(),
-            stop_rx,
-        ));
+        tokio::spawn(
+            health::probe(health.clone(), config.ping_interval, stop_rx.clone()).in_current_span(),
+        );
+        tokio::spawn(
+            health::log_changes(health.clone(), config.redacted_url(), stop_rx).in_current_span(),
+        );
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, sharded = config.sharded, "Redis edge bus connected");
         Ok(Arc::new(Self {
             publisher,
@@ -327,7 +324,7 @@ impl TickPublisher for RedisBus {
 
     async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
         let refuse = |why: String| {
-            metrics::error(Component::Redis, "publish");
+            errors::error(Component::Redis, "publish");
             Err(BusError::Unavailable(why))
         };
         if let Err(why) = self.health.check() {
@@ -369,7 +366,7 @@ impl PriceStore for RedisBus {
         // Redis ran it): a PING answered on the same subscriber connection
         // comes after it.
         let refuse = |why: &str| {
-            metrics::error(Component::Redis, "subscribe");
+            errors::error(Component::Redis, "subscribe");
             Err(BusError::Unavailable(format!(
                 "redis: {why}; a replay now could leave a hole"
             )))

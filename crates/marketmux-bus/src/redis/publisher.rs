@@ -11,12 +11,12 @@ use fred::types::{ClusterHash, CustomCommand};
 use marketmux_core::{CandleConfig, Epoch, Tick};
 
 use crate::candles;
-use crate::metrics::{self, Component};
 use crate::redis::keys::KeySpace;
 use crate::redis::{codec, script, unavailable, RedisConfig};
 use crate::stream::{HistoryConfig, Origin};
 use crate::streams::{MAX_PRODUCERS, PRODUCER_TTL};
 use crate::{BusError, TickPublisher};
+use marketmux_metrics::errors::{self, Component};
 
 /// Publishes ticks to Redis. A batch is one pipeline of `EVALSHA` calls, sent
 /// in order on one connection, so ticks of a symbol keep their order.
@@ -242,7 +242,7 @@ impl TickPublisher for RedisPublisher {
     async fn publish_from(&self, ticks: Vec<(Tick, Option<Origin>)>) -> Result<usize, BusError> {
         let published = self.publish_in_order(ticks).await;
         if published.is_err() {
-            metrics::error(Component::Redis, "publish");
+            errors::error(Component::Redis, "publish");
         }
         published
     }

@@ -16,13 +16,14 @@ use marketmux_core::{CandleConfig, Interval, Position, Symbol, Tick};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::candles::CandlePage;
-use crate::metrics::{self, Component};
 use crate::redis::candles::RedisCandles;
 use crate::redis::keys::KeySpace;
 use crate::redis::streams::RedisStreams;
 use crate::redis::{codec, unavailable};
 use crate::stream::{HistoryConfig, HistoryPage, StreamOpen};
 use crate::{BusError, PriceStore};
+use marketmux_metrics::errors::{self, Component};
+use tracing::Instrument as _;
 
 /// Most keys in one `MGET`.
 pub const KEYS_PER_READ: usize = 512;
@@ -62,7 +63,7 @@ impl RedisPriceStore {
     pub fn bounded(client: Client, keys: KeySpace, max_pending: usize) -> Self {
         let deadline = client.perf_config().default_command_timeout;
         let (reads, rx) = mpsc::channel(max_pending.max(1));
-        tokio::spawn(batch_reads(client.clone(), rx));
+        tokio::spawn(batch_reads(client.clone(), rx).in_current_span());
         Self {
             streams: RedisStreams::new(client.clone(), keys.clone(), HistoryConfig::default()),
             candles: RedisCandles::new(client.clone(), keys.clone(), CandleConfig::default()),
@@ -99,7 +100,7 @@ impl PriceStore for RedisPriceStore {
             reply,
         };
         if self.reads.try_send(read).is_err() {
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
             return Err(BusError::Unavailable(
                 "redis: too many latest-price reads waiting".into(),
             ));
@@ -108,7 +109,7 @@ impl PriceStore for RedisPriceStore {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(BusError::Unavailable("redis: store stopped".into())),
             Err(_) => {
-                metrics::error(Component::Redis, "read");
+                errors::error(Component::Redis, "read");
                 Err(BusError::Unavailable(format!(
                     "redis: no answer within {:?}",
                     self.deadline
@@ -120,7 +121,7 @@ impl PriceStore for RedisPriceStore {
     async fn open(&self, symbol: &Symbol, since: Option<Position>) -> Result<StreamOpen, BusError> {
         let opened = self.streams.open(symbol, since).await;
         if opened.is_err() {
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
         }
         opened
     }
@@ -133,7 +134,7 @@ impl PriceStore for RedisPriceStore {
     ) -> Result<HistoryPage, BusError> {
         let page = self.streams.history(symbol, since, limit).await;
         if page.is_err() {
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
         }
         page
     }
@@ -146,7 +147,7 @@ impl PriceStore for RedisPriceStore {
     ) -> Result<Option<CandlePage>, BusError> {
         let page = self.candles.page(symbol, interval, limit).await;
         if page.is_err() {
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
         }
         page
     }
@@ -185,12 +186,15 @@ async fn batch_reads(client: Client, mut reads: mpsc::Receiver<Read>) {
             groups.insert(0, std::mem::take(&mut batch));
         }
         let client = client.clone();
-        tokio::spawn(async move {
-            for group in groups.into_values() {
-                mget(&client, group).await;
+        tokio::spawn(
+            async move {
+                for group in groups.into_values() {
+                    mget(&client, group).await;
+                }
+                drop(permit);
             }
-            drop(permit);
-        });
+            .in_current_span(),
+        );
     }
 }
 
@@ -219,13 +223,13 @@ async fn mget<C: KeysInterface + Sync>(client: &C, reads: Vec<Read>) {
                 reads.len(),
                 values.len()
             );
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
             for r in reads {
                 let _ = r.reply.send(Err(BusError::Unavailable(why.clone())));
             }
         }
         Err(e) => {
-            metrics::error(Component::Redis, "read");
+            errors::error(Component::Redis, "read");
             for r in reads {
                 let _ = r.reply.send(Err(unavailable(e.clone())));
             }

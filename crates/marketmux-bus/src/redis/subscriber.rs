@@ -29,10 +29,11 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::metrics::{self, Component};
 use crate::redis::codec;
 use crate::redis::keys::KeySpace;
 use crate::TickBatchHandler;
+use marketmux_metrics::errors::{self, Component};
+use tracing::Instrument as _;
 
 /// Answers whether the node still has a local subscriber of a symbol; asked
 /// when a linger ends, before unsubscribing.
@@ -131,13 +132,18 @@ impl RedisSubscriber {
         let link = Arc::new(Link::default());
         let (resync_tx, resync_rx) = watch::channel(0);
         let stats = Arc::new(SubscriberStats::default());
-        tokio::spawn(watch_link(
-            client.error_rx(),
-            client.reconnect_rx(),
-            link.clone(),
-            resync_tx,
-            stop.clone(),
-        ));
+        tokio::spawn(
+            watch_link(
+                client.error_rx(),
+                client.reconnect_rx(),
+                link.clone(),
+                resync_tx,
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
+        // Not in the caller's span: this task hands every message to the
+        // hub, and a span entered per message is work on the tick path.
         tokio::spawn(deliver(
             client.message_rx(),
             handler,
@@ -161,7 +167,7 @@ impl RedisSubscriber {
             processed: 0,
             done: done_tx,
         };
-        tokio::spawn(actor.run(rx, stop));
+        tokio::spawn(actor.run(rx, stop).in_current_span());
         Self {
             changes: tx,
             sent: Arc::new(AtomicU64::new(0)),
@@ -290,7 +296,7 @@ async fn deliver(
                     Some(Ok(tick)) => ticks.push(tick),
                     other => {
                         stats.undecodable.fetch_add(1, Relaxed);
-                        metrics::error(Component::Redis, "decode");
+                        errors::error(Component::Redis, "decode");
                         if let Some(n) = bad.hit(1) {
                             let error = match other {
                                 Some(Err(e)) => e.to_string(),
@@ -302,7 +308,7 @@ async fn deliver(
                 },
                 Err(RecvError::Lagged(n)) => {
                     stats.lost.fetch_add(n, Relaxed);
-                    metrics::errors(Component::Redis, "lagged", n);
+                    errors::errors(Component::Redis, "lagged", n);
                     if let Some(n) = lost.hit(n) {
                         tracing::warn!(
                             lost = n,
@@ -504,9 +510,9 @@ impl Actor {
     }
 
     fn failed(&mut self, what: &'static str, e: &Error) {
-        metrics::error(Component::Redis, what);
+        errors::error(Component::Redis, what);
         if self.link.synced.swap(UNSYNCED, SeqCst) != UNSYNCED {
-            tracing::warn!(error = %e, "Redis {what} failed; retrying");
+            tracing::warn!(op = what, error = %e, "Redis call failed; retrying");
         }
         self.resync_at = Some(Instant::now() + RETRY_AFTER);
     }

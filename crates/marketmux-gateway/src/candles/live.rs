@@ -36,6 +36,7 @@ use marketmux_hub::{ClientId, ClientQueue, Interest, InterestListener};
 use parking_lot::Mutex;
 
 use crate::ws::frame;
+use tracing::Instrument as _;
 
 /// Most ticks of one symbol held while its stored candles are read.
 pub const MAX_PENDING: usize = 65_536;
@@ -170,7 +171,7 @@ impl CandleHub {
             interest: Mutex::new(None),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(run_clock(Arc::downgrade(&hub)));
+            rt.spawn(run_clock(Arc::downgrade(&hub)).in_current_span());
         }
         hub
     }

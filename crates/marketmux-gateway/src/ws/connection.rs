@@ -60,6 +60,7 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = state.next_client_id();
+    tracing::Span::current().record("client", id);
     let Agreed { identity, deflate } = agreed;
     let queue = state.hub.new_client(id, state.config.queue);
     if let Some(deflate) = deflate {

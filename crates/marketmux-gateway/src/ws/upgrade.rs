@@ -26,6 +26,7 @@ use crate::conn::ClientStream;
 use crate::error::ApiError;
 use crate::limits::{ConnectionSlot, Refusal};
 use crate::state::GatewayState;
+use tracing::Instrument as _;
 
 /// Answers the upgrade with 101 and serves the socket in a new task.
 pub async fn ws_handler(
@@ -85,13 +86,17 @@ pub async fn ws_handler(
     let slot = req.extensions().get::<Arc<ConnectionSlot>>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
-    state.sockets.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run(task_state, upgraded, agreed, peer.ip()).await,
-            Err(e) => tracing::debug!(%peer, error = %e, "Upgrade failed"),
+    // In the connection's span (`conn{peer, client}`).
+    state.sockets.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(task_state, upgraded, agreed, peer.ip()).await,
+                Err(e) => tracing::debug!(error = %e, "Upgrade failed"),
+            }
+            drop(slot);
         }
-        drop(slot);
-    });
+        .in_current_span(),
+    );
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")

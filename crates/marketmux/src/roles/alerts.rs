@@ -33,10 +33,11 @@ use marketmux_alerts::{
 };
 use marketmux_bus::redis::alerts::AlertRelay;
 use marketmux_core::Tick;
-use marketmux_gateway::exporter::RoleSeries;
-use marketmux_gateway::metrics::{counters, metric};
 use marketmux_kafka::{ConsumerStats, KafkaConfig, KafkaError, StartFrom, TickBatch, TickConsumer};
+use marketmux_metrics::exporter::RoleSeries;
+use marketmux_metrics::{counters, gauge};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cli::{AlertsArgs, StartFromArg};
 use crate::conventional::{DATABASE_URL, REDIS_URL};
@@ -44,6 +45,10 @@ use crate::node::Node;
 
 /// Starts the alerts role; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
+    run(args).instrument(super::role_span("alerts")).await
+}
+
+async fn run(args: AlertsArgs) -> anyhow::Result<Node> {
     let url = DATABASE_URL.require(args.database_url.as_deref(), "alerts")?;
     let store = Arc::new(
         PgAlertStore::connect(&url)
@@ -85,15 +90,21 @@ pub async fn start(args: AlertsArgs) -> anyhow::Result<Node> {
     // Other instances' creates and deletes, applied as they commit.
     let store_dyn: Arc<dyn AlertStore> = store.clone();
     follow::spawn(store_dyn, evaluator.clone(), shutdown.clone());
-    let eval_task =
-        tokio::spawn(evaluator.run(KafkaFeed(consumer), Some(reload_every), shutdown.clone()));
+    let eval_task = tokio::spawn(
+        evaluator
+            .run(KafkaFeed(consumer), Some(reload_every), shutdown.clone())
+            .in_current_span(),
+    );
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let served = grpc::serve(listener, service, stop.clone()).await;
-        stop.cancel();
-        let _ = eval_task.await;
-        served.context("alerts: gRPC server")
-    });
+    let task = tokio::spawn(
+        async move {
+            let served = grpc::serve(listener, service, stop.clone()).await;
+            stop.cancel();
+            let _ = eval_task.await;
+            served.context("alerts: gRPC server")
+        }
+        .in_current_span(),
+    );
     Ok(Node {
         addr: Some(addr),
         metrics_addr,
@@ -134,16 +145,14 @@ pub(super) fn alerts_series(evaluator: Arc<Evaluator>, consumer: Arc<ConsumerSta
             ),
         ];
         counters(out, &series);
-        metric(
+        gauge(
             out,
-            "gauge",
             "marketmux_alerts_pending_fires",
             "Fires waiting for the store.",
             evaluator.pending_len(),
         );
-        metric(
+        gauge(
             out,
-            "gauge",
             "marketmux_alerts_indexed",
             "Active alerts this instance evaluates ticks against.",
             evaluator.len(),

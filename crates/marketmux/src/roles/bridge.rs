@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use marketmux_bus::redis::{KeySpace, RedisConfig, RedisPublisher};
 use marketmux_bus::TickPublisher;
-use marketmux_gateway::exporter::RoleSeries;
-use marketmux_gateway::metrics::counters;
 use marketmux_kafka::{Bridge, BridgeStats, ConsumerStats, KafkaConfig, StartFrom, TickConsumer};
+use marketmux_metrics::counters;
+use marketmux_metrics::exporter::RoleSeries;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cli::{BridgeArgs, StartFromArg};
 use crate::conventional::REDIS_URL;
@@ -20,6 +21,22 @@ use crate::node::Node;
 
 /// Starts a bridge into Redis (`--redis-url`, or REDIS_ADDR).
 pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
+    into_redis(args)
+        .instrument(super::role_span("bridge"))
+        .await
+}
+
+/// Starts a bridge into any `sink` (tests use an in-memory one).
+pub async fn start_with_sink(
+    args: BridgeArgs,
+    sink: Arc<dyn TickPublisher>,
+) -> anyhow::Result<Node> {
+    into_sink(args, sink)
+        .instrument(super::role_span("bridge"))
+        .await
+}
+
+async fn into_redis(args: BridgeArgs) -> anyhow::Result<Node> {
     let url = REDIS_URL.require(args.redis_url.as_deref(), "bridge")?;
     let redis = RedisConfig {
         url,
@@ -43,14 +60,10 @@ pub async fn start(args: BridgeArgs) -> anyhow::Result<Node> {
             redis.redacted_url()
         )
     })?;
-    start_with_sink(args, Arc::new(publisher)).await
+    into_sink(args, Arc::new(publisher)).await
 }
 
-/// Starts a bridge into any `sink` (tests use an in-memory one).
-pub async fn start_with_sink(
-    args: BridgeArgs,
-    sink: Arc<dyn TickPublisher>,
-) -> anyhow::Result<Node> {
+async fn into_sink(args: BridgeArgs, sink: Arc<dyn TickPublisher>) -> anyhow::Result<Node> {
     let brokers = args.kafka.brokers("bridge")?;
     let config = KafkaConfig::new(brokers.clone()).with_topic(args.kafka.topic.clone());
     let start_from = match args.start_from {
@@ -66,10 +79,13 @@ pub async fn start_with_sink(
     let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
     report_stats(bridge.stats(), shutdown.clone());
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        bridge.run(stop).await;
-        Ok(())
-    });
+    let task = tokio::spawn(
+        async move {
+            bridge.run(stop).await;
+            Ok(())
+        }
+        .in_current_span(),
+    );
     Ok(Node {
         addr: None,
         metrics_addr,
@@ -147,27 +163,30 @@ const STATS_EVERY: Duration = Duration::from_secs(30);
 
 /// Logs the bridge's counters every [`STATS_EVERY`] while it forwards ticks.
 fn report_stats(stats: Arc<BridgeStats>, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(STATS_EVERY);
-        every.tick().await;
-        let mut last = 0;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let ticks = stats.ticks.load(Relaxed);
-            if ticks != last {
-                tracing::info!(
-                    ticks,
-                    batches = stats.batches.load(Relaxed),
-                    duplicates = stats.duplicates.load(Relaxed),
-                    missing = stats.missing.load(Relaxed),
-                    sink_failures = stats.sink_failures.load(Relaxed),
-                    "Bridge forwarding"
-                );
-                last = ticks;
+    tokio::spawn(
+        async move {
+            let mut every = tokio::time::interval(STATS_EVERY);
+            every.tick().await;
+            let mut last = 0;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let ticks = stats.ticks.load(Relaxed);
+                if ticks != last {
+                    tracing::info!(
+                        ticks,
+                        batches = stats.batches.load(Relaxed),
+                        duplicates = stats.duplicates.load(Relaxed),
+                        missing = stats.missing.load(Relaxed),
+                        sink_failures = stats.sink_failures.load(Relaxed),
+                        "Bridge forwarding"
+                    );
+                    last = ticks;
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
 }

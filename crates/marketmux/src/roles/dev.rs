@@ -11,6 +11,7 @@ use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
 use mock_publisher::{Feed, FeedConfig};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cli::DevArgs;
 use crate::conventional::DATABASE_URL;
@@ -18,6 +19,10 @@ use crate::node::Node;
 
 /// Starts the all-in-one node; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
+    run(args).instrument(super::role_span("dev")).await
+}
+
+async fn run(args: DevArgs) -> anyhow::Result<Node> {
     let mut config = args.limits.gateway_config()?;
     // `identify` stands in for authentication, so only while it is off.
     config.allow_identify = config.auth.jwt.is_none();
@@ -63,6 +68,8 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
         });
         let bus = bus.clone();
         let stop = shutdown.clone();
+        // Not in the role's span: the feed fans its ticks out to the sockets
+        // on this task, a span entered per batch would be work per tick.
         tokio::spawn(feed.run(move |batch| {
             bus.publish_now(&batch);
             !stop.is_cancelled()
@@ -72,7 +79,12 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
     let listener = marketmux_gateway::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, feed_rate = args.feed_rate, symbols = args.feed_symbols, "MarketMux dev node ready: open http://{addr}/");
+    tracing::info!(
+        url = %format_args!("http://{addr}/"),
+        feed_rate = args.feed_rate,
+        symbols = args.feed_symbols,
+        "MarketMux dev node ready"
+    );
     let alert_routes = marketmux_gateway::auth::protect_user_routes(&state, alerts.routes());
     let prices = bus.clone();
     let admin = super::gateway::admin_listener(&args.limits, &state, &shutdown)?;
@@ -95,7 +107,7 @@ pub async fn start(args: DevArgs) -> anyhow::Result<Node> {
             }
         }
         served
-    });
+    }.in_current_span());
     Ok(Node {
         addr: Some(addr),
         metrics_addr: admin,

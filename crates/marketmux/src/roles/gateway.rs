@@ -21,6 +21,7 @@ use marketmux_gateway::candles::CandleHub;
 use marketmux_gateway::GatewayState;
 use marketmux_hub::{Interest, InterestListener, SymbolHub};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cli::{GatewayArgs, LimitArgs};
 use crate::conventional::{KAFKA_BROKERS, REDIS_URL};
@@ -28,6 +29,10 @@ use crate::node::Node;
 
 /// Starts an edge node; it runs until its [`Node::shutdown`] is cancelled.
 pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
+    run(args).instrument(super::role_span("gateway")).await
+}
+
+async fn run(args: GatewayArgs) -> anyhow::Result<Node> {
     let redis = redis_config(&args)?;
     let hub = GatewayState::new_hub();
     let candles = CandleHub::new(redis.candles.grace_ms);
@@ -85,12 +90,15 @@ pub async fn start(args: GatewayArgs) -> anyhow::Result<Node> {
         router = router.merge(marketmux_gateway::auth::protect_user_routes(&state, alerts));
     }
     let serve = marketmux_gateway::serve(listener, state, router, shutdown.clone());
-    let task = tokio::spawn(async move {
-        let result = serve.await;
-        alert_listener.stop().await;
-        bus.shutdown().await;
-        result
-    });
+    let task = tokio::spawn(
+        async move {
+            let result = serve.await;
+            alert_listener.stop().await;
+            bus.shutdown().await;
+            result
+        }
+        .in_current_span(),
+    );
     Ok(Node {
         addr: Some(addr),
         metrics_addr: admin,
@@ -116,11 +124,9 @@ pub fn admin_listener(
         tracing::warn!(%addr, "The admin listener is not on loopback and has no --admin-token: /debug/* is open to whoever reaches it");
     }
     tracing::info!(%addr, "Admin endpoints (/debug/*, /metrics) on their own listener");
-    tokio::spawn(marketmux_gateway::serve_admin(
-        listener,
-        state.clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(
+        marketmux_gateway::serve_admin(listener, state.clone(), shutdown.clone()).in_current_span(),
+    );
     Ok(Some(addr))
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use marketmux_bus::Readiness;
 use marketmux_core::Symbol;
-use marketmux_gateway::exporter::RoleSeries;
-use marketmux_gateway::metrics::{component_up, counters};
 use marketmux_ingest::{FinnhubClient, FinnhubConfig, FinnhubStats, DEFAULT_FINNHUB_URL};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
+use marketmux_metrics::exporter::RoleSeries;
+use marketmux_metrics::{component_up, counters};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cli::IngestArgs;
 use crate::conventional::FINNHUB_TOKEN;
@@ -22,6 +23,10 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 
 /// Starts the Finnhub client producing to Kafka.
 pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
+    run(args).instrument(super::role_span("ingest")).await
+}
+
+async fn run(args: IngestArgs) -> anyhow::Result<Node> {
     let brokers = args.kafka.brokers("ingest")?;
     let token = FINNHUB_TOKEN.resolve(args.finnhub_token.as_deref());
     if token.is_none() && args.finnhub_url == DEFAULT_FINNHUB_URL {
@@ -51,14 +56,17 @@ pub async fn start(args: IngestArgs) -> anyhow::Result<Node> {
     let series = ingest_series(client.stats(), publisher.clone());
     let metrics_addr = super::serve_metrics(&args.metrics, series, shutdown.clone()).await?;
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        client.run(publisher.clone(), stop).await;
-        tokio::task::spawn_blocking(move || publisher.flush(FLUSH_AT_EXIT))
-            .await
-            .context("ingest: flushing the Kafka producer")?
-            .context("ingest: flushing the Kafka producer")?;
-        Ok(())
-    });
+    let task = tokio::spawn(
+        async move {
+            client.run(publisher.clone(), stop).await;
+            tokio::task::spawn_blocking(move || publisher.flush(FLUSH_AT_EXIT))
+                .await
+                .context("ingest: flushing the Kafka producer")?
+                .context("ingest: flushing the Kafka producer")?;
+            Ok(())
+        }
+        .in_current_span(),
+    );
     Ok(Node {
         addr: None,
         metrics_addr,
@@ -103,6 +111,6 @@ pub(super) fn ingest_series(feed: Arc<FinnhubStats>, producer: Arc<KafkaPublishe
             ),
         ];
         counters(out, &series);
-        component_up(out, [&*producer as &dyn Readiness]);
+        component_up(out, [(producer.name(), producer.check().is_ok())]);
     })
 }

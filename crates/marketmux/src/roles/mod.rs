@@ -1,4 +1,10 @@
 //! One module per role: each wires the crates a role needs and runs them.
+//!
+//! Each role starts inside its [`role_span`], and the tasks it spawns stay in
+//! it, so every log line names the role it comes from (several roles share
+//! one process in `dev` and in tests). The tasks on the tick path (the bus
+//! delivering to the hub, the per-socket writers) are left out of it: a span
+//! entered on every poll is work per message.
 
 pub mod alerts;
 pub mod bridge;
@@ -9,10 +15,15 @@ pub mod ingest;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use marketmux_gateway::exporter::{self, RoleSeries};
+use marketmux_metrics::exporter::{self, RoleSeries};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::MetricsArgs;
+
+/// The span a role's start-up and tasks run in: `role{role=NAME}`.
+fn role_span(role: &'static str) -> tracing::Span {
+    tracing::info_span!("role", role)
+}
 
 /// Starts the `/metrics` endpoint of a role without a gateway, if
 /// `--metrics-listen` is set; it stops with `shutdown`.
@@ -37,7 +48,7 @@ mod tests {
 
     use marketmux_alerts::{open_store, AlertSink, Evaluator};
     use marketmux_kafka::{KafkaConfig, KafkaPublisher};
-    use marketmux_test_support::exposition;
+    use marketmux_test_support::{exposition, TempDir};
 
     /// The series of `bridge`, `ingest` and `alerts` on `--metrics-listen`,
     /// with their labels, help and types (values left out), as dashboards
@@ -45,9 +56,8 @@ mod tests {
     /// otherwise fails here until `series.txt` says so too.
     #[tokio::test]
     async fn role_series_stay_as_published() {
-        let dir =
-            std::env::temp_dir().join(format!("marketmux-role-series-{}", std::process::id()));
-        let store = open_store(None, &dir).await.unwrap();
+        let dir = TempDir::new("role-series");
+        let store = open_store(None, dir.path()).await.unwrap();
         let sink: AlertSink = Arc::new(|_| {});
         let evaluator = Evaluator::new(store, sink);
         let producer = KafkaPublisher::new(&KafkaConfig::new("127.0.0.1:9"), "test").unwrap();
@@ -70,7 +80,6 @@ mod tests {
             series(&mut text);
             all.push_str(&format!("## {role}\n{}", exposition::series(&text)));
         }
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(all, include_str!("series.txt"));
     }
 }

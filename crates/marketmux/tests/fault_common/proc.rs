@@ -166,28 +166,3 @@ pub async fn wait_ok(url: &str, within: Duration, proc: &Proc) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-/// A directory of the test's own under the system temp dir, removed when
-/// dropped unless the test failed (then its logs stay for a look).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Creates `marketmux-fault-{what}-{pid}`.
-    pub fn new(what: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("marketmux-fault-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}

@@ -549,7 +549,7 @@ pub async fn ingest_pipeline(brokers: &str) {
     )
     .await;
     // Each role's /metrics counts what went through it.
-    assert!(marketmux_gateway::metrics::install_global_recorder());
+    assert!(marketmux_metrics::install_global_recorder());
     let fed = scrape(ingest.metrics_addr()).await;
     assert_eq!(fed["marketmux_ingest_trades_total"], n as f64);
     assert_eq!(fed["marketmux_ingest_published_total"], n as f64);
