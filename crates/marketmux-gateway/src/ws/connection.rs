@@ -62,6 +62,11 @@ pub async fn serve<R, W>(
     let id = state.next_client_id();
     tracing::Span::current().record("client", id);
     let Agreed { identity, deflate } = agreed;
+    tracing::debug!(
+        deflate = deflate.is_some(),
+        user = identity.as_ref().map(|i| i.user_id),
+        "Socket open"
+    );
     let queue = state.hub.new_client(id, state.config.queue);
     if let Some(deflate) = deflate {
         queue.set_deflate(deflate.max_payload());

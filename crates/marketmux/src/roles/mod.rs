@@ -22,7 +22,7 @@ use crate::cli::MetricsArgs;
 
 /// The span a role's start-up and tasks run in: `role{role=NAME}`.
 fn role_span(role: &'static str) -> tracing::Span {
-    tracing::info_span!("role", role)
+    tracing::info_span!("role", role = %role)
 }
 
 /// Starts the `/metrics` endpoint of a role without a gateway, if
