@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use fault_common::broker::Tansu;
 use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
-use marketmux_test_support::eventually;
-use marketmux_test_support::TempDir;
+use marketmux_test_support::{eventually, TempDir};
 use parking_lot::Mutex;
 
 /// Ticks posted, in chunks of `CHUNK`.

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use fault_common::roles;
-use marketmux_test_support::TempDir;
-use marketmux_test_support::{eventually, OwnRedis};
+use marketmux_test_support::{eventually, OwnRedis, TempDir};
 
 /// Clients, symbols, and each client's subscriptions.
 const CLIENTS: &str = "2000";

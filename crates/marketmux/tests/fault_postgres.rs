@@ -24,8 +24,7 @@ use marketmux_alerts::{AlertService, NewAlert};
 use marketmux_bus::TickPublisher;
 use marketmux_core::{Symbol, Tick, Timestamp};
 use marketmux_kafka::{KafkaConfig, KafkaPublisher};
-use marketmux_test_support::TempDir;
-use marketmux_test_support::{eventually, wait_for_value};
+use marketmux_test_support::{eventually, wait_for_value, TempDir};
 use sqlx::Connection as _;
 
 /// Symbols, and alerts per symbol: ABOVE 10, 20, ..., 100.

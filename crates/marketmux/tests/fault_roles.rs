@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fault_common::{crossing_alerts, post_ticks, roles, settle, AlertWatch, Posted, Tally};
-use marketmux_test_support::TempDir;
-use marketmux_test_support::{eventually, wait_for};
+use marketmux_test_support::{eventually, wait_for, TempDir};
 use parking_lot::Mutex;
 use rdkafka::mocking::MockCluster;
 use sqlx::Connection as _;
