@@ -264,9 +264,17 @@ async fn capped_candles_come_at_their_rate_with_every_closed_candle_once() {
     assert_eq!(recv(&mut capped).await["type"], "subscribed");
     assert_eq!(recv(&mut plain).await["type"], "subscribed");
     // Ticks of the symbol are not capped by a cap on its candles.
-    send(&mut capped, r#"{"action":"subscribe","symbols":["CANDLE"]}"#).await;
+    send(
+        &mut capped,
+        r#"{"action":"subscribe","symbols":["CANDLE"]}"#,
+    )
+    .await;
     assert_eq!(recv(&mut capped).await["type"], "subscribed");
-    send(&mut capped, r#"{"action":"unsubscribe","symbols":["CANDLE"]}"#).await;
+    send(
+        &mut capped,
+        r#"{"action":"unsubscribe","symbols":["CANDLE"]}"#,
+    )
+    .await;
     assert_eq!(recv(&mut capped).await["type"], "unsubscribed");
 
     // 100 ticks per second for 3.5 s, the price moving so candles differ;
@@ -283,9 +291,8 @@ async fn capped_candles_come_at_their_rate_with_every_closed_candle_once() {
         let start = Interval::S1.start_of(last.timestamp);
         *last_start.borrow_mut() = Some(Timestamp(start * 1_000_000).to_rfc3339());
     };
-    let is_last_closed = |m: &Value| {
-        m["closed"] == true && last_start.borrow().as_deref() == m["start"].as_str()
-    };
+    let is_last_closed =
+        |m: &Value| m["closed"] == true && last_start.borrow().as_deref() == m["start"].as_str();
     let (_, got_capped, got_plain) = tokio::join!(
         feed,
         candles_until(&mut capped, is_last_closed),
@@ -296,7 +303,11 @@ async fn capped_candles_come_at_their_rate_with_every_closed_candle_once() {
     let (closed_capped, closed_plain) = (closed(&got_capped), closed(&got_plain));
     assert!(closed_plain.len() >= 4, "{closed_plain:?}");
     let starts: HashSet<&String> = closed_plain.iter().map(|c| &c.0).collect();
-    assert_eq!(starts.len(), closed_plain.len(), "closed once: {closed_plain:?}");
+    assert_eq!(
+        starts.len(),
+        closed_plain.len(),
+        "closed once: {closed_plain:?}"
+    );
     assert_eq!(closed_capped, closed_plain);
     assert!(closed_plain.iter().map(|c| c.2).sum::<u64>() == 350);
 

@@ -147,7 +147,10 @@ async fn candle_series_count_with_tick_subscriptions_per_socket_and_per_address(
     let ok = subscribe_candles(&mut a, &["1s", "1m"], &["S1"]).await;
     assert_eq!(ok["type"], "subscribed", "{ok}");
     // Full: a symbol's ticks count against the same bound.
-    refused(&subscribe(&mut a, &["S3"]).await, "limit of 4 per connection (4 in use)");
+    refused(
+        &subscribe(&mut a, &["S3"]).await,
+        "limit of 4 per connection (4 in use)",
+    );
 
     // Per address, over its sockets: 4 (a) + 2 series (b) = 6.
     let mut b = node.connect().await;
@@ -156,7 +159,10 @@ async fn candle_series_count_with_tick_subscriptions_per_socket_and_per_address(
     let mut c = node.connect().await;
     let err = subscribe_candles(&mut c, &["1h"], &["S1"]).await;
     refused(&err, "6 per client address (6 in use");
-    refused(&subscribe(&mut c, &["S9"]).await, "6 per client address (6 in use");
+    refused(
+        &subscribe(&mut c, &["S9"]).await,
+        "6 per client address (6 in use",
+    );
     // Leaving a series frees its place.
     send(
         &mut b,
@@ -167,6 +173,8 @@ async fn candle_series_count_with_tick_subscriptions_per_socket_and_per_address(
     let ok = subscribe_candles(&mut c, &["1h"], &["S1"]).await;
     assert_eq!(ok["type"], "subscribed", "{ok}");
     drop((a, b, c));
-    node.eventually("every place released", |s| s.subscriptions_per_ip.ips() == 0)
-        .await;
+    node.eventually("every place released", |s| {
+        s.subscriptions_per_ip.ips() == 0
+    })
+    .await;
 }

@@ -1074,7 +1074,11 @@ mod tests {
         assert_eq!(batch.next_due, Some(due));
         tokio::time::advance(Duration::from_millis(500)).await;
         let batch = q.take_batch(VecDeque::new()).unwrap();
-        assert_eq!(texts(&batch), ["closed1"], "alone: the next waits behind it");
+        assert_eq!(
+            texts(&batch),
+            ["closed1"],
+            "alone: the next waits behind it"
+        );
         assert_eq!(batch.next_due, Some(due + Duration::from_millis(500)));
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["open2"]);
@@ -1096,7 +1100,10 @@ mod tests {
         ));
         assert_eq!(q.push_update_final(a, 1, &f("c1")), PushOutcome::Queued);
         q.push_update(a, 1, &f("o2"));
-        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["t1", "c1", "o2"]);
+        assert_eq!(
+            texts(&q.take_batch(VecDeque::new()).unwrap()),
+            ["t1", "c1", "o2"]
+        );
 
         q.set_update_cap(a, 1, Some(Duration::from_secs(10)));
         q.push_update(a, 1, &f("o3"));
@@ -1112,7 +1119,11 @@ mod tests {
         q.forget_update(&a, 1);
         assert_eq!(q.queued_bytes(), 2, "o5 only, already queued");
         assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["o5"]);
-        assert_eq!(q.push_update(a, 1, &f("o6")), PushOutcome::Queued, "uncapped");
+        assert_eq!(
+            q.push_update(a, 1, &f("o6")),
+            PushOutcome::Queued,
+            "uncapped"
+        );
     }
 
     #[tokio::test]

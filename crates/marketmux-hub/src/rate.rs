@@ -144,7 +144,13 @@ impl RateCaps {
 
     /// Decides for an update of `key` arriving at `now`; an update that is
     /// held is stored here (`frame` is cloned only then).
-    pub(crate) fn offer(&mut self, key: &SlotKey, frame: &Bytes, kind: Update, now: Instant) -> Offer {
+    pub(crate) fn offer(
+        &mut self,
+        key: &SlotKey,
+        frame: &Bytes,
+        kind: Update,
+        now: Instant,
+    ) -> Offer {
         let Some(slot) = self.slots.get_mut(key) else {
             return Offer::Uncapped;
         };
@@ -347,7 +353,10 @@ mod tests {
         ));
         // Capping the ticks too, faster: each stream keeps its own interval.
         caps.set(t, 100 * MS);
-        assert_eq!(caps.offer(&t, &frame("t2"), LATEST, t0 + MS), Offer::SendNow);
+        assert_eq!(
+            caps.offer(&t, &frame("t2"), LATEST, t0 + MS),
+            Offer::SendNow
+        );
         caps.offer(&t, &frame("t3"), LATEST, t0 + 2 * MS);
         let mut out = Vec::new();
         assert_eq!(
