@@ -50,8 +50,9 @@ impl MaxRate {
 /// (those already followed too: subscribing again changes them).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SubscribeOptions {
-    /// `"max_rate"`: at most this many ticks per second of each symbol
-    /// (None: every tick).
+    /// `"max_rate"`: at most this many ticks per second of each symbol, or
+    /// on a candle subscribe this many updates per second of each symbol and
+    /// interval (None: every one).
     pub max_rate: Option<MaxRate>,
 }
 

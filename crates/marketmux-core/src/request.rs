@@ -23,7 +23,8 @@ pub enum ClientRequest {
     /// `options`, what the client asks of the subscription (`max_rate`).
     ///
     /// `candles` (`{"candles":["1m"]}`): the symbols' candles of those
-    /// intervals instead of their ticks (empty: ticks).
+    /// intervals instead of their ticks (empty: ticks); a `max_rate` then
+    /// caps the updates of each symbol and interval.
     Subscribe {
         /// The symbols, in the order given, without repeats.
         symbols: Vec<Symbol>,
@@ -134,12 +135,6 @@ impl ClientRequest {
                         };
                     let options = SubscribeOptions::parse(raw.max_rate.as_ref())
                         .map_err(|m| err(ErrorCode::InvalidRequest, m))?;
-                    if options.max_rate.is_some() && !candles.is_empty() {
-                        return Err(err(
-                            ErrorCode::InvalidRequest,
-                            "`max_rate` applies to ticks; candle updates are not capped yet".into(),
-                        ));
-                    }
                     ClientRequest::Subscribe {
                         symbols,
                         since,
@@ -319,9 +314,21 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_cap_on_candles_is_refused_not_ignored() {
+    fn a_rate_cap_applies_to_candles_too() {
+        let req = ClientRequest::parse(
+            r#"{"action":"subscribe","candles":["1s"],"symbols":["AAPL"],"max_rate":2}"#,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe {
+            candles, options, ..
+        } = req
+        else {
+            panic!("not a subscribe: {req:?}")
+        };
+        assert_eq!(candles, [Interval::S1]);
+        assert_eq!(options.max_rate.map(|r| r.per_sec()), Some(2.0));
         let e = ClientRequest::parse(
-            r#"{"action":"subscribe","candles":["1m"],"symbols":["AAPL"],"max_rate":2,"id":3}"#,
+            r#"{"action":"subscribe","candles":["1m"],"symbols":["AAPL"],"max_rate":5000,"id":3}"#,
         )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);

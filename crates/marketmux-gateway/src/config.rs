@@ -13,10 +13,13 @@ use crate::auth::AuthConfig;
 pub struct GatewayConfig {
     /// Largest client frame (and message) accepted; a larger one closes the socket with 1009.
     pub max_frame_bytes: usize,
-    /// Subscriptions per socket; a subscribe past it gets `too_many_subscriptions`.
+    /// Subscriptions per socket, a symbol's ticks and each candle series
+    /// (symbol × interval) counting one each; a subscribe past it gets
+    /// `too_many_subscriptions`.
     pub max_subscriptions: usize,
-    /// Subscriptions of all sockets of one client address together (0: no
-    /// limit); a subscribe past it gets `too_many_subscriptions`.
+    /// Subscriptions of all sockets of one client address together, counted
+    /// as for `max_subscriptions` (0: no limit); a subscribe past it gets
+    /// `too_many_subscriptions`.
     pub max_subscriptions_per_ip: usize,
     /// Symbols followed on this node at once (its topics, each also a
     /// channel subscribed upstream); a subscribe that would add one past it

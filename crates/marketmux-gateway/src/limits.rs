@@ -3,7 +3,9 @@
 //! Each has a small fixed set of label values (never one per client or
 //! symbol). [`ConnectionSlot`]: a connection's place under the per-address
 //! and per-node limits. [`SubscriptionsPerIp`]: subscriptions held by all
-//! sockets of one address.
+//! sockets of one address. [`check_per_socket`] and [`reserve_per_ip`]: the
+//! two subscription bounds, as tick and candle subscribes both apply them (a
+//! tick subscription and a candle series, symbol × interval, count one each).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -154,6 +156,49 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.state.registry.release_ip(self.ip);
     }
+}
+
+/// Checks `--max-subscriptions` for a socket that holds `held`
+/// subscriptions (tick subscriptions and candle series together) and asks
+/// for `fresh` more `what` ("symbols", "candle series"). `Err` is the
+/// refusal's message (the hit is counted); the caller refuses the subscribe
+/// whole with `too_many_subscriptions`.
+pub fn check_per_socket(
+    state: &GatewayState,
+    held: usize,
+    fresh: usize,
+    what: &str,
+) -> Result<(), String> {
+    let limit = state.config.max_subscriptions;
+    if held + fresh <= limit {
+        return Ok(());
+    }
+    state.stats.limits.hit(LimitHit::TooManySubscriptions);
+    Err(format!(
+        "subscribing to {fresh} more {what} would exceed the limit of {limit} per connection ({held} in use)"
+    ))
+}
+
+/// Takes `fresh` places for `peer` under `--max-subscriptions-per-ip`, for
+/// `fresh` more `what` ("symbols", "candle series"); the caller gives them
+/// back with [`SubscriptionsPerIp::release`]. `Err` is the refusal's message
+/// (the hit is counted, nothing taken).
+pub fn reserve_per_ip(
+    state: &GatewayState,
+    peer: IpAddr,
+    fresh: usize,
+    what: &str,
+) -> Result<(), String> {
+    let per_ip = state.config.max_subscriptions_per_ip;
+    state
+        .subscriptions_per_ip
+        .reserve(peer, fresh, per_ip)
+        .map_err(|held| {
+            state.stats.limits.hit(LimitHit::SubscriptionsPerIp);
+            format!(
+                "subscribing to {fresh} more {what} would exceed the limit of {per_ip} per client address ({held} in use over all its connections)"
+            )
+        })
 }
 
 /// Subscriptions held by all sockets of each client address, under

@@ -212,7 +212,7 @@ pub fn render(state: &GatewayState) -> String {
     counter(
         &mut out,
         "marketmux_capped_ticks_skipped_total",
-        "Ticks a rate-capped socket never got: replaced by a newer tick of the symbol within its max_rate interval.",
+        "Ticks and open-candle updates a rate-capped socket never got: replaced by a newer one of the same stream within its max_rate interval.",
         hub.capped_skipped,
     );
     counter(

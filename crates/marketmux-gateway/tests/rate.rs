@@ -1,11 +1,14 @@
-//! `max_rate`: a rate cap per subscription, over real sockets.
+//! `max_rate`: a rate cap per subscription, of ticks and of candles, over
+//! real sockets.
 
 mod common;
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
+use marketmux_core::{Interval, Timestamp};
 use marketmux_gateway::GatewayConfig;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -210,4 +213,121 @@ async fn bad_max_rate_values_are_refused_and_a_new_subscribe_changes_the_cap() {
         seqs.push(recv(&mut ws).await["seq"].as_u64().expect("seq"));
     }
     assert_eq!(seqs, [6, 9]);
+}
+
+/// Candle messages on `ws`, with when each arrived, until one matches
+/// `done` (included). Anything else but a candle fails the test.
+async fn candles_until(ws: &mut Ws, done: impl Fn(&Value) -> bool) -> Vec<(Instant, Value)> {
+    let mut got = Vec::new();
+    loop {
+        let m = recv(ws).await;
+        assert_eq!(m["type"], "candle", "{m}");
+        let stop = done(&m);
+        got.push((Instant::now(), m));
+        if stop {
+            return got;
+        }
+    }
+}
+
+/// The closed candles among `got`, as `(start, [open, high, low, close], ticks)`.
+fn closed(got: &[(Instant, Value)]) -> Vec<(String, [f64; 4], u64)> {
+    got.iter()
+        .map(|(_, m)| m)
+        .filter(|m| m["closed"] == true)
+        .map(|m| {
+            let f = |k: &str| m[k].as_f64().expect(k);
+            (
+                m["start"].as_str().expect("start").to_owned(),
+                [f("open"), f("high"), f("low"), f("close")],
+                m["ticks"].as_u64().expect("ticks"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_candles_come_at_their_rate_with_every_closed_candle_once() {
+    let node = TestNode::start(GatewayConfig::default()).await;
+    let mut capped = node.connect().await;
+    let mut plain = node.connect().await;
+    send(
+        &mut capped,
+        r#"{"action":"subscribe","candles":["1s"],"symbols":["CANDLE"],"max_rate":2}"#,
+    )
+    .await;
+    send(
+        &mut plain,
+        r#"{"action":"subscribe","candles":["1s"],"symbols":["CANDLE"]}"#,
+    )
+    .await;
+    assert_eq!(recv(&mut capped).await["type"], "subscribed");
+    assert_eq!(recv(&mut plain).await["type"], "subscribed");
+    // Ticks of the symbol are not capped by a cap on its candles.
+    send(
+        &mut capped,
+        r#"{"action":"subscribe","symbols":["CANDLE"]}"#,
+    )
+    .await;
+    assert_eq!(recv(&mut capped).await["type"], "subscribed");
+    send(
+        &mut capped,
+        r#"{"action":"unsubscribe","symbols":["CANDLE"]}"#,
+    )
+    .await;
+    assert_eq!(recv(&mut capped).await["type"], "unsubscribed");
+
+    // 100 ticks per second for 3.5 s, the price moving so candles differ;
+    // the last candle closes by the clock, after its end plus the grace.
+    let last_start = RefCell::new(None::<String>);
+    let feed = async {
+        let mut every = tokio::time::interval(Duration::from_millis(10));
+        let mut last = None;
+        for i in 1..=350 {
+            every.tick().await;
+            last = Some(node.publish("CANDLE", 100.0 + (i * 7 % 31) as f64));
+        }
+        let last = last.expect("a tick");
+        let start = Interval::S1.start_of(last.timestamp);
+        *last_start.borrow_mut() = Some(Timestamp(start * 1_000_000).to_rfc3339());
+    };
+    let is_last_closed =
+        |m: &Value| m["closed"] == true && last_start.borrow().as_deref() == m["start"].as_str();
+    let (_, got_capped, got_plain) = tokio::join!(
+        feed,
+        candles_until(&mut capped, is_last_closed),
+        candles_until(&mut plain, is_last_closed)
+    );
+
+    // Every closed candle, once each, with the uncapped client's numbers.
+    let (closed_capped, closed_plain) = (closed(&got_capped), closed(&got_plain));
+    assert!(closed_plain.len() >= 4, "{closed_plain:?}");
+    let starts: HashSet<&String> = closed_plain.iter().map(|c| &c.0).collect();
+    assert_eq!(
+        starts.len(),
+        closed_plain.len(),
+        "closed once: {closed_plain:?}"
+    );
+    assert_eq!(closed_capped, closed_plain);
+    assert!(closed_plain.iter().map(|c| c.2).sum::<u64>() == 350);
+
+    // At most about 2 updates per second, closed ones included; the
+    // uncapped client got one per tick.
+    assert!(got_plain.len() >= 350, "{} updates", got_plain.len());
+    let span = (got_capped.last().expect("one").0 - got_capped[0].0).as_secs_f64();
+    assert!(
+        got_capped.len() as f64 <= span * 2.0 + 2.0,
+        "{} updates over {span:.2}s",
+        got_capped.len()
+    );
+    let at: Vec<Instant> = got_capped.iter().map(|(t, _)| *t).collect();
+    for (i, t) in at.iter().enumerate() {
+        let in_a_second = at[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(1))
+            .count();
+        assert!(in_a_second <= 3, "{in_a_second} updates within 1 s");
+    }
+    assert!(got_capped.len() >= 6, "{} updates", got_capped.len());
+    assert!(node.state.hub.stats().snapshot().capped_skipped > 0);
 }

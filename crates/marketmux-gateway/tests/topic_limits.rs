@@ -1,7 +1,8 @@
 //! Bounded topics: `max_topics` per node and `max_subscriptions_per_ip` over
-//! all sockets of one address. At a bound the subscribe gets a clear
-//! `too_many_subscriptions` error, the socket stays usable and the symbols
-//! already followed keep flowing.
+//! all sockets of one address, and `max_subscriptions` per socket, candle
+//! series counted with tick subscriptions. At a bound the subscribe gets a
+//! clear `too_many_subscriptions` error, the socket stays usable and the
+//! symbols already followed keep flowing.
 
 mod common;
 
@@ -113,6 +114,67 @@ async fn topics_per_node_and_subscriptions_per_address_are_bounded() {
     drop((b, c));
     node.eventually("every place released", |s| {
         s.subscriptions_per_ip.ips() == 0 && s.hub.stats().snapshot().topics == 0
+    })
+    .await;
+}
+
+/// Sends a candle subscribe and returns the first answer.
+async fn subscribe_candles(ws: &mut Ws, intervals: &[&str], symbols: &[&str]) -> Value {
+    let req = serde_json::json!({"action": "subscribe", "candles": intervals, "symbols": symbols});
+    send(ws, &req.to_string()).await;
+    recv(ws).await
+}
+
+/// Asserts `m` is a `too_many_subscriptions` error saying `says`.
+fn refused(m: &Value, says: &str) {
+    assert_eq!(m["code"], "too_many_subscriptions", "{m}");
+    assert!(m["message"].as_str().unwrap().contains(says), "{m}");
+}
+
+#[tokio::test]
+async fn candle_series_count_with_tick_subscriptions_per_socket_and_per_address() {
+    let node = TestNode::start(GatewayConfig {
+        max_subscriptions: 4,
+        max_subscriptions_per_ip: 6,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut a = node.connect().await;
+    assert_eq!(subscribe(&mut a, &["S1", "S2"]).await["type"], "subscribed");
+    // Per socket: 2 tick subscriptions + 4 series > 4.
+    let err = subscribe_candles(&mut a, &["1s", "1m"], &["S1", "S2"]).await;
+    refused(&err, "limit of 4 per connection (2 in use)");
+    let ok = subscribe_candles(&mut a, &["1s", "1m"], &["S1"]).await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    // Full: a symbol's ticks count against the same bound.
+    refused(
+        &subscribe(&mut a, &["S3"]).await,
+        "limit of 4 per connection (4 in use)",
+    );
+
+    // Per address, over its sockets: 4 (a) + 2 series (b) = 6.
+    let mut b = node.connect().await;
+    let ok = subscribe_candles(&mut b, &["1s"], &["S1", "S2"]).await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    let mut c = node.connect().await;
+    let err = subscribe_candles(&mut c, &["1h"], &["S1"]).await;
+    refused(&err, "6 per client address (6 in use");
+    refused(
+        &subscribe(&mut c, &["S9"]).await,
+        "6 per client address (6 in use",
+    );
+    // Leaving a series frees its place.
+    send(
+        &mut b,
+        r#"{"action":"unsubscribe","candles":["1s"],"symbols":["S2"]}"#,
+    )
+    .await;
+    assert_eq!(recv(&mut b).await["type"], "unsubscribed");
+    let ok = subscribe_candles(&mut c, &["1h"], &["S1"]).await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    drop((a, b, c));
+    node.eventually("every place released", |s| {
+        s.subscriptions_per_ip.ips() == 0
     })
     .await;
 }

@@ -9,8 +9,10 @@
 //!   tick the first time a compressing subscriber needs it ([`FrameDeflater`]).
 //! - [`direct`]: [`DirectSocket`], how a batch reaches an idle client's socket
 //!   from the fan-out itself, without waking its writer task.
-//! - [`rate`]: a client's rate caps (`max_rate`): per capped symbol, when it
-//!   may next be sent and the newest tick held until then; no timer of its own.
+//! - [`rate`]: a client's rate caps (`max_rate`): per capped stream of a
+//!   symbol (its ticks, one candle interval), when it may next be sent and
+//!   the newest update held until then (closed candles never replaced); no
+//!   timer of its own.
 //! - [`subscription`]: one client's subscription to one symbol: the last `seq`
 //!   sent to it (no tick twice), and the live ticks held while it opens.
 //! - [`stats`]: counters the metrics endpoint reads.

@@ -14,9 +14,15 @@
 //! - Control frames (acks, errors, pongs, alerts) are never conflated nor dropped;
 //!   past [`QueueLimits::max_control_bytes`] of them the client is closed instead.
 //!
-//! - A symbol with a rate cap (`max_rate`) sends at most one tick per interval;
-//!   the ticks in between wait in its cap slot, newest only ([`crate::rate`]).
-//!   They do not count as unsent for the lag bound until they are due.
+//! - A capped stream (`max_rate` on a symbol's ticks, or on one of its candle
+//!   intervals) sends at most one update per interval; the updates in between
+//!   wait in its cap slot, newest only, closed candles never replaced
+//!   ([`crate::rate`]). They do not count as unsent for the lag bound until
+//!   they are due.
+//! - A final update ([`ClientQueue::push_update_final`]: a closed candle) is
+//!   never conflated nor dropped: it is queued like a control frame (and
+//!   counts against the same bound) after the unsent update it supersedes
+//!   was dropped.
 //!
 //! Per-symbol order holds: queued frames are written before conflated slots, and
 //! once a client is lagging every tick goes to the slots until the writer drains;
@@ -37,7 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::direct::{prefetch, DirectSocket};
-use crate::rate::{Offer, RateCaps};
+use crate::rate::{Offer, RateCaps, Update};
 use crate::stats::HubStats;
 
 /// Most frames one direct write carries (the rest go to the writer task).
@@ -49,10 +55,11 @@ pub type ClientId = u64;
 /// Which conflation slot an update takes: a symbol's ticks (stream 0) or
 /// another stream of updates about it (a candle interval: 1 and up), so
 /// that a conflated candle never replaces a tick, nor one interval another.
-type SlotKey = (Symbol, u8);
+/// Rate caps ([`crate::rate`]) are keyed the same way.
+pub(crate) type SlotKey = (Symbol, u8);
 
 /// The slot stream of ticks.
-const TICKS: u8 = 0;
+pub(crate) const TICKS: u8 = 0;
 
 /// The bounds of one client queue.
 #[derive(Debug, Clone, Copy)]
@@ -132,14 +139,14 @@ pub enum PushOutcome {
 pub struct Batch {
     /// Frames in the order they were queued.
     pub frames: VecDeque<Bytes>,
-    /// The newest tick of each conflated symbol, then the rate-capped ticks
-    /// that came due.
+    /// The newest update of each conflated symbol and stream, then the
+    /// rate-capped updates that came due.
     pub conflated: Vec<Bytes>,
     /// When the oldest frame of the batch reached this node: the bus handing
     /// its tick over, or a control frame being queued (for delivery latency);
-    /// for a batch of rate-capped ticks only, when they came due.
+    /// for a batch of rate-capped updates only, when they came due.
     pub queued_at: Option<Instant>,
-    /// When a tick held by a rate cap comes due: the writer must take a
+    /// When an update held by a rate cap comes due: the writer must take a
     /// batch again then, even if nothing wakes it (None: nothing is held).
     pub next_due: Option<Instant>,
 }
@@ -181,10 +188,10 @@ struct Inner {
     writer_idle: bool,
     /// The socket, for direct writes; dropped when the queue closes.
     direct: Option<Arc<dyn DirectSocket>>,
-    /// The symbols with a rate cap, and the ticks they hold.
+    /// The streams with a rate cap, and the updates they hold.
     caps: RateCaps,
     /// When the writer takes a batch next by itself (the `next_due` of the
-    /// batch it took last): a held tick due no sooner needs no wake-up.
+    /// batch it took last): an update held until no sooner needs no wake-up.
     armed: Option<Instant>,
 }
 
@@ -269,33 +276,97 @@ impl ClientQueue {
         frame: &Bytes,
         received: Instant,
     ) -> (PushOutcome, bool) {
-        self.push_conflatable((symbol, TICKS), frame, received)
+        let inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return (PushOutcome::Closed, false);
+        }
+        self.push_locked(inner, (symbol, TICKS), frame, received)
     }
 
     /// Queues an update of another stream about `symbol` (`stream` 1 to
     /// 255: a candle interval), under the same bounds as ticks and conflated
     /// in a slot of its own (the newest update of that stream replaces older
-    /// unsent ones). Wakes the writer when due.
+    /// unsent ones); held by the stream's rate cap, if it has one
+    /// ([`ClientQueue::set_update_cap`]). Wakes the writer when due.
     pub fn push_update(&self, symbol: Symbol, stream: u8, frame: &Bytes) -> PushOutcome {
         debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
-        let (outcome, wake) = self.push_conflatable((symbol, stream), frame, Instant::now());
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.closed.is_some() || inner.closing.is_some() {
+            return PushOutcome::Closed;
+        }
+        let key = (symbol, stream);
+        let offer = if inner.caps.is_empty() {
+            Offer::Uncapped
+        } else {
+            inner.caps.offer(&key, frame, Update::Latest, now)
+        };
+        let (outcome, wake) = match offer {
+            Offer::Uncapped | Offer::SendNow => self.push_locked(inner, key, frame, now),
+            Offer::Held { replaced, due } => self.held_locked(inner, replaced, due),
+        };
         if wake {
             self.wake();
         }
         outcome
     }
 
-    fn push_conflatable(
-        &self,
-        key: SlotKey,
-        frame: &Bytes,
-        received: Instant,
-    ) -> (PushOutcome, bool) {
-        let inner = self.inner.lock();
+    /// Queues the final update of `symbol`'s `stream` (a closed candle),
+    /// which supersedes its unsent update: that one is dropped, and this
+    /// one is never conflated nor dropped. It is queued like a control frame
+    /// (past [`QueueLimits::max_control_bytes`] of them the client is
+    /// closed), or, when the stream has a rate cap and its interval has not
+    /// passed, held until due in place of the update the cap held
+    /// ([`crate::rate`]). Wakes the writer when due.
+    pub fn push_update_final(&self, symbol: Symbol, stream: u8, frame: &Bytes) -> PushOutcome {
+        debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
-            return (PushOutcome::Closed, false);
+            return PushOutcome::Closed;
         }
-        self.push_locked(inner, key, frame, received)
+        let key = (symbol, stream);
+        inner.slots.shift_remove(&key);
+        let offer = if inner.caps.is_empty() {
+            Offer::Uncapped
+        } else {
+            inner.caps.offer(&key, frame, Update::Final, now)
+        };
+        match offer {
+            Offer::Uncapped | Offer::SendNow => {
+                if self.push_control_locked(inner, frame.clone(), now) {
+                    PushOutcome::Queued
+                } else {
+                    PushOutcome::Closed
+                }
+            }
+            Offer::Held { replaced, due } => self.held_locked(inner, replaced, due).0,
+        }
+    }
+
+    /// Accounts for an update a rate cap took to hold until `due`
+    /// (`replaced`: it replaced an older held one). The writer wakes at its
+    /// own deadline anyway when that is no later: a capped socket costs one
+    /// wake-up per due time, not one per held update. Wakes it itself when
+    /// needed; the caller's wake flag is always false.
+    fn held_locked(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        replaced: bool,
+        due: Instant,
+    ) -> (PushOutcome, bool) {
+        if replaced {
+            self.stats.capped_skipped.fetch_add(1, Relaxed);
+        }
+        let wake = inner.armed.is_none_or(|armed| due < armed);
+        if wake {
+            inner.armed = Some(due);
+        }
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        (PushOutcome::Held { replaced }, false)
     }
 
     /// Like [`ClientQueue::push_tick_deferred`] for a symbol with a rate cap
@@ -313,54 +384,61 @@ impl ClientQueue {
         if inner.closed.is_some() || inner.closing.is_some() {
             return (PushOutcome::Closed, false);
         }
-        match inner.caps.offer(&symbol, frame, received) {
-            Offer::Uncapped | Offer::SendNow => {
-                self.push_locked(inner, (symbol, TICKS), frame, received)
-            }
-            Offer::Held { replaced, due } => {
-                if replaced {
-                    self.stats.capped_skipped.fetch_add(1, Relaxed);
-                }
-                // The writer wakes at its own deadline anyway when that is
-                // no later: a capped socket costs one wake-up per due time,
-                // not one per held tick.
-                let wake = inner.armed.is_none_or(|armed| due < armed);
-                if wake {
-                    inner.armed = Some(due);
-                }
-                drop(inner);
-                if wake {
-                    self.ready.notify_one();
-                }
-                (PushOutcome::Held { replaced }, false)
-            }
+        let key = (symbol, TICKS);
+        match inner.caps.offer(&key, frame, Update::Latest, received) {
+            Offer::Uncapped | Offer::SendNow => self.push_locked(inner, key, frame, received),
+            Offer::Held { replaced, due } => self.held_locked(inner, replaced, due),
         }
     }
 
-    /// Caps `symbol` at one tick per `interval` (None: every tick), or
-    /// changes its cap. Removing a cap queues the tick it held, if any.
+    /// Caps `symbol`'s ticks at one per `interval` (None: every tick), or
+    /// changes the cap. Removing a cap queues the tick it held, if any.
     pub fn set_cap(&self, symbol: Symbol, interval: Option<Duration>) {
+        self.set_cap_of((symbol, TICKS), interval);
+    }
+
+    /// Caps the updates of `symbol`'s `stream` (1 to 255: a candle
+    /// interval) at one per `interval` (None: every update), apart from its
+    /// ticks and its other streams, or changes the cap. Removing a cap
+    /// queues what it held: the closed candles, then the newest update.
+    pub fn set_update_cap(&self, symbol: Symbol, stream: u8, interval: Option<Duration>) {
+        debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
+        self.set_cap_of((symbol, stream), interval);
+    }
+
+    fn set_cap_of(&self, key: SlotKey, interval: Option<Duration>) {
         let mut inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
             return;
         }
         match interval {
             Some(interval) => {
-                inner.caps.set(symbol, interval);
+                inner.caps.set(key, interval);
                 drop(inner);
                 // The writer's deadline may have moved.
                 self.ready.notify_one();
             }
             None => {
-                if let Some(held) = inner.caps.remove(&symbol) {
-                    self.stats.deliveries.fetch_add(1, Relaxed);
-                    if self
-                        .push_locked(inner, (symbol, TICKS), &held, Instant::now())
-                        .1
-                    {
-                        self.ready.notify_one();
-                    }
+                let held = inner.caps.remove(&key);
+                if held.finals.is_empty() && held.latest.is_none() {
+                    return;
                 }
+                let now = Instant::now();
+                // Closed candles, queued as they would have been uncapped
+                // (a failure closed the queue: the rest is dropped).
+                let queued = held
+                    .finals
+                    .into_iter()
+                    .all(|f| self.push_control_in(&mut inner, f, now));
+                if let Some(latest) = held.latest.filter(|_| queued) {
+                    if key.1 == TICKS {
+                        self.stats.deliveries.fetch_add(1, Relaxed);
+                    }
+                    self.push_locked(inner, key, &latest, now);
+                } else {
+                    drop(inner);
+                }
+                self.ready.notify_one();
             }
         }
     }
@@ -371,7 +449,7 @@ impl ClientQueue {
     pub fn capped_sent(&self, symbol: &Symbol) {
         let mut inner = self.inner.lock();
         if !inner.caps.is_empty() {
-            inner.caps.sent(symbol, Instant::now());
+            inner.caps.sent(&(*symbol, TICKS), Instant::now());
         }
     }
 
@@ -476,31 +554,47 @@ impl ClientQueue {
     /// Queues a control frame (ack, error, pong, alert). Never conflated: past
     /// the control bound the client is closed instead. Returns false if closed.
     pub fn push_control(&self, frame: Bytes) -> bool {
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         if inner.closed.is_some() || inner.closing.is_some() {
             return false;
         }
-        let now = Instant::now();
-        if self.behind(&inner, now) {
-            self.close_slow(inner);
+        self.push_control_locked(inner, frame, Instant::now())
+    }
+
+    /// [`ClientQueue::push_control`] on an open queue, under its lock;
+    /// wakes the writer when the queue was empty.
+    fn push_control_locked(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        frame: Bytes,
+        now: Instant,
+    ) -> bool {
+        let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
+        let queued = self.push_control_in(&mut inner, frame, now);
+        drop(inner);
+        if !queued || was_empty {
+            self.ready.notify_one();
+        }
+        queued
+    }
+
+    /// Queues a control frame without waking the writer; closes the queue
+    /// (false) when the client is behind or past the control bound.
+    fn push_control_in(&self, inner: &mut Inner, frame: Bytes, now: Instant) -> bool {
+        if self.behind(inner, now) {
+            self.close_locked(inner, CloseReason::slow_consumer(self.limits.max_lag));
+            self.stats.slow_closed.fetch_add(1, Relaxed);
             return false;
         }
         if inner.control_bytes + frame.len() > self.limits.max_control_bytes {
-            self.close_locked(&mut inner, CloseReason::control_backlog());
-            drop(inner);
-            self.ready.notify_one();
+            self.close_locked(inner, CloseReason::control_backlog());
             return false;
         }
-        let was_empty = inner.frames.is_empty() && inner.slots.is_empty();
-        if was_empty {
+        if inner.frames.is_empty() && inner.slots.is_empty() {
             inner.ready_since = Some(now);
         }
         inner.control_bytes += frame.len();
         inner.frames.push_back(frame);
-        drop(inner);
-        if was_empty {
-            self.ready.notify_one();
-        }
         true
     }
 
@@ -508,15 +602,21 @@ impl ClientQueue {
     /// tick it held (after an unsubscribe, so no tick of it follows the
     /// `unsubscribed` ack).
     pub fn forget_symbol(&self, symbol: &Symbol) {
-        let mut inner = self.inner.lock();
-        inner.slots.shift_remove(&(*symbol, TICKS));
-        inner.caps.remove(symbol);
+        self.forget((*symbol, TICKS));
     }
 
-    /// Drops the unsent conflated update of `symbol`'s `stream` (after an
-    /// unsubscribe from it).
+    /// Drops the unsent conflated update of `symbol`'s `stream` and its rate
+    /// cap with what it held (after an unsubscribe from it).
     pub fn forget_update(&self, symbol: &Symbol, stream: u8) {
-        self.inner.lock().slots.shift_remove(&(*symbol, stream));
+        self.forget((*symbol, stream));
+    }
+
+    fn forget(&self, key: SlotKey) {
+        let mut inner = self.inner.lock();
+        inner.slots.shift_remove(&key);
+        if !inner.caps.is_empty() {
+            inner.caps.remove(&key);
+        }
     }
 
     /// Takes everything queued, or `Err(reason)` once the queue is closed.
@@ -542,8 +642,11 @@ impl ClientQueue {
         if inner.caps.next_due().is_some() {
             let now = Instant::now();
             let released = inner.caps.take_due(now, &mut conflated);
-            if released > 0 {
-                self.stats.deliveries.fetch_add(released as u64, Relaxed);
+            if released.all > 0 {
+                // Deliveries count ticks; candle updates are counted apart.
+                self.stats
+                    .deliveries
+                    .fetch_add(released.ticks as u64, Relaxed);
                 queued_at.get_or_insert(now);
             }
         }
@@ -940,6 +1043,87 @@ mod tests {
         let batch = q.take_batch(VecDeque::new()).unwrap();
         assert_eq!(texts(&batch), ["a3", "b2"]);
         assert_eq!(q.stats.capped_skipped.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_candle_stream_holds_its_closed_candle_until_due_and_ticks_flow() {
+        let q = queue(1024);
+        let a = sym("A");
+        let f = |s: &'static str| Bytes::from_static(s.as_bytes());
+        q.set_update_cap(a, 1, Some(Duration::from_millis(500)));
+        assert_eq!(q.push_update(a, 1, &f("open1")), PushOutcome::Queued);
+        assert_eq!(
+            q.push_update(a, 1, &f("open1b")),
+            PushOutcome::Held { replaced: false }
+        );
+        // The closed candle supersedes the held open state of it.
+        assert_eq!(
+            q.push_update_final(a, 1, &f("closed1")),
+            PushOutcome::Held { replaced: true }
+        );
+        assert_eq!(
+            q.push_update(a, 1, &f("open2")),
+            PushOutcome::Held { replaced: false }
+        );
+        // The symbol's ticks and its other intervals are not capped.
+        assert_eq!(q.push_tick(a, &f("tick")), PushOutcome::Queued);
+        assert_eq!(q.push_update(a, 2, &f("minute")), PushOutcome::Queued);
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(texts(&batch), ["open1", "tick", "minute"]);
+        let due = Instant::now() + Duration::from_millis(500);
+        assert_eq!(batch.next_due, Some(due));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let batch = q.take_batch(VecDeque::new()).unwrap();
+        assert_eq!(
+            texts(&batch),
+            ["closed1"],
+            "alone: the next waits behind it"
+        );
+        assert_eq!(batch.next_due, Some(due + Duration::from_millis(500)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["open2"]);
+        assert_eq!(q.stats.capped_skipped.load(Relaxed), 1);
+        assert_eq!(q.stats.deliveries.load(Relaxed), 0, "ticks only");
+    }
+
+    #[test]
+    fn a_closed_candle_is_never_conflated_and_removing_a_cap_sends_what_it_held() {
+        let q = queue(2);
+        let a = sym("A");
+        let f = |s: &'static str| Bytes::from_static(s.as_bytes());
+        q.push_tick(a, &f("t1"));
+        // Lagging: the open candle conflates, its closed state replaces it
+        // and is queued whole, the next candle conflates behind it.
+        assert!(matches!(
+            q.push_update(a, 1, &f("o1")),
+            PushOutcome::Conflated { .. }
+        ));
+        assert_eq!(q.push_update_final(a, 1, &f("c1")), PushOutcome::Queued);
+        q.push_update(a, 1, &f("o2"));
+        assert_eq!(
+            texts(&q.take_batch(VecDeque::new()).unwrap()),
+            ["t1", "c1", "o2"]
+        );
+
+        q.set_update_cap(a, 1, Some(Duration::from_secs(10)));
+        q.push_update(a, 1, &f("o3"));
+        q.push_update_final(a, 1, &f("c3"));
+        q.push_update(a, 1, &f("o4"));
+        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["o3"]);
+        q.set_update_cap(a, 1, None);
+        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["c3", "o4"]);
+        // Forgetting a stream drops its cap with what it held.
+        q.set_update_cap(a, 1, Some(Duration::from_secs(10)));
+        q.push_update(a, 1, &f("o5"));
+        q.push_update_final(a, 1, &f("c5"));
+        q.forget_update(&a, 1);
+        assert_eq!(q.queued_bytes(), 2, "o5 only, already queued");
+        assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["o5"]);
+        assert_eq!(
+            q.push_update(a, 1, &f("o6")),
+            PushOutcome::Queued,
+            "uncapped"
+        );
     }
 
     #[tokio::test]

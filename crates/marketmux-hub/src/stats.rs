@@ -19,8 +19,9 @@ pub struct HubStats {
     pub slow_closed: AtomicU64,
     /// Ticks not sent to a client that already had their `seq` (or a later one).
     pub stale_dropped: AtomicU64,
-    /// Ticks a rate-capped client never got: replaced, while held for its
-    /// cap's interval, by a newer tick of the same symbol.
+    /// Ticks (and open-candle updates) a rate-capped client never got:
+    /// replaced, while held for its cap's interval, by a newer update of the
+    /// same stream (or superseded by the candle's closed state).
     pub capped_skipped: AtomicU64,
     /// Compressed variants of tick frames made, for clients that negotiated
     /// compression: one per live tick per node (a replay's, per client).
@@ -52,7 +53,7 @@ pub struct HubSnapshot {
     pub stale_dropped: u64,
     /// New-epoch notices sent.
     pub stream_restarts: u64,
-    /// Ticks a rate cap replaced before they were sent.
+    /// Ticks and candle updates a rate cap replaced before they were sent.
     pub capped_skipped: u64,
     /// Compressed frames made.
     pub deflated_frames: u64,

@@ -366,10 +366,12 @@ pub struct LimitArgs {
     /// any (unset: any on `gateway`, loopback names only on `dev`).
     #[arg(long, env = "MARKETMUX_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
-    /// Subscriptions per socket.
+    /// Subscriptions per socket: a symbol's ticks, and each candle series
+    /// (symbol × interval), count one each.
     #[arg(long, env = "MARKETMUX_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
-    /// Subscriptions of all sockets of one client address together (0: no limit).
+    /// Subscriptions of all sockets of one client address together, candle
+    /// series included (0: no limit).
     #[arg(
         long,
         env = "MARKETMUX_MAX_SUBSCRIPTIONS_PER_IP",

@@ -13,10 +13,12 @@
 //!
 //! Each change is encoded once and queued to every subscriber of that
 //! interval in a conflation slot of its own ([`ClientQueue::push_update`]):
-//! a slow client gets the newest state of each candle. A candle that closes
-//! (a tick of a later interval, or the clock at its end plus the grace,
-//! [`CandleHub::close_due`]) is sent once more with `closed:true`, never
-//! conflated away (it replaces the unsent update of that candle).
+//! a slow client gets the newest state of each candle, a client with a rate
+//! cap on that interval at most one update per its interval. A candle that
+//! closes (a tick of a later interval, or the clock at its end plus the
+//! grace, [`CandleHub::close_due`]) is sent once more with `closed:true`,
+//! never conflated away nor skipped by a cap: it replaces the unsent update
+//! of that candle ([`ClientQueue::push_update_final`]).
 //!
 //! Bounds: ticks waiting for a read, [`MAX_PENDING`] per symbol (past it the
 //! read's result is refused and the symbol's subscribers get an error).
@@ -83,8 +85,7 @@ impl LiveSeries {
         let stream = stream_of(interval);
         for q in self.subscribers.values() {
             if closed {
-                q.forget_update(symbol, stream);
-                q.push_control(frame.clone());
+                q.push_update_final(*symbol, stream, &frame);
             } else {
                 q.push_update(*symbol, stream, &frame);
             }
@@ -291,8 +292,9 @@ impl CandleHub {
             .encode(),
         );
         let mut told = std::collections::HashSet::new();
-        for s in &live.series {
-            for q in s.subscribers.values() {
+        for interval in Interval::ALL {
+            for q in live.series[interval.index()].subscribers.values() {
+                q.forget_update(symbol, stream_of(interval));
                 if told.insert(q.id()) {
                     q.push_control(frame.clone());
                 }

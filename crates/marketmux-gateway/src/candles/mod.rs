@@ -4,7 +4,7 @@
 //! - [`live`]: [`CandleHub`], the node's copy of each followed symbol's
 //!   current candles, moved by the ticks the bus delivers and fanned out
 //!   once per change to every subscriber.
-//! - [`session`]: one socket's candle subscriptions.
+//! - [`session`]: one socket's candle subscriptions, their bounds and rate caps.
 //!
 //! Candles are built where `seq` is assigned (the bus); a node only follows
 //! them, so every node serves the same numbers.
@@ -14,4 +14,4 @@ pub mod rest;
 pub mod session;
 
 pub use live::CandleHub;
-pub use session::CandleSubscriptions;
+pub use session::{CandleRequest, CandleSubscriptions};

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use super::frame::{self, OpCode};
 use super::reader::{FrameReader, Message, ReadError};
 use crate::auth::Identity;
-use crate::candles::CandleSubscriptions;
-use crate::limits::LimitHit;
+use crate::candles::{CandleRequest, CandleSubscriptions};
+use crate::limits::{self, LimitHit};
 use crate::state::GatewayState;
 
 /// How long a closing socket waits for the client's close frame.
@@ -86,7 +86,7 @@ pub async fn serve<R, W>(
     let mut writer = tokio::spawn(write_loop(state.clone(), queue.clone(), wr));
     let mut session = Session {
         subscriptions: HashSet::new(),
-        candles: CandleSubscriptions::default(),
+        candles: CandleSubscriptions::new(peer),
         bucket: TokenBucket::new(state.config.max_messages_per_sec),
         strikes: 0,
         identity,
@@ -265,17 +265,7 @@ impl Session {
                 state.config.max_topics
             ));
         }
-        let per_ip = state.config.max_subscriptions_per_ip;
-        state
-            .subscriptions_per_ip
-            .reserve(self.peer, fresh.len(), per_ip)
-            .map_err(|held| {
-                state.stats.limits.hit(LimitHit::SubscriptionsPerIp);
-                format!(
-                    "subscribing to {} more symbols would exceed the limit of {per_ip} per client address ({held} in use over all its connections)",
-                    fresh.len()
-                )
-            })
+        limits::reserve_per_ip(state, self.peer, fresh.len(), "symbols")
     }
 
     /// Applies the per-socket rate limit.
@@ -318,6 +308,7 @@ impl Session {
             ClientRequest::Subscribe {
                 symbols,
                 candles,
+                options,
                 id,
                 ..
             } if !candles.is_empty() => {
@@ -326,8 +317,14 @@ impl Session {
                     return self.error(ErrorCode::Forbidden, &msg, id.as_deref());
                 }
                 let (state, queue) = (self.state.clone(), self.queue.clone());
+                let request = CandleRequest {
+                    symbols: &symbols,
+                    intervals: &candles,
+                    max_rate: options.max_rate,
+                    id: id.as_deref(),
+                };
                 self.candles
-                    .subscribe(&state, &queue, &symbols, &candles, id.as_deref())
+                    .subscribe(&state, &queue, &request, self.subscriptions.len())
                     .await
             }
             ClientRequest::Unsubscribe {
@@ -403,14 +400,9 @@ impl Session {
             .filter(|s| !self.subscriptions.contains(s) && seen.insert(**s))
             .copied()
             .collect();
-        let limit = self.state.config.max_subscriptions;
-        if self.subscriptions.len() + fresh.len() > limit {
-            let msg = format!(
-                "subscribing to {} more symbols would exceed the limit of {limit} per connection ({} in use)",
-                fresh.len(),
-                self.subscriptions.len()
-            );
-            self.state.stats.limits.hit(LimitHit::TooManySubscriptions);
+        // Tick subscriptions and candle series share the socket's bound.
+        let held = self.subscriptions.len() + self.candles.len();
+        if let Err(msg) = limits::check_per_socket(&self.state, held, fresh.len(), "symbols") {
             return self.error(ErrorCode::TooManySubscriptions, &msg, id);
         }
         if let Err(msg) = self.check_node_limits(&fresh) {

@@ -1,4 +1,5 @@
-//! A real gateway on 127.0.0.1:0 over the in-process bus, and a WebSocket client.
+//! A real gateway on 127.0.0.1:0 over the in-process bus (ticks and
+//! candles), and a WebSocket client.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -42,6 +43,9 @@ impl TestNode {
             h.publish_batch(ticks);
         }));
         let state = GatewayState::new(config, hub, bus.clone(), bus.clone(), vec![bus.clone()]);
+        // The bus builds candles; the node's live copy follows its ticks.
+        let candles = state.candles.clone();
+        bus.add_batch_handler(Arc::new(move |ticks: &[Tick]| candles.on_ticks(ticks)));
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
