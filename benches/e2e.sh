@@ -43,6 +43,8 @@ SLOW_FRACTION=${SLOW_FRACTION:-0.1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_DURATION=${IDLE_DURATION:-10}
 CONNECT_RATE=${CONNECT_RATE:-2000}
+# Extra load-test flags for every run, e.g. LOADTEST_ARGS="--wake-interval 200us".
+read -r -a LOADTEST_EXTRA <<<"${LOADTEST_ARGS:-}"
 # Runs per scenario and server (the table shows the median by p99): the machine is shared, figures are noisy.
 REPEAT=${REPEAT:-1}
 MM_PORT=${MM_PORT:-18090}
@@ -140,7 +142,7 @@ wait_port() {
 
 start_gateway() {  # port log: a gateway node on this run's Redis
   "${SERVER_PIN[@]}" "$MARKETMUX" gateway --listen "127.0.0.1:$1" --redis-url "redis://127.0.0.1:$BUS_PORT" \
-    --max-connections-per-ip 0 >>"$OUT/$2.log" 2>&1 &
+    --max-connections-per-ip 0 --max-subscriptions-per-ip 0 >>"$OUT/$2.log" 2>&1 &
   SERVER_PIDS+=("$!")
 }
 
@@ -149,7 +151,7 @@ start_server() {  # server: marketmux, nats, sockudo, marketmux-redis or sockudo
   case "$1" in
     marketmux)
       "${SERVER_PIN[@]}" "$MARKETMUX" dev --feed-rate 0 --listen "127.0.0.1:$MM_PORT" --data-dir "$OUT/data" \
-        --max-connections-per-ip 0 >>"$OUT/marketmux.log" 2>&1 &
+        --max-connections-per-ip 0 --max-subscriptions-per-ip 0 >>"$OUT/marketmux.log" 2>&1 &
       SERVER_PIDS=("$!")
       wait_port "$MM_PORT" ;;
     marketmux-redis)
@@ -244,7 +246,7 @@ run() {
   if "${LOAD_PIN[@]}" "$LOADTEST" --quiet --json --label "$label" --protocol "$proto" --url "$url" \
     --nats-addr "127.0.0.1:$NATS_PORT" --pusher-app-id "$SOCKUDO_APP_ID" --pusher-key "$SOCKUDO_KEY" \
     --pusher-secret "$SOCKUDO_SECRET" --server-pid "$pids" "${bus[@]}" --source-ips "$src" \
-    --connect-rate "$CONNECT_RATE" "$@" >"$report" 2>>"$OUT/load-test.log"; then
+    --connect-rate "$CONNECT_RATE" "${LOADTEST_EXTRA[@]}" "$@" >"$report" 2>>"$OUT/load-test.log"; then
     jq -c --arg pinning "$PINNING" '. + {pinning: $pinning}' "$report" >>"$RESULTS"
   else
     echo "{\"label\":\"$label\",\"scenario\":{\"protocol\":\"$proto\"},\"failed\":true}" >>"$RESULTS"
