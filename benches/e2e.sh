@@ -177,11 +177,14 @@ start_server() {  # server: marketmux, nats, sockudo, marketmux-redis or sockudo
 SOCKUDO_METRICS_PORT=$(jq -r .metrics.port benches/sockudo.json)
 
 # benches/sockudo.json with its own ports and the Redis adapter on this run's
-# Redis (no fallback to a local adapter when Redis cannot be reached).
+# Redis (no fallback to a local adapter when Redis cannot be reached). Sockudo
+# refuses to start clustered with its node-local cache ("clustered ...
+# idempotency require cache.driver=redis"), so its cache is on that Redis too.
 sockudo_redis_config() {  # port metrics-port
   jq --argjson port "$1" --argjson metrics "$2" --argjson redis "$BUS_PORT" '
     .port = $port | .metrics.port = $metrics
     | .database.redis = {host: "127.0.0.1", port: $redis}
+    | .cache = {driver: "redis", redis: {prefix: "sockudo_cache:", url_override: "redis://127.0.0.1:\($redis)"}}
     | .adapter = {driver: "redis", fallback_to_local: false,
                   redis: {prefix: "sockudo_adapter", redis_pub_options: {url: "redis://127.0.0.1:\($redis)"}}}' \
     benches/sockudo.json

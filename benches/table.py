@@ -133,8 +133,10 @@ SERVERS = [("marketmux", "MarketMux"), ("nats", "NATS"), ("pusher", "Sockudo")]
 
 def advantage(mine, peers, higher):
     """MarketMux's value against the better peer's, or None."""
+    if higher is None:
+        return None
     peers = [p for p in peers if p is not None and p > 0]
-    if higher is None or mine is None or mine <= 0 or not peers:
+    if mine is None or mine <= 0 or not peers:
         return None
     if higher:
         return mine / max(peers)
