@@ -2,7 +2,8 @@
 """Turns benches/e2e.sh results (one load-test JSON report per line) into a
 Markdown table: MarketMux, NATS and Sockudo side by side, with MarketMux's
 advantage over the better of the two peers on each metric (>1 means MarketMux
-is better, whatever the direction of the metric)."""
+is better, whatever the direction of the metric). Rows of the production
+shape (labels ending in -redis: two nodes over one Redis) add Redis's CPU."""
 import json
 import sys
 
@@ -52,6 +53,22 @@ def gen(r):
     return (r.get("generator") or {}).get("cpu_cores")
 
 
+def bus(r, key):
+    return (r.get("bus") or {}).get(key)
+
+
+def with_bus(r):
+    """Nodes and Redis together, µs of CPU per delivery."""
+    mine, theirs = cpu(r), bus(r, "cpu_us_per_delivery")
+    return None if mine is None or theirs is None else mine + theirs
+
+
+def nodes(r):
+    """Each node's cores busy, as `a + b`."""
+    shares = (r.get("server") or {}).get("nodes") or []
+    return " + ".join(f"{n['cpu_cores']:.2f}" for n in shares) or None
+
+
 def fmt(v, digits=2):
     if v is None:
         return "–"
@@ -82,6 +99,20 @@ METRICS = {
         ("server cores busy", lambda r: (r.get("server") or {}).get("cpu_cores"), False),
         ("load generator cores busy", gen, None),
     ],
+    "cluster": [
+        ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
+        ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
+        ("ticks/s published", lambda r: r["publish"]["achieved_rate"], True),
+        ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
+        ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
+        ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
+        ("nodes' CPU µs/delivery (both)", cpu, False),
+        ("nodes' cores busy (A + B)", nodes, None),
+        ("Redis cores busy", lambda r: bus(r, "cpu_cores"), False),
+        ("Redis CPU µs/published tick", lambda r: bus(r, "cpu_us_per_tick"), False),
+        ("nodes + Redis CPU µs/delivery", with_bus, False),
+        ("load generator cores busy", gen, None),
+    ],
     "slow": [
         ("fast clients' p99 ms", lambda r: r["latency"]["p99_ms"], False),
         ("fast clients delivered %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
@@ -102,16 +133,27 @@ SERVERS = [("marketmux", "MarketMux"), ("nats", "NATS"), ("pusher", "Sockudo")]
 
 def advantage(mine, peers, higher):
     """MarketMux's value against the better peer's, or None."""
+    if higher is None:
+        return None
     peers = [p for p in peers if p is not None and p > 0]
-    if higher is None or mine is None or mine <= 0 or not peers:
+    if mine is None or mine <= 0 or not peers:
         return None
     if higher:
         return mine / max(peers)
     return min(peers) / mine
 
 
+def kind_of(label):
+    if label.endswith("-redis"):
+        return "cluster"
+    return next(k for k in METRICS if label.startswith(k))
+
+
 def main():
     runs = load(sys.argv[1])
+    pinning = sorted({r["pinning"] for r in runs if r.get("pinning")})
+    for p in pinning:
+        print(f"Pinning: {p}.\n")
     labels = []
     for r in runs:
         base = r["label"].split("@")[0]
@@ -122,9 +164,9 @@ def main():
     print("|---|---|" + "---:|" * (len(SERVERS) + 1))
     market = {}
     for label in labels:
-        kind = next(k for k in METRICS if label.startswith(k))
+        kind = kind_of(label)
         picked = [pick(runs, label, proto) for proto, _ in SERVERS]
-        if label.startswith("market"):
+        if kind == "market":
             market[label] = [run for run, _ in picked]
         name = label
         first = next((run for run, _ in picked if run), None)
@@ -133,6 +175,8 @@ def main():
             name = f"{label} ({s['clients']} clients, {s['symbols']}×{s['subs_per_client']}"
             if label.startswith("market") and s.get("publish_interval_ms"):
                 name += f", a batch every {s['publish_interval_ms']:g} ms"
+            if kind == "cluster":
+                name += f", {len(s.get('urls') or [1])} nodes on one Redis"
             name += ")"
         for title, f, higher in METRICS[kind]:
             vals = [f(run) if run else None for run, _ in picked]

@@ -114,8 +114,15 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
     /// The server's PID: report its CPU seconds and memory over the run.
+    /// Several (repeated or comma-separated), the nodes of a cluster: their
+    /// CPU and memory are added up, and each node's CPU is listed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// The PID of the bus the nodes share (Redis): its CPU over the same
+    /// window, reported apart from the nodes', per published tick and per
+    /// delivery.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub bus_pid: Option<u32>,
     /// Source addresses to bind clients to, round-robin (more than ~28k sockets).
     #[arg(long, value_delimiter = ',')]
     pub source_ips: Vec<IpAddr>,
@@ -126,6 +133,12 @@ pub struct Cli {
     /// (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Each client thread wakes at most this often and then reads every
+    /// socket with data (`200us`, `1ms`; 0: wake for every message, as a
+    /// thread blocked in epoll does). Fewer wake-ups cost this process and,
+    /// on loopback, the server less; latency grows by up to the interval.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub wake_interval: Duration,
     /// Seed of the Zipf draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -172,12 +185,17 @@ pub struct Config {
     pub pusher: Credentials,
     /// Events per `batch_events` request.
     pub pusher_batch: usize,
-    pub server_pid: Option<u32>,
+    /// The server's processes (`--server-pid`): empty, one, or a cluster's nodes.
+    pub server_pids: Vec<u32>,
+    /// The shared bus's process (`--bus-pid`).
+    pub bus_pid: Option<u32>,
     pub source_ips: Vec<IpAddr>,
     pub allow_remote: bool,
     pub seed: u64,
     pub progress: bool,
     pub client_threads: usize,
+    /// How often a client thread wakes (`--wake-interval`); None: per message.
+    pub wake_interval: Option<Duration>,
 }
 
 impl Cli {
@@ -300,7 +318,8 @@ impl Cli {
                 secret: self.pusher_secret,
             },
             pusher_batch: self.pusher_batch,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid,
+            bus_pid: self.bus_pid,
             source_ips: self.source_ips,
             allow_remote: self.allow_remote,
             seed: self.seed,
@@ -309,6 +328,7 @@ impl Cli {
                 .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
                 .unwrap_or(1),
             progress: !self.quiet,
+            wake_interval: (!self.wake_interval.is_zero()).then_some(self.wake_interval),
         })
     }
 }
@@ -319,10 +339,12 @@ fn valid_symbol(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '/'))
 }
 
-/// `30`, `30s`, `1.5s`, `500ms`, `2m`.
+/// `30`, `30s`, `1.5s`, `500ms`, `200us`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+    let (num, scale) = if let Some(n) = s.strip_suffix("us").or_else(|| s.strip_suffix("µs")) {
+        (n, 0.000_001)
+    } else if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
@@ -375,6 +397,26 @@ mod tests {
         assert!(!cfg(&["--reconnect", "--no-recovery"]).unwrap().recovery);
         assert!(cfg(&["--url", &format!("{a},http://x/ws")]).is_err());
         assert!(cfg(&["--reconnect-every", "0s"]).is_err());
+    }
+
+    #[test]
+    fn a_cluster_of_server_pids_and_a_bus() {
+        let c = cfg(&[
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "12",
+            "--bus-pid",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.server_pids.as_slice(), c.bus_pid),
+            (&[10, 11, 12][..], Some(9))
+        );
+        let c = cfg(&[]).unwrap();
+        assert!(c.server_pids.is_empty() && c.bus_pid.is_none());
+        assert!(cfg(&["--server-pid", "x"]).is_err());
     }
 
     #[test]
@@ -435,6 +477,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("200us"), Ok(Duration::from_micros(200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
     }
 }

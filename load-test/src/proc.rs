@@ -1,5 +1,5 @@
 //! The process side: the file-descriptor limit of this process, and CPU time
-//! and memory of the server process (from `/proc`).
+//! and memory of the server processes and of the bus (from `/proc`).
 
 use std::time::Duration;
 
@@ -49,11 +49,31 @@ pub struct ProcSample {
     pub hwm_kib: u64,
 }
 
+impl ProcSample {
+    /// The processes of `samples` as one: CPU and memory added up (a
+    /// cluster's nodes; the sum of peaks is an upper bound of the peak sum).
+    pub fn sum(samples: &[ProcSample]) -> ProcSample {
+        samples
+            .iter()
+            .fold(ProcSample::default(), |a, s| ProcSample {
+                cpu: a.cpu + s.cpu,
+                rss_kib: a.rss_kib + s.rss_kib,
+                hwm_kib: a.hwm_kib + s.hwm_kib,
+            })
+    }
+}
+
+/// Samples every process of `pids`, in order.
+pub fn sample_each(pids: &[u32]) -> anyhow::Result<Vec<ProcSample>> {
+    pids.iter().map(|&pid| sample(pid)).collect()
+}
+
 /// Reads `/proc/PID/stat` and `/proc/PID/status`.
 pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     use anyhow::Context as _;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat: is --server-pid right?"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| {
+        format!("cannot read /proc/{pid}/stat: are --server-pid and --bus-pid right?")
+    })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let ticks = parse_cpu_ticks(&stat).context("unexpected /proc/PID/stat format")?;
@@ -111,5 +131,30 @@ mod tests {
     fn samples_this_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+        let both = sample_each(&[std::process::id(), std::process::id()]).unwrap();
+        assert_eq!(both.len(), 2);
+        let sum = ProcSample::sum(&both);
+        assert!(sum.rss_kib >= 2 * s.rss_kib.min(both[0].rss_kib));
+        assert!(sample_each(&[u32::MAX]).is_err(), "no such process");
+    }
+
+    #[test]
+    fn sums_processes() {
+        let a = ProcSample {
+            cpu: Duration::from_millis(300),
+            rss_kib: 10,
+            hwm_kib: 12,
+        };
+        let b = ProcSample {
+            cpu: Duration::from_millis(200),
+            rss_kib: 5,
+            hwm_kib: 6,
+        };
+        let s = ProcSample::sum(&[a, b]);
+        assert_eq!(
+            (s.cpu, s.rss_kib, s.hwm_kib),
+            (Duration::from_millis(500), 15, 18)
+        );
+        assert_eq!(ProcSample::sum(&[]), ProcSample::default());
     }
 }

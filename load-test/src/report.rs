@@ -22,7 +22,10 @@ pub struct Report {
     /// The same latency per window of time from the clients' start (the
     /// first window includes connecting).
     pub latency_windows: Vec<Percentiles>,
+    /// The server's figures (`--server-pid`); a cluster's nodes added up.
     pub server: Option<Server>,
+    /// The shared bus's CPU (`--bus-pid`).
+    pub bus: Option<Bus>,
     /// This process's own CPU over the same window (it shares the cores with the server).
     pub generator: Generator,
     /// Sockets the server closed (or that broke) after setup.
@@ -60,6 +63,10 @@ pub struct Scenario {
     /// Time between publish batches, ms: a batch holds rate × interval ticks.
     pub publish_interval_ms: f64,
     pub duration_s: f64,
+    /// Threads the clients ran on.
+    pub client_threads: usize,
+    /// `--wake-interval` in µs; None: each thread woke per message.
+    pub wake_interval_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,7 +171,10 @@ pub struct Generator {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
+    /// The first server process.
     pub pid: u32,
+    /// Each node's CPU when several were given (empty for one).
+    pub nodes: Vec<NodeCpu>,
     /// utime + stime over the measuring window.
     pub cpu_s: f64,
     /// Server CPU over received deliveries, µs.
@@ -182,6 +192,27 @@ pub struct Server {
     pub rss_per_connection_bytes: Option<f64>,
 }
 
+/// One node's CPU over the window, in a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCpu {
+    pub pid: u32,
+    pub cpu_s: f64,
+    pub cpu_cores: f64,
+}
+
+/// The bus the nodes share (Redis), over the same window as the servers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bus {
+    pub pid: u32,
+    /// utime + stime over the window.
+    pub cpu_s: f64,
+    pub cpu_cores: f64,
+    /// CPU over published ticks, µs: what one tick costs the bus, whatever its fan-out.
+    pub cpu_us_per_tick: Option<f64>,
+    /// CPU over received deliveries, µs (to add to the servers' figure).
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.scenario;
@@ -196,6 +227,13 @@ impl fmt::Display for Report {
             "scenario     {:?} {} | {} clients ({} slow), {} symbols x {} subs, {} ticks/s in batches every {} ms for {:.1}s",
             s.protocol, s.urls.join(","), s.clients, s.slow_clients, s.symbols, s.subs_per_client, s.publish_rate, s.publish_interval_ms, s.duration_s
         )?;
+        if let Some(us) = s.wake_interval_us {
+            writeln!(
+                f,
+                "clients      {} threads, each waking at most every {us:.0} µs",
+                s.client_threads
+            )?;
+        }
         if s.max_rate.is_some() || s.compression {
             writeln!(
                 f,
@@ -312,6 +350,28 @@ impl fmt::Display for Report {
             }
             if let Some(b) = sv.rss_per_connection_bytes {
                 write!(f, ", {b:.0} B RSS/connection")?;
+            }
+            writeln!(f)?;
+            if !sv.nodes.is_empty() {
+                let shares: Vec<String> = sv
+                    .nodes
+                    .iter()
+                    .map(|n| format!("pid {} {:.2} cores", n.pid, n.cpu_cores))
+                    .collect();
+                writeln!(f, "  nodes      {}", shares.join(", "))?;
+            }
+        }
+        if let Some(b) = &self.bus {
+            write!(
+                f,
+                "bus          pid {}: {:.2} CPU s ({:.2} cores)",
+                b.pid, b.cpu_s, b.cpu_cores
+            )?;
+            if let Some(us) = b.cpu_us_per_tick {
+                write!(f, ", {us:.2} µs CPU/published tick")?;
+            }
+            if let Some(us) = b.cpu_us_per_delivery {
+                write!(f, ", {us:.3} µs CPU/delivery")?;
             }
             writeln!(f)?;
         }

@@ -18,7 +18,8 @@ use crate::pool::ClientPool;
 use crate::proc::{self, ProcSample};
 use crate::publisher::{self, Job, PublisherThread, SinkSpec};
 use crate::report::{
-    Candles, Connections, Deliveries, Generator, Publish, Recovery, Report, Scenario, Server,
+    Bus, Candles, Connections, Deliveries, Generator, NodeCpu, Publish, Recovery, Report, Scenario,
+    Server,
 };
 use crate::rfc3339::now_ns;
 use crate::stats::Percentiles;
@@ -75,11 +76,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     } else {
         None
     };
-    let sampler = cfg.server_pid.map(|pid| Sampler::start(pid, stop.clone()));
-    let before = match cfg.server_pid {
-        Some(pid) => Some(proc::sample(pid)?),
-        None => None,
-    };
+    let servers = &cfg.server_pids;
+    let sampler = (!servers.is_empty()).then(|| Sampler::start(servers.clone(), stop.clone()));
+    let before = sample_servers(servers)?;
 
     // Connect phase.
     let bar = progress(
@@ -88,7 +87,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         "{spinner} connecting {pos}/{len} [{elapsed}] {msg}",
     );
     let connect_start = Instant::now();
-    let mut pool = ClientPool::new(cfg.client_threads)?;
+    let mut pool = ClientPool::new(cfg.client_threads, cfg.wake_interval)?;
+    let pool_threads = pool.threads();
     let mut tasks = JoinSet::new();
     for (i, p) in plans.into_iter().enumerate() {
         let due = connect_start + Duration::from_secs_f64(i as f64 / cfg.connect_rate);
@@ -122,10 +122,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         stop.cancel();
         anyhow::bail!("no client could subscribe at {}: {why}", cfg.url);
     }
-    let connected = match cfg.server_pid {
-        Some(pid) => Some(proc::sample(pid)?),
-        None => None,
-    };
+    let connected = sample_servers(servers)?;
+    let bus_start = cfg.bus_pid.map(proc::sample).transpose()?;
 
     // Publish (or hold) phase.
     let window_start = Instant::now();
@@ -199,10 +197,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         last_progress.0.duration_since(window_start)
     };
     let own_end = proc::sample(std::process::id()).ok();
-    let after = match cfg.server_pid {
-        Some(pid) => Some(proc::sample(pid)?),
-        None => None,
-    };
+    let after = sample_servers(servers)?;
+    let bus_end = cfg.bus_pid.map(proc::sample).transpose()?;
     bar.finish_and_clear();
     stop.cancel();
     let _ = ticker.await;
@@ -227,16 +223,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         .lock()
         .map(|h| Percentiles::of(&h))
         .unwrap_or_default();
-    let server = match (cfg.server_pid, before, connected, after) {
-        (Some(pid), Some(b), Some(m), Some(a)) => Some(server_figures(
-            pid,
-            b,
-            m,
-            a,
+    let server = match (before, connected, after) {
+        (Some(b), Some(m), Some(a)) => Some(server_figures(
+            servers,
+            &b,
+            &m,
+            &a,
             peak,
             received,
             window,
             c.subscribed.load(Relaxed),
+        )),
+        _ => None,
+    };
+    let bus = match (cfg.bus_pid, bus_start, bus_end) {
+        (Some(pid), Some(a), Some(b)) => Some(bus_figures(
+            pid,
+            b.cpu.saturating_sub(a.cpu),
+            published.ticks,
+            received,
+            window,
         )),
         _ => None,
     };
@@ -286,6 +292,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             publish_rate: cfg.publish_rate,
             publish_interval_ms: cfg.publish_interval.as_secs_f64() * 1e3,
             duration_s: cfg.duration.as_secs_f64(),
+            client_threads: pool_threads,
+            wake_interval_us: cfg.wake_interval.map(|d| d.as_secs_f64() * 1e6),
         },
         connections: Connections {
             opened: c.connected.load(Relaxed),
@@ -326,6 +334,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         latency_window_s: ctx.latencies.window().as_secs_f64(),
         latency_windows: ctx.latencies.per_window(),
         server,
+        bus,
         generator,
         closed_by_server: c.closed_by_server.load(Relaxed),
         reconnects: c.reconnects.load(Relaxed),
@@ -350,23 +359,52 @@ fn accounted(ctx: &Context) -> u64 {
     c.received.load(Relaxed) + c.seq_gaps.load(Relaxed) + c.seam_gaps.load(Relaxed)
 }
 
+/// Samples every server process, or None without any.
+fn sample_servers(pids: &[u32]) -> anyhow::Result<Option<Vec<ProcSample>>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    proc::sample_each(pids).map(Some)
+}
+
+/// The servers' figures over the window: CPU from `connected` to `after`,
+/// memory from `before` to `connected`, the nodes added up.
 #[allow(clippy::too_many_arguments)]
 fn server_figures(
-    pid: u32,
-    before: ProcSample,
-    connected: ProcSample,
-    after: ProcSample,
+    pids: &[u32],
+    before: &[ProcSample],
+    connected: &[ProcSample],
+    after: &[ProcSample],
     peak: u64,
     received: u64,
     window: Duration,
     subscribed: u64,
 ) -> Server {
+    let secs = window.as_secs_f64().max(1e-9);
+    let nodes: Vec<NodeCpu> = pids
+        .iter()
+        .zip(connected.iter().zip(after))
+        .map(|(&pid, (m, a))| {
+            let cpu_s = a.cpu.saturating_sub(m.cpu).as_secs_f64();
+            NodeCpu {
+                pid,
+                cpu_s,
+                cpu_cores: cpu_s / secs,
+            }
+        })
+        .collect();
+    let (before, connected, after) = (
+        ProcSample::sum(before),
+        ProcSample::sum(connected),
+        ProcSample::sum(after),
+    );
     let cpu = after.cpu.saturating_sub(connected.cpu).as_secs_f64();
     Server {
-        pid,
+        pid: pids.first().copied().unwrap_or_default(),
+        nodes: if pids.len() > 1 { nodes } else { Vec::new() },
         cpu_s: cpu,
         cpu_us_per_delivery: (received > 0).then(|| cpu * 1e6 / received as f64),
-        cpu_cores: cpu / window.as_secs_f64().max(1e-9),
+        cpu_cores: cpu / secs,
         rss_before_kib: before.rss_kib,
         rss_connected_kib: connected.rss_kib,
         rss_peak_kib: peak.max(connected.rss_kib).max(after.rss_kib),
@@ -377,18 +415,30 @@ fn server_figures(
     }
 }
 
-/// Samples the server's RSS until `stop`; returns the peak in KiB.
+/// The bus's CPU over the window, per published tick and per delivery.
+fn bus_figures(pid: u32, cpu: Duration, ticks: u64, received: u64, window: Duration) -> Bus {
+    let cpu_s = cpu.as_secs_f64();
+    Bus {
+        pid,
+        cpu_s,
+        cpu_cores: cpu_s / window.as_secs_f64().max(1e-9),
+        cpu_us_per_tick: (ticks > 0).then(|| cpu_s * 1e6 / ticks as f64),
+        cpu_us_per_delivery: (received > 0).then(|| cpu_s * 1e6 / received as f64),
+    }
+}
+
+/// Samples the servers' RSS (added up) until `stop`; returns the peak in KiB.
 struct Sampler {
     task: tokio::task::JoinHandle<u64>,
 }
 
 impl Sampler {
-    fn start(pid: u32, stop: CancellationToken) -> Self {
+    fn start(pids: Vec<u32>, stop: CancellationToken) -> Self {
         let task = tokio::spawn(async move {
             let mut peak = 0;
             while !stop.is_cancelled() {
-                if let Ok(s) = proc::sample(pid) {
-                    peak = peak.max(s.rss_kib);
+                if let Ok(s) = proc::sample_each(&pids) {
+                    peak = peak.max(ProcSample::sum(&s).rss_kib);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
@@ -526,6 +576,61 @@ mod tests {
             ingest_url(&u).unwrap().as_str(),
             "http://127.0.0.1:9000/api/v1/ticks"
         );
+    }
+
+    #[test]
+    fn cluster_figures_add_the_nodes_up_and_list_each() {
+        let at = |cpu_ms: u64, rss_kib: u64| ProcSample {
+            cpu: Duration::from_millis(cpu_ms),
+            rss_kib,
+            hwm_kib: rss_kib,
+        };
+        let s = server_figures(
+            &[7, 8],
+            &[at(0, 1000), at(0, 3000)],
+            &[at(100, 2000), at(200, 5000)],
+            &[at(600, 2100), at(1200, 5100)],
+            7500,
+            1000,
+            Duration::from_secs(2),
+            2,
+        );
+        assert_eq!(s.pid, 7);
+        assert!((s.cpu_s - 1.5).abs() < 1e-9, "{s:?}");
+        assert!((s.cpu_cores - 0.75).abs() < 1e-9);
+        assert!((s.cpu_us_per_delivery.unwrap() - 1500.0).abs() < 1e-6);
+        assert_eq!(s.rss_connected_kib, 7000);
+        assert_eq!(s.rss_peak_kib, 7500);
+        assert!((s.rss_per_connection_bytes.unwrap() - 3000.0 * 1024.0 / 2.0).abs() < 1e-6);
+        let shares: Vec<(u32, f64)> = s.nodes.iter().map(|n| (n.pid, n.cpu_s)).collect();
+        assert_eq!(shares.len(), 2);
+        assert_eq!((shares[0].0, shares[1].0), (7, 8));
+        assert!((shares[0].1 - 0.5).abs() < 1e-9 && (shares[1].1 - 1.0).abs() < 1e-9);
+        let one = server_figures(
+            &[7],
+            &[at(0, 1)],
+            &[at(0, 1)],
+            &[at(10, 1)],
+            1,
+            1,
+            Duration::from_secs(1),
+            1,
+        );
+        assert!(one.nodes.is_empty(), "a single server lists no nodes");
+        let b = bus_figures(
+            9,
+            Duration::from_millis(250),
+            500,
+            5000,
+            Duration::from_secs(1),
+        );
+        assert_eq!(b.pid, 9);
+        assert!((b.cpu_us_per_tick.unwrap() - 500.0).abs() < 1e-9);
+        assert!((b.cpu_us_per_delivery.unwrap() - 50.0).abs() < 1e-9);
+        assert!((b.cpu_cores - 0.25).abs() < 1e-9);
+        assert!(bus_figures(9, Duration::ZERO, 0, 0, Duration::ZERO)
+            .cpu_us_per_tick
+            .is_none());
     }
 
     #[test]
