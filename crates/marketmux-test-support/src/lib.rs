@@ -9,6 +9,8 @@
 //!   its shape checked, for tests that scrape `/metrics`.
 //! - [`redis`]: [`OwnRedis`], [`OwnRedisCluster`]: `redis-server`s of a
 //!   test's own; [`free_port`].
+//! - [`socket`]: [`FakeSocket`], a client socket for the hub's direct
+//!   writes that takes a set number of bytes, then would block.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,8 +19,10 @@
 pub mod exposition;
 pub mod poll;
 pub mod redis;
+pub mod socket;
 pub mod tick;
 
 pub use poll::{eventually, wait_for, wait_for_value};
 pub use redis::{free_port, OwnRedis, OwnRedisCluster};
+pub use socket::FakeSocket;
 pub use tick::{tick, tick_at};
