@@ -121,10 +121,7 @@ pub async fn serve(
     );
     state
         .registry
-        .drain(
-            CloseCause::Restart,
-            state.config.drain_period,
-        )
+        .drain(CloseCause::Restart, state.config.drain_period)
         .await;
     // Every socket was told to close: wait for their tasks, a short grace at most.
     state.sockets.close();
