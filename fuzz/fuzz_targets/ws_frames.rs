@@ -4,7 +4,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use marketmux_gateway::ws::frame;
+use marketmux_gateway::ws::{close, frame};
+use marketmux_hub::CloseCause;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
@@ -13,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(f)) => assert!(f.payload.len() <= 4096),
             Ok(None) => break,
             Err(e) => {
-                assert!(matches!(e.code, 1002 | 1007 | 1009));
+                let code = close::code(&CloseCause::Protocol(e));
+                assert!(matches!(code, 1002 | 1007 | 1009));
                 break;
             }
         }

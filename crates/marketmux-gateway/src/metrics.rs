@@ -17,14 +17,15 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::header;
-use marketmux_hub::CloseReason;
+use marketmux_hub::CloseCause;
 use marketmux_metrics::{
     append_global, component_up, counter, gauge, LabelledCounters, PROMETHEUS_TEXT,
 };
 
 use crate::state::GatewayState;
 
-/// Why sockets closed, counted by a small fixed set of reasons.
+/// Why sockets closed, counted by a small fixed set of reasons, each a group
+/// of [`CloseCause`]s.
 #[derive(Debug)]
 pub struct CloseCounters(LabelledCounters<7>);
 
@@ -54,16 +55,22 @@ impl Default for CloseCounters {
 }
 
 impl CloseCounters {
-    /// Counts one closed socket by the reason it was closed with.
-    pub fn record(&self, reason: Option<&CloseReason>) {
-        let closed = match reason.map(|r| (r.code, r.reason.as_str())) {
-            None | Some((1000, _)) => Closed::Normal,
-            Some((1001, _)) => Closed::Idle,
-            Some((1002 | 1007 | 1009, _)) => Closed::Protocol,
-            Some((1008, r)) if r.starts_with("slow consumer") => Closed::SlowConsumer,
-            Some((1008, _)) => Closed::Policy,
-            Some((1012, _)) => Closed::Drain,
-            Some(_) => Closed::Lost,
+    /// Counts one closed socket by the cause it was closed for (None: it
+    /// was not closed by anyone, which counts as normal).
+    pub fn record(&self, cause: Option<&CloseCause>) {
+        let closed = match cause {
+            // The client ended the session, whatever code it closed with.
+            None | Some(CloseCause::Normal | CloseCause::ClientClosed { .. }) => Closed::Normal,
+            Some(CloseCause::IdleTimeout) => Closed::Idle,
+            Some(CloseCause::Protocol(_)) => Closed::Protocol,
+            Some(CloseCause::SlowConsumer { .. } | CloseCause::ControlBacklog) => {
+                Closed::SlowConsumer
+            }
+            Some(CloseCause::TokenExpired | CloseCause::RateLimited) => Closed::Policy,
+            Some(CloseCause::Restart) => Closed::Drain,
+            Some(
+                CloseCause::ConnectionLost | CloseCause::CloseTimedOut | CloseCause::WriteFailed,
+            ) => Closed::Lost,
         };
         self.0.add(closed as usize);
     }
@@ -325,17 +332,22 @@ mod tests {
     #[test]
     fn close_reasons_are_classified() {
         let c = CloseCounters::default();
-        c.record(Some(&CloseReason::slow_consumer(Duration::from_secs(1))));
-        c.record(Some(&CloseReason::new(1008, "rate limit exceeded")));
-        c.record(Some(&CloseReason::new(1012, "service restart")));
+        c.record(Some(&CloseCause::SlowConsumer {
+            max_lag: Duration::from_secs(1),
+        }));
+        c.record(Some(&CloseCause::ControlBacklog));
+        c.record(Some(&CloseCause::RateLimited));
+        c.record(Some(&CloseCause::Restart));
+        c.record(Some(&CloseCause::ClientClosed { code: 1001 }));
         c.record(None);
         let mut out = String::new();
         c.render(&mut out);
         for line in [
-            "reason=\"slow_consumer\"} 1",
+            "reason=\"slow_consumer\"} 2",
             "reason=\"policy\"} 1",
             "reason=\"drain\"} 1",
-            "reason=\"normal\"} 1",
+            "reason=\"normal\"} 2",
+            "reason=\"idle\"} 0",
         ] {
             assert!(out.contains(line), "{line}\n{out}");
         }

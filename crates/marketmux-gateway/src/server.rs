@@ -15,7 +15,7 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use marketmux_hub::CloseReason;
+use marketmux_hub::CloseCause;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
@@ -122,10 +122,7 @@ pub async fn serve(
     );
     state
         .registry
-        .drain(
-            CloseReason::new(1012, "service restart"),
-            state.config.drain_period,
-        )
+        .drain(CloseCause::Restart, state.config.drain_period)
         .await;
     // Every socket was told to close: wait for their tasks, a short grace at most.
     state.sockets.close();

@@ -405,19 +405,19 @@ async fn a_new_epoch_is_announced_and_a_seq_is_never_sent_twice() {
     // A tick delivered again (a bus redelivery) is not sent twice.
     let hub = &node.state.hub;
     let at = |epoch, seq| Position { epoch, seq };
-    hub.publish(&tick("AAPL", 2.0).sequenced(at(epoch, 2)));
-    hub.publish(&tick("AAPL", 1.0).sequenced(at(epoch, 1)));
+    hub.publish_batch(&[tick("AAPL", 2.0).sequenced(at(epoch, 2))]);
+    hub.publish_batch(&[tick("AAPL", 1.0).sequenced(at(epoch, 1))]);
     quiet(&mut ws).await;
 
     let restarted = Epoch::from_raw(epoch.raw() ^ 1);
-    hub.publish(&tick("AAPL", 9.0).sequenced(at(restarted, 1)));
+    hub.publish_batch(&[tick("AAPL", 9.0).sequenced(at(restarted, 1))]);
     assert_eq!(
         recv(&mut ws).await,
         json!({"type":"subscribed","symbols":["AAPL"],
                "streams":{"AAPL":{"epoch":restarted.to_string(),"seq":1,"recovered":false}}})
     );
     assert_eq!(ticks(&mut ws, 1).await, [(1, 9.0)]);
-    hub.publish(&tick("AAPL", 10.0).sequenced(at(restarted, 2)));
+    hub.publish_batch(&[tick("AAPL", 10.0).sequenced(at(restarted, 2))]);
     assert_eq!(ticks(&mut ws, 1).await, [(2, 10.0)]);
     let stats = hub.stats().snapshot();
     assert_eq!((stats.stale_dropped, stats.stream_restarts), (2, 1));

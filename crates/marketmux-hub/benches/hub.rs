@@ -1,13 +1,15 @@
-//! Hub hot path: one tick fanned out to N subscribers, churn, encoding, and
+//! Hub hot path: a batch of ticks fanned out to N subscribers and written to
+//! their sockets (`publish_batch`, what the bus calls), churn, encoding, and
 //! a recovering client's replay of 1,000 ticks against the same 1,000 live.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use marketmux_core::{encode_tick, Epoch, Position, Symbol, Tick, Timestamp};
 use marketmux_hub::{HubConfig, QueueLimits, StreamStart, SymbolHub};
+use marketmux_test_support::FakeSocket;
 
 fn hub() -> SymbolHub {
     SymbolHub::new(
@@ -16,37 +18,72 @@ fn hub() -> SymbolHub {
     )
 }
 
+/// Symbols of the fan-out bench; each client follows [`FOLLOWED`] of them.
+const SYMBOLS: usize = 50;
+const FOLLOWED: usize = 5;
+
+/// `publish_batch` as the bus calls it, each client's frames written to its
+/// socket by the hub (a fake socket that takes everything: what is measured
+/// is the hub, not the kernel). Client `i` follows symbols `i + k * 10`
+/// (mod 50), so a batch of 50 ticks, one per symbol, gives every client 5
+/// frames in one write, and a batch of 1 reaches a tenth of the clients.
 fn fan_out(c: &mut Criterion) {
-    let mut group = c.benchmark_group("publish_one_tick");
-    for n in [1usize, 100, 10_000] {
+    let mut group = c.benchmark_group("publish_batch");
+    let symbols: Vec<Symbol> = (0..SYMBOLS)
+        .map(|i| Symbol::new(&format!("S{i}")).expect("a valid symbol"))
+        .collect();
+    let epoch = Epoch::from_raw(7);
+    for clients in [1usize, 100, 5_000] {
         let hub = hub();
-        let sym = Symbol::new("AAPL").unwrap();
-        let clients: Vec<_> = (0..n as u64)
+        let sockets: Vec<_> = (0..clients)
             .map(|id| {
-                let q = hub.new_client(id, QueueLimits::default());
-                hub.subscribe(sym, &q).expect("an unbounded hub");
-                q
+                let q = hub.new_client(id as u64, QueueLimits::default());
+                let socket = FakeSocket::sink();
+                q.attach_direct(socket.clone());
+                for k in 0..FOLLOWED {
+                    let sym = symbols[(id + k * (SYMBOLS / FOLLOWED)) % SYMBOLS];
+                    hub.subscribe(sym, &q).expect("an unbounded hub");
+                }
+                (q, socket)
             })
             .collect();
-        let epoch = Epoch::from_raw(7);
         let mut seq = 0u64;
-        let tick = Tick::new(sym, 150.25, Timestamp::now(), None).unwrap();
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            let mut i = 0u32;
-            b.iter(|| {
-                // Numbered as the bus numbers them: every subscriber checks the seq.
+        for ticks in [1usize, 50] {
+            let base: Vec<Tick> = symbols[..ticks]
+                .iter()
+                .map(|s| Tick::new(*s, 150.25, Timestamp::now(), Some(10.0)).expect("a tick"))
+                .collect();
+            // Numbered as the bus numbers them: every subscriber checks the seq.
+            let mut next = || {
                 seq += 1;
-                hub.publish(&tick.sequenced(Position { epoch, seq }));
-                i += 1;
-                // Drain like writers would, so queues stay under their bound.
-                if i & 63 == 0 {
-                    for q in &clients {
-                        let _ = q.take_batch(VecDeque::new());
-                    }
-                }
-            })
-        });
+                base.iter()
+                    .map(|t| t.sequenced(Position { epoch, seq }))
+                    .collect::<Vec<_>>()
+            };
+            // The first tick of each stream comes with a notice of its epoch,
+            // queued for the writer task: take it as the writer would.
+            hub.publish_batch(&next());
+            for (q, _) in &sockets {
+                let _ = q.take_batch(VecDeque::new());
+                let _ = q.take_batch(VecDeque::new());
+            }
+            let deliveries = hub.publish_batch(&next());
+            assert!(
+                sockets.iter().all(|(q, _)| q.queued_bytes() == 0),
+                "every batch went out in direct writes"
+            );
+            group.throughput(Throughput::Elements(deliveries as u64));
+            let id = BenchmarkId::new(format!("{ticks}_ticks"), clients);
+            group.bench_function(id, |b| {
+                b.iter_batched(
+                    &mut next,
+                    |batch| hub.publish_batch(&batch),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+        let written: usize = sockets.iter().map(|(_, s)| s.writes()).sum();
+        assert!(written > 0, "the hub wrote to the sockets");
     }
     group.finish();
 }
@@ -139,7 +176,7 @@ fn replay(c: &mut Criterion) {
             let q = hub.new_client(id, limits);
             hub.subscribe(sym, &q).expect("an unbounded hub");
             for t in &ticks {
-                hub.publish(t);
+                hub.publish_batch(std::slice::from_ref(t));
             }
             hub.unsubscribe(&sym, id);
             q.take_batch(VecDeque::new())

@@ -380,22 +380,13 @@ impl SymbolHub {
         true
     }
 
-    /// Fans `tick` out to its subscribers: encoded once, the same bytes to all.
-    /// Returns how many clients it was queued for (0 if nobody follows it here).
-    /// Call it as the bus hands the tick over: the call time is the tick's
-    /// arrival, from which the delivery latency is measured.
-    pub fn publish(&self, tick: &Tick) -> usize {
-        let mut wake = Vec::new();
-        let n = self.fan_out(tick, Instant::now(), &mut wake);
-        for q in wake {
-            q.wake();
-        }
-        n
-    }
-
-    /// Fans out a batch of ticks in order, then wakes each affected writer once,
-    /// so a client following several of them gets one write for the batch
-    /// rather than one per tick. Returns the number of deliveries.
+    /// Fans out a batch of ticks in order: each encoded once, the same bytes
+    /// to every subscriber. Then each affected client is written to or woken
+    /// once, so a client following several of them gets one write for the
+    /// batch rather than one per tick. Returns the number of deliveries (0
+    /// for a tick nobody follows here). Call it as the bus hands the ticks
+    /// over: the call time is their arrival, from which the delivery latency
+    /// is measured.
     ///
     /// Clients whose writer is idle get the batch in one direct socket write
     /// from this thread ([`crate::DirectSocket`]), the others' writers are woken.
@@ -758,9 +749,9 @@ mod tests {
         hub.subscribe(Symbol::new("AAPL").unwrap(), &a).unwrap();
         hub.subscribe(Symbol::new("AAPL").unwrap(), &b).unwrap();
         hub.subscribe(Symbol::new("MSFT").unwrap(), &b).unwrap();
-        assert_eq!(hub.publish(&tick("AAPL", 1.0)), 2);
-        assert_eq!(hub.publish(&tick("MSFT", 2.0)), 1);
-        assert_eq!(hub.publish(&tick("TSLA", 3.0)), 0);
+        assert_eq!(hub.publish_batch(&[tick("AAPL", 1.0)]), 2);
+        assert_eq!(hub.publish_batch(&[tick("MSFT", 2.0)]), 1);
+        assert_eq!(hub.publish_batch(&[tick("TSLA", 3.0)]), 0);
         assert_eq!(drain(&a).len(), 1);
         let got = drain(&b);
         assert_eq!(got[0]["symbol"], "AAPL");
@@ -784,7 +775,7 @@ mod tests {
         let mut got = Vec::new();
         let mut next_due = None;
         for seq in 1..=100u64 {
-            hub.publish(&numbered("AAPL", seq as f64, 7, seq));
+            hub.publish_batch(&[numbered("AAPL", seq as f64, 7, seq)]);
             let batch = capped.take_batch(VecDeque::new()).unwrap();
             // The first tick names the stream (a `subscribed` notice) first.
             got.extend(batch.frames.iter().chain(&batch.conflated).filter_map(|f| {
@@ -831,14 +822,14 @@ mod tests {
         hub.subscribe(aapl, &a).unwrap();
         assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(10))));
         for seq in 1..=3 {
-            hub.publish(&numbered("AAPL", 1.0, 7, seq));
+            hub.publish_batch(&[numbered("AAPL", 1.0, 7, seq)]);
         }
         let ticks = |q: &ClientQueue| -> Vec<u64> {
             drain(q).iter().filter_map(|v| v["seq"].as_u64()).collect()
         };
         assert_eq!(ticks(&a), [1], "seq 1 at once, 3 held");
         assert!(hub.set_rate(&aapl, &a, None));
-        hub.publish(&numbered("AAPL", 1.0, 7, 4));
+        hub.publish_batch(&[numbered("AAPL", 1.0, 7, 4)]);
         assert_eq!(ticks(&a), [3, 4]);
         let b = hub.new_client(2, QueueLimits::default());
         assert!(!hub.set_rate(&aapl, &b, None), "not subscribed");
@@ -852,8 +843,8 @@ mod tests {
         let aapl = Symbol::new("AAPL").unwrap();
         hub.subscribe_held(aapl, &a).unwrap();
         assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(1))));
-        hub.publish(&numbered("AAPL", 13.0, 7, 13));
-        hub.publish(&numbered("AAPL", 14.0, 7, 14));
+        hub.publish_batch(&[numbered("AAPL", 13.0, 7, 13)]);
+        hub.publish_batch(&[numbered("AAPL", 14.0, 7, 14)]);
         let head = Some(Position {
             epoch: marketmux_core::Epoch::from_raw(7),
             seq: 12,
@@ -872,8 +863,8 @@ mod tests {
         let aapl = Symbol::new("AAPL").unwrap();
         hub.subscribe_held(aapl, &a).unwrap();
         assert!(hub.set_rate(&aapl, &a, Some(Duration::from_secs(1))));
-        hub.publish(&numbered("AAPL", 9.0, 7, 9));
-        hub.publish(&numbered("AAPL", 10.0, 7, 10));
+        hub.publish_batch(&[numbered("AAPL", 9.0, 7, 9)]);
+        hub.publish_batch(&[numbered("AAPL", 10.0, 7, 10)]);
         let since = Position {
             epoch: marketmux_core::Epoch::from_raw(7),
             seq: 0,
@@ -939,14 +930,14 @@ mod tests {
         let b = hub.new_client(2, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
         hub.subscribe(aapl, &a).unwrap();
-        hub.publish(&tick("AAPL", 1.0));
-        hub.publish(&tick("AAPL", 2.0));
+        hub.publish_batch(&[tick("AAPL", 1.0)]);
+        hub.publish_batch(&[tick("AAPL", 2.0)]);
         let sub = hub.subscribe(aapl, &b).unwrap();
         assert!(sub.new && sub.latest.is_some_and(|t| t.price == 2.0));
         assert_eq!(drain(&b)[0]["price"], 2.0);
         assert!(hub.unsubscribe(&aapl, 2));
         assert!(!hub.unsubscribe(&aapl, 2));
-        hub.publish(&tick("AAPL", 3.0));
+        hub.publish_batch(&[tick("AAPL", 3.0)]);
         assert!(drain(&b).is_empty());
         assert_eq!(drain(&a).len(), 3);
     }
@@ -988,8 +979,8 @@ mod tests {
         let aapl = Symbol::new("AAPL").unwrap();
         hub.subscribe_held(aapl, &a).unwrap();
         // Live ticks 5 and 6 arrive while the store is read; 5 is in the replay too.
-        hub.publish(&numbered("AAPL", 5.0, 7, 5));
-        hub.publish(&numbered("AAPL", 6.0, 7, 6));
+        hub.publish_batch(&[numbered("AAPL", 5.0, 7, 5)]);
+        hub.publish_batch(&[numbered("AAPL", 6.0, 7, 6)]);
         assert!(drain(&a).is_empty(), "held until the start");
         let since = Position {
             epoch: marketmux_core::Epoch::from_raw(7),
@@ -1011,8 +1002,8 @@ mod tests {
                 replay_abandoned: false
             }
         );
-        hub.publish(&numbered("AAPL", 6.0, 7, 6));
-        hub.publish(&numbered("AAPL", 7.0, 7, 7));
+        hub.publish_batch(&[numbered("AAPL", 6.0, 7, 6)]);
+        hub.publish_batch(&[numbered("AAPL", 7.0, 7, 7)]);
         let seqs: Vec<u64> = drain(&a)
             .iter()
             .map(|v| v["seq"].as_u64().unwrap())
@@ -1028,7 +1019,7 @@ mod tests {
         hub.subscribe_held(aapl, &a).unwrap();
         let n = crate::subscription::MAX_HELD as u64 + 10;
         for seq in 1..=n {
-            hub.publish(&numbered("AAPL", 1.0, 7, seq));
+            hub.publish_batch(&[numbered("AAPL", 1.0, 7, seq)]);
         }
         assert!(hub.hold_overflowed(&aapl, 1));
         let since = Position {
@@ -1058,7 +1049,7 @@ mod tests {
         let a = hub.new_client(1, QueueLimits::default());
         let aapl = Symbol::new("AAPL").unwrap();
         hub.subscribe_held(aapl, &a).unwrap();
-        hub.publish(&numbered("AAPL", 4.0, 7, 4));
+        hub.publish_batch(&[numbered("AAPL", 4.0, 7, 4)]);
         // The store did not answer: no head was named in the reply.
         let started = hub.start(
             &aapl,
@@ -1105,7 +1096,7 @@ mod tests {
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
                             hub.subscribe(*sym, &q).unwrap();
                         }
-                        hub.publish(&tick(syms[i as usize % 16].as_str(), 1.0));
+                        hub.publish_batch(&[tick(syms[i as usize % 16].as_str(), 1.0)]);
                         for sym in &syms[(i as usize % 8)..(i as usize % 8) + 4] {
                             hub.unsubscribe(sym, q.id());
                         }

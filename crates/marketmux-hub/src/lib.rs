@@ -5,6 +5,10 @@
 //! - [`queue`]: [`ClientQueue`], one client's bounded outgoing queue. When full it
 //!   conflates (keeps only the newest tick per symbol) and closes a client that
 //!   stays behind past its bound. It never blocks the publisher.
+//! - `owner`: who may write to a client's socket (its writer task, the
+//!   hub's direct path, nobody once it closes), one state with its transitions.
+//! - [`close`]: [`CloseCause`], every way a client's session ends, typed;
+//!   the gateway maps each to its WebSocket close code and reason.
 //! - [`deflated`]: a tick's frame with its compressed variant, made once per
 //!   tick the first time a compressing subscriber needs it ([`FrameDeflater`]).
 //! - [`direct`]: [`DirectSocket`], how a batch reaches an idle client's socket
@@ -26,19 +30,22 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod close;
 pub mod deflated;
 pub mod direct;
 pub mod hub;
+mod owner;
 pub mod queue;
 pub mod rate;
 pub mod stats;
 pub mod subscription;
 
+pub use close::{CloseCause, ProtocolViolation};
 pub use deflated::FrameDeflater;
 pub use direct::DirectSocket;
 pub use hub::{
     ControlEncoder, HubConfig, Interest, InterestListener, Started, StreamStart, Subscribed,
     SymbolHub, TickEncoder, TopicLimit,
 };
-pub use queue::{Batch, ClientId, ClientQueue, CloseReason, PushOutcome, QueueLimits};
+pub use queue::{Batch, ClientId, ClientQueue, PushOutcome, QueueLimits};
 pub use stats::HubStats;

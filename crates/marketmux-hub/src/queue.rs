@@ -8,7 +8,7 @@
 //! - A client is *behind* when its oldest unsent frame (queued, or in the
 //!   write the writer is blocked on) reached the node more than
 //!   [`QueueLimits::max_lag`] ago, however little is queued: it is closed with
-//!   [`CloseReason::slow_consumer`] and what it had queued is freed. The check
+//!   [`CloseCause::SlowConsumer`] and what it had queued is freed. The check
 //!   runs on every push and, for a socket nothing is pushed to, as the
 //!   writer's deadline ([`ClientQueue::lag_deadline`]).
 //! - Control frames (acks, errors, pongs, alerts) are never conflated nor dropped;
@@ -27,9 +27,12 @@
 //! Per-symbol order holds: queued frames are written before conflated slots, and
 //! once a client is lagging every tick goes to the slots until the writer drains;
 //! a capped symbol's held tick is newer than any of its queued frames and goes last.
+//!
+//! Who writes the queued frames to the socket, the client's writer task or
+//! the hub's direct path ([`ClientQueue::flush_or_wake`]), and whether the
+//! client is closing, is one state (`owner::SocketOwner`).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +45,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::direct::{prefetch, DirectSocket};
+use crate::close::CloseCause;
+use crate::direct::{prefetch, write_front, DirectSocket};
+use crate::owner::{SocketOwner, WriterTurn};
 use crate::rate::{Offer, RateCaps, Update};
 use crate::stats::HubStats;
-
-/// Most frames one direct write carries (the rest go to the writer task).
-const DIRECT_MAX_FRAMES: usize = 32;
 
 /// Identifies a client within one node.
 pub type ClientId = u64;
@@ -78,39 +80,6 @@ impl Default for QueueLimits {
             max_bytes: 256 * 1024,
             max_lag: Duration::from_secs(5),
             max_control_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// Why the server closes a client, as a WebSocket close code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// The WebSocket close code.
-    pub code: u16,
-    /// The close reason, for people.
-    pub reason: String,
-}
-
-impl CloseReason {
-    /// 1008: the client's oldest unsent frame is older than its bound.
-    pub fn slow_consumer(lag: Duration) -> Self {
-        Self {
-            code: 1008,
-            reason: format!("slow consumer: behind by more than {}s", lag.as_secs_f32()),
-        }
-    }
-    /// 1008: unsent control replies piled up past their bound.
-    pub fn control_backlog() -> Self {
-        Self {
-            code: 1008,
-            reason: "slow consumer: too many unread replies".into(),
-        }
-    }
-    /// Any other code and reason.
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
         }
     }
 }
@@ -179,14 +148,11 @@ struct Inner {
     /// Arrival of the oldest frame of the batch the writer took last: until
     /// it takes the next one, that batch may still be unwritten.
     writing_since: Option<Instant>,
-    /// Set by [`ClientQueue::close_after_pending`]: no more pushes, the writer
-    /// drains what is queued, then sees the close.
-    closing: Option<CloseReason>,
-    closed: Option<CloseReason>,
-    /// The writer task found the queue empty and waits: nothing is being
-    /// written, so [`ClientQueue::flush_or_wake`] may write directly.
-    writer_idle: bool,
-    /// The socket, for direct writes; dropped when the queue closes.
+    /// Who may write to the socket (the writer task, the hub's direct path),
+    /// and whether the client is closing or closed.
+    owner: SocketOwner,
+    /// The socket, for direct writes; dropped when the queue closes (held
+    /// by the hub, not here, while it writes).
     direct: Option<Arc<dyn DirectSocket>>,
     /// The streams with a rate cap, and the updates they hold.
     caps: RateCaps,
@@ -277,7 +243,7 @@ impl ClientQueue {
         received: Instant,
     ) -> (PushOutcome, bool) {
         let inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return (PushOutcome::Closed, false);
         }
         self.push_locked(inner, (symbol, TICKS), frame, received)
@@ -292,7 +258,7 @@ impl ClientQueue {
         debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return PushOutcome::Closed;
         }
         let key = (symbol, stream);
@@ -322,7 +288,7 @@ impl ClientQueue {
         debug_assert!(stream != TICKS, "stream 0 is the symbol's ticks");
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return PushOutcome::Closed;
         }
         let key = (symbol, stream);
@@ -381,7 +347,7 @@ impl ClientQueue {
         received: Instant,
     ) -> (PushOutcome, bool) {
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return (PushOutcome::Closed, false);
         }
         let key = (symbol, TICKS);
@@ -408,7 +374,7 @@ impl ClientQueue {
 
     fn set_cap_of(&self, key: SlotKey, interval: Option<Duration>) {
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return;
         }
         match interval {
@@ -497,7 +463,7 @@ impl ClientQueue {
             return !self.is_closed();
         }
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return false;
         }
         // A conflated tick of this symbol would be written after the replay.
@@ -525,7 +491,10 @@ impl ClientQueue {
 
     /// Closes a client that fell behind, freeing what it had queued.
     fn close_slow(&self, mut inner: parking_lot::MutexGuard<'_, Inner>) {
-        self.close_locked(&mut inner, CloseReason::slow_consumer(self.limits.max_lag));
+        let cause = CloseCause::SlowConsumer {
+            max_lag: self.limits.max_lag,
+        };
+        self.close_locked(&mut inner, cause);
         self.stats.slow_closed.fetch_add(1, Relaxed);
         drop(inner);
         self.ready.notify_one();
@@ -541,7 +510,7 @@ impl ClientQueue {
     /// Closes the client as a slow consumer (its writer's deadline passed).
     pub fn close_lagging(&self) {
         let inner = self.inner.lock();
-        if inner.closed.is_none() {
+        if inner.owner.closed_cause().is_none() {
             self.close_slow(inner);
         }
     }
@@ -555,7 +524,7 @@ impl ClientQueue {
     /// the control bound the client is closed instead. Returns false if closed.
     pub fn push_control(&self, frame: Bytes) -> bool {
         let inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
+        if !inner.owner.accepts_pushes() {
             return false;
         }
         self.push_control_locked(inner, frame, Instant::now())
@@ -582,12 +551,17 @@ impl ClientQueue {
     /// (false) when the client is behind or past the control bound.
     fn push_control_in(&self, inner: &mut Inner, frame: Bytes, now: Instant) -> bool {
         if self.behind(inner, now) {
-            self.close_locked(inner, CloseReason::slow_consumer(self.limits.max_lag));
+            self.close_locked(
+                inner,
+                CloseCause::SlowConsumer {
+                    max_lag: self.limits.max_lag,
+                },
+            );
             self.stats.slow_closed.fetch_add(1, Relaxed);
             return false;
         }
         if inner.control_bytes + frame.len() > self.limits.max_control_bytes {
-            self.close_locked(inner, CloseReason::control_backlog());
+            self.close_locked(inner, CloseCause::ControlBacklog);
             return false;
         }
         if inner.frames.is_empty() && inner.slots.is_empty() {
@@ -619,17 +593,20 @@ impl ClientQueue {
         }
     }
 
-    /// Takes everything queued, or `Err(reason)` once the queue is closed.
-    /// Returns an empty batch when there is nothing to send.
-    pub fn take_batch(&self, reuse: VecDeque<Bytes>) -> Result<Batch, CloseReason> {
+    /// Takes everything queued, or `Err(cause)` once the queue is closed.
+    /// Returns an empty batch when there is nothing to send, or while the
+    /// hub writes to the socket itself (the writer is woken when it is done).
+    pub fn take_batch(&self, reuse: VecDeque<Bytes>) -> Result<Batch, CloseCause> {
         let mut inner = self.inner.lock();
-        if let Some(reason) = &inner.closed {
-            return Err(reason.clone());
-        }
-        if inner.frames.is_empty() && inner.slots.is_empty() {
-            if let Some(reason) = inner.closing.take() {
-                self.close_locked(&mut inner, reason.clone());
-                return Err(reason);
+        match inner.owner.writer_turn() {
+            WriterTurn::Take => {}
+            WriterTurn::Wait => return Ok(Batch::default()),
+            WriterTurn::Closed(cause) => return Err(cause),
+            WriterTurn::Drain(cause) => {
+                if inner.frames.is_empty() && inner.slots.is_empty() {
+                    self.close_locked(&mut inner, cause);
+                    return Err(cause);
+                }
             }
         }
         let frames = std::mem::replace(&mut inner.frames, reuse);
@@ -652,7 +629,9 @@ impl ClientQueue {
         }
         inner.tick_bytes = 0;
         inner.control_bytes = 0;
-        inner.writer_idle = frames.is_empty() && conflated.is_empty();
+        inner
+            .owner
+            .writer_took(frames.is_empty() && conflated.is_empty());
         inner.writing_since = queued_at;
         let next_due = inner.caps.next_due();
         inner.armed = next_due;
@@ -668,7 +647,7 @@ impl ClientQueue {
     /// is idle.
     pub fn attach_direct(&self, socket: Arc<dyn DirectSocket>) {
         let mut inner = self.inner.lock();
-        if inner.closed.is_none() {
+        if inner.owner.closed_cause().is_none() {
             inner.direct = Some(socket);
         }
     }
@@ -676,65 +655,69 @@ impl ClientQueue {
     /// Sends what is queued: written directly to the socket when the writer
     /// is idle and the socket takes it all at once, else left to the writer,
     /// which is woken. Used by the hub after queueing a batch.
+    ///
+    /// The write happens outside the queue's lock: the frames are taken out
+    /// and the owner set to `SocketOwner::Direct`, so that pushes meanwhile
+    /// queue behind them and the writer task waits; then the lock is taken
+    /// again to settle. What the socket did not take goes back to the front
+    /// of the queue, ahead of what was queued meanwhile, and the writer owns
+    /// the socket from there: per-client order is the order of the queue.
     pub fn flush_or_wake(&self) {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let direct = match &inner.direct {
-            Some(d) if inner.writer_idle && inner.closing.is_none() && inner.slots.is_empty() => d,
-            _ => {
-                drop(guard);
+        let mut inner = self.inner.lock();
+        if !inner.owner.is_idle() || !inner.slots.is_empty() {
+            // A direct write in progress hands what is queued to the writer
+            // when it settles; otherwise the writer sends it (or drains).
+            let direct = matches!(inner.owner, SocketOwner::Direct { .. });
+            drop(inner);
+            if !direct {
                 self.ready.notify_one();
-                return;
             }
-        };
+            return;
+        }
         if inner.frames.is_empty() {
             return;
         }
-        let n = inner.frames.len().min(DIRECT_MAX_FRAMES);
-        let total: usize = inner.frames.iter().take(n).map(Bytes::len).sum();
-        let written = match inner.frames.front() {
-            Some(one) if n == 1 => direct.try_write(&[IoSlice::new(one)]),
-            _ => {
-                let mut slices = [IoSlice::new(&[]); DIRECT_MAX_FRAMES];
-                for (slot, f) in slices.iter_mut().zip(inner.frames.iter()) {
-                    *slot = IoSlice::new(f);
-                }
-                direct.try_write(&slices[..n])
-            }
+        let Some(socket) = inner.direct.take() else {
+            drop(inner);
+            self.ready.notify_one();
+            return;
         };
-        match written {
-            Ok(written) if written == total => {
-                inner.frames.drain(..n);
-                if inner.frames.is_empty() {
-                    inner.tick_bytes = 0;
-                    inner.control_bytes = 0;
-                    let oldest = inner.ready_since.take();
-                    // Still under the lock: the writer is idle and stays so.
-                    direct.wrote(n, total, oldest);
-                    return;
-                }
-                // More than one write's worth: the writer sends the rest.
-                direct.wrote(n, total, None);
-            }
-            Ok(written) => {
-                let mut left = written;
-                while let Some(front) = inner.frames.front_mut() {
-                    if left < front.len() {
-                        *front = front.slice(left..);
-                        break;
-                    }
-                    left -= front.len();
-                    inner.frames.pop_front();
-                }
-                direct.wrote(0, written, None);
-            }
-            // WouldBlock: the socket is full and the writer waits for it;
-            // any other error the writer meets again, and closes.
-            Err(_) => {}
+        let mut frames = std::mem::take(&mut inner.frames);
+        let oldest = inner.ready_since.take();
+        let tick_bytes = std::mem::take(&mut inner.tick_bytes);
+        let control_bytes = std::mem::take(&mut inner.control_bytes);
+        inner.owner.start_direct();
+        drop(inner);
+
+        let written = write_front(&*socket, &mut frames);
+        if written.bytes > 0 {
+            // The batch's age counts only when all of it went out.
+            let oldest = oldest.filter(|_| frames.is_empty());
+            socket.wrote(written.frames, written.bytes, oldest);
         }
-        inner.writer_idle = false;
-        drop(guard);
-        self.ready.notify_one();
+
+        let mut inner = self.inner.lock();
+        if inner.owner.closed_cause().is_none() {
+            if frames.is_empty() {
+                if inner.frames.is_empty() {
+                    // Keep the queue's allocation.
+                    inner.frames = frames;
+                }
+            } else {
+                frames.extend(inner.frames.drain(..));
+                inner.frames = frames;
+                inner.ready_since = oldest.or(inner.ready_since);
+                inner.tick_bytes += tick_bytes;
+                inner.control_bytes += control_bytes;
+            }
+            inner.direct = Some(socket);
+        }
+        let left = !inner.frames.is_empty() || !inner.slots.is_empty();
+        let wake = inner.owner.settle_direct(left);
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Waits until there may be something to take (or the queue closed).
@@ -745,29 +728,26 @@ impl ClientQueue {
     /// Closes the queue once what is already queued has been written (for
     /// replies that explain the close). Later pushes are refused. No-op if the
     /// queue is already closing or closed.
-    pub fn close_after_pending(&self, reason: CloseReason) {
+    pub fn close_after_pending(&self, cause: CloseCause) {
         let mut inner = self.inner.lock();
-        if inner.closed.is_some() || inner.closing.is_some() {
-            return;
+        if inner.owner.close_after_pending(cause) {
+            drop(inner);
+            self.ready.notify_one();
         }
-        inner.closing = Some(reason);
-        drop(inner);
-        self.ready.notify_one();
     }
 
     /// Closes the queue now: queued frames are dropped, later pushes are
     /// discarded, and the writer is told why (and stops waiting on its socket).
-    /// The first reason wins, including one given to `close_after_pending`.
-    pub fn close(&self, reason: CloseReason) {
+    /// The first cause wins, including one given to `close_after_pending`.
+    pub fn close(&self, cause: CloseCause) {
         let mut inner = self.inner.lock();
-        self.close_locked(&mut inner, reason);
+        self.close_locked(&mut inner, cause);
         drop(inner);
         self.ready.notify_one();
     }
 
-    fn close_locked(&self, inner: &mut Inner, reason: CloseReason) {
-        if inner.closed.is_none() {
-            inner.closed = Some(inner.closing.take().unwrap_or(reason));
+    fn close_locked(&self, inner: &mut Inner, cause: CloseCause) {
+        if inner.owner.close_now(cause).is_some() {
             inner.frames = VecDeque::new();
             inner.slots = IndexMap::new();
             inner.caps = RateCaps::default();
@@ -779,8 +759,8 @@ impl ClientQueue {
     }
 
     /// Why the queue closed, if it did.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.inner.lock().closed.clone()
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        self.inner.lock().owner.closed_cause()
     }
 
     /// Resolves once the queue is closed.
@@ -913,7 +893,7 @@ mod tests {
         assert!(!q.push_control(Bytes::from(vec![b'x'; 10])));
         assert_eq!(
             q.take_batch(VecDeque::new()).unwrap_err(),
-            CloseReason::control_backlog()
+            CloseCause::ControlBacklog
         );
         assert!(q.is_closed());
     }
@@ -922,15 +902,18 @@ mod tests {
     fn close_after_pending_flushes_first() {
         let q = queue(1024);
         q.push_control(Bytes::from_static(b"error"));
-        q.close_after_pending(CloseReason::new(1008, "rate"));
+        q.close_after_pending(CloseCause::RateLimited);
         assert!(!q.push_control(Bytes::from_static(b"late")));
         assert!(!q.is_closed());
         assert_eq!(texts(&q.take_batch(VecDeque::new()).unwrap()), ["error"]);
-        assert_eq!(q.take_batch(VecDeque::new()).unwrap_err().code, 1008);
+        assert_eq!(
+            q.take_batch(VecDeque::new()).unwrap_err(),
+            CloseCause::RateLimited
+        );
         assert!(q.is_closed());
         // A later hard close keeps the first reason.
-        q.close(CloseReason::new(1000, ""));
-        assert_eq!(q.close_reason().unwrap().code, 1008);
+        q.close(CloseCause::Normal);
+        assert_eq!(q.close_cause(), Some(CloseCause::RateLimited));
     }
 
     #[tokio::test(start_paused = true)]
@@ -951,9 +934,12 @@ mod tests {
             q.push_tick(sym("A"), &Bytes::from_static(b"a4")),
             PushOutcome::Closed
         );
-        let reason = q.take_batch(VecDeque::new()).unwrap_err();
-        assert_eq!(reason.code, 1008);
-        assert!(reason.reason.contains("slow consumer"));
+        assert_eq!(
+            q.take_batch(VecDeque::new()).unwrap_err(),
+            CloseCause::SlowConsumer {
+                max_lag: Duration::from_secs(5)
+            }
+        );
         assert_eq!(q.queued_bytes(), 0, "a closed queue holds nothing");
     }
 
@@ -973,7 +959,10 @@ mod tests {
             PushOutcome::Closed
         );
         assert_eq!(q.queued_bytes(), 0, "what it had queued is freed");
-        assert!(q.close_reason().unwrap().reason.contains("slow consumer"));
+        assert!(matches!(
+            q.close_cause(),
+            Some(CloseCause::SlowConsumer { .. })
+        ));
         assert_eq!(q.stats.slow_closed.load(Relaxed), 1);
     }
 
@@ -989,7 +978,10 @@ mod tests {
         assert!(q.push_control(Bytes::from_static(b"ping")));
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(!q.push_control(Bytes::from_static(b"ping")));
-        assert_eq!(q.close_reason().unwrap().code, 1008);
+        assert!(matches!(
+            q.close_cause(),
+            Some(CloseCause::SlowConsumer { .. })
+        ));
 
         // A writer that finished its batch (took the next) is not behind.
         let q = queue(1024);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Updated once per publish (not once per subscriber) on the fast path.
 #[derive(Debug, Default)]
 pub struct HubStats {
-    /// Ticks handed to [`crate::SymbolHub::publish`].
+    /// Ticks handed to [`crate::SymbolHub::publish_batch`].
     pub ticks_in: AtomicU64,
     /// Ticks encoded (once per tick that had at least one subscriber).
     pub ticks_encoded: AtomicU64,

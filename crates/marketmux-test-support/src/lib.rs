@@ -10,6 +10,8 @@
 //! - [`redis`]: [`OwnRedis`], [`OwnRedisCluster`]: `redis-server`s of a
 //!   test's own; [`free_port`].
 //! - [`temp_dir`]: [`TempDir`], a directory of a test's own, removed after it.
+//! - [`socket`]: [`FakeSocket`], a client socket for the hub's direct
+//!   writes that takes a set number of bytes, then would block.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -19,9 +21,11 @@ pub mod exposition;
 pub mod poll;
 pub mod redis;
 pub mod temp_dir;
+pub mod socket;
 pub mod tick;
 
 pub use poll::{eventually, wait_for, wait_for_value};
 pub use redis::{free_port, OwnRedis, OwnRedisCluster};
 pub use temp_dir::TempDir;
+pub use socket::FakeSocket;
 pub use tick::{tick, tick_at};

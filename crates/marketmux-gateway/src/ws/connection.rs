@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use marketmux_core::{ClientRequest, ErrorCode, Position, ServerMessage, SubscribeOptions, Symbol};
-use marketmux_hub::{ClientQueue, CloseReason, DirectSocket};
+use marketmux_hub::{ClientQueue, CloseCause, DirectSocket, ProtocolViolation};
 
 use super::deflate::Deflate;
 use super::recovery;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::close;
 use super::frame::{self, OpCode};
 use super::reader::{FrameReader, Message, ReadError};
 use crate::auth::Identity;
@@ -78,7 +79,7 @@ pub async fn serve<R, W>(
     // Admitted just as a drain began, after its snapshot of the registry (the
     // registry's lock orders the two): closed like the others.
     if state.draining.load(Relaxed) {
-        queue.close(CloseReason::new(1012, "service restart"));
+        queue.close(CloseCause::Restart);
     }
     if let Some(identity) = &identity {
         state.registry.bind_user(id, identity.user_id);
@@ -98,7 +99,7 @@ pub async fn serve<R, W>(
         FrameReader::new(rd, prefix, state.config.max_frame_bytes).with_deflate(deflate.is_some());
     session.read_loop(&mut reader).await;
     // Whatever ended the reader, the writer must end too (first reason wins).
-    queue.close_after_pending(CloseReason::new(1000, ""));
+    queue.close_after_pending(CloseCause::Normal);
 
     // Leave every topic before anything else, so no tick is queued for a dead socket.
     state
@@ -124,10 +125,10 @@ pub async fn serve<R, W>(
         .is_err()
     {
         // The client stopped reading: abandon the blocked write.
-        queue.close(CloseReason::new(1006, "close timed out"));
+        queue.close(CloseCause::CloseTimedOut);
         let _ = writer.await;
     }
-    state.stats.closed_by.record(queue.close_reason().as_ref());
+    state.stats.closed_by.record(queue.close_cause().as_ref());
     state.registry.remove(id);
 }
 
@@ -177,26 +178,30 @@ impl Session {
                 m = tokio::time::timeout(idle, reader.next_message()) => m,
                 _ = self.queue.closed() => return,
                 _ = &mut expiry => {
-                    self.queue.close_after_pending(CloseReason::new(1008, "token expired"));
+                    self.queue.close_after_pending(CloseCause::TokenExpired);
                     return;
                 }
             };
             let msg = match msg {
                 Err(_) => {
-                    self.queue
-                        .close_after_pending(CloseReason::new(1001, "idle timeout: no pong"));
+                    self.queue.close_after_pending(CloseCause::IdleTimeout);
                     return;
                 }
-                Ok(Err(ReadError::Protocol(e))) => {
-                    if e.code == 1009 {
+                Ok(Err(ReadError::Protocol(violation))) => {
+                    if matches!(
+                        violation,
+                        ProtocolViolation::FrameTooLarge
+                            | ProtocolViolation::MessageTooLarge
+                            | ProtocolViolation::InflatedTooLarge
+                    ) {
                         self.state.stats.limits.hit(LimitHit::FrameTooLarge);
                     }
                     self.queue
-                        .close_after_pending(CloseReason::new(e.code, e.reason));
+                        .close_after_pending(CloseCause::Protocol(violation));
                     return;
                 }
                 Ok(Err(_)) => {
-                    self.queue.close(CloseReason::new(1006, "connection lost"));
+                    self.queue.close(CloseCause::ConnectionLost);
                     return;
                 }
                 Ok(Ok(m)) => m,
@@ -244,8 +249,8 @@ impl Session {
                     }
                 }
                 Message::Close(code) => {
-                    let reply = frame::close_reply(code);
-                    self.queue.close_after_pending(CloseReason::new(reply, ""));
+                    self.queue
+                        .close_after_pending(CloseCause::ClientClosed { code });
                     return;
                 }
             }
@@ -284,8 +289,7 @@ impl Session {
             self.error(ErrorCode::RateLimited, &msg, None);
         }
         if self.strikes > self.state.config.max_messages_per_sec.max(1) {
-            self.queue
-                .close_after_pending(CloseReason::new(1008, "rate limit exceeded"));
+            self.queue.close_after_pending(CloseCause::RateLimited);
             return Admission::Closed;
         }
         Admission::Dropped
@@ -457,8 +461,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let mut batch = match queue.take_batch(std::mem::take(&mut spare)) {
             Ok(b) => b,
-            Err(reason) => {
-                let close = frame::close_frame(reason.code, &reason.reason);
+            Err(cause) => {
+                let close = close::close_frame(&cause);
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {
                     wr.write_all(&close).await?;
                     wr.shutdown().await
@@ -513,7 +517,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         };
         if let Err(e) = written {
             tracing::debug!(client = queue.id(), error = %e, "Socket write failed");
-            queue.close(CloseReason::new(1006, "write failed"));
+            queue.close(CloseCause::WriteFailed);
             return;
         }
         state

@@ -25,8 +25,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use http::{header, HeaderMap, HeaderValue};
-
-use super::frame::ProtocolError;
+use marketmux_hub::ProtocolViolation;
 
 /// The extension's token.
 const TOKEN: &str = "permessage-deflate";
@@ -191,17 +190,13 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
 
 /// Inflates one compressed client message into at most `max` bytes.
 ///
-/// Fails with 1009 if it would inflate past `max` (no more than `max + 1`
-/// bytes are ever produced), and with 1007 if it is not valid DEFLATE data.
-pub fn inflate(compressed: &[u8], max: usize) -> Result<Bytes, ProtocolError> {
-    let too_large = ProtocolError {
-        code: 1009,
-        reason: "message too large once inflated",
-    };
-    let corrupt = ProtocolError {
-        code: 1007,
-        reason: "compressed message is not valid DEFLATE data",
-    };
+/// Fails with [`ProtocolViolation::InflatedTooLarge`] (close 1009) if it
+/// would inflate past `max` (no more than `max + 1` bytes are ever
+/// produced), and with [`ProtocolViolation::CorruptDeflate`] (1007) if it is
+/// not valid DEFLATE data.
+pub fn inflate(compressed: &[u8], max: usize) -> Result<Bytes, ProtocolViolation> {
+    let too_large = ProtocolViolation::InflatedTooLarge;
+    let corrupt = ProtocolViolation::CorruptDeflate;
     let mut d = Decompress::new(false);
     let mut out: Vec<u8> = Vec::with_capacity((compressed.len() * 4).clamp(64, max + 1));
     // The message, then the tail the sender removed; a final block ends it early.
@@ -222,7 +217,7 @@ pub fn inflate(compressed: &[u8], max: usize) -> Result<Bytes, ProtocolError> {
             let before = (d.total_in(), out.len());
             let status = d
                 .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
-                .map_err(|_| corrupt.clone())?;
+                .map_err(|_| corrupt)?;
             if out.len() > max {
                 return Err(too_large);
             }
@@ -341,7 +336,13 @@ mod tests {
             let input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             match inflate(&input, 256) {
                 Ok(out) => assert!(out.len() <= 256),
-                Err(e) => assert!(matches!(e.code, 1007 | 1009), "{e}"),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        ProtocolViolation::CorruptDeflate | ProtocolViolation::InflatedTooLarge
+                    ),
+                    "{e:?}"
+                ),
             }
         }
     }
@@ -356,8 +357,14 @@ mod tests {
         .unwrap();
         let (_, payload) = split_frame(&packed).unwrap();
         assert!(payload.len() < 4096, "{} bytes", payload.len());
-        assert_eq!(inflate(payload, 4096).unwrap_err().code, 1009);
+        assert_eq!(
+            inflate(payload, 4096).unwrap_err(),
+            ProtocolViolation::InflatedTooLarge
+        );
         assert_eq!(inflate(payload, 1_000_000).unwrap().len(), 1_000_000);
-        assert_eq!(inflate(&[0xff, 0xff, 0xff], 4096).unwrap_err().code, 1007);
+        assert_eq!(
+            inflate(&[0xff, 0xff, 0xff], 4096).unwrap_err(),
+            ProtocolViolation::CorruptDeflate
+        );
     }
 }

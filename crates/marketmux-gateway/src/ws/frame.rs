@@ -5,6 +5,7 @@
 //! which the hub then shares between every subscriber.
 
 use bytes::{Buf, Bytes, BytesMut};
+use marketmux_hub::ProtocolViolation;
 
 /// Frame opcodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,27 +67,11 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
-/// A client broke the protocol; the connection closes with `code`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason} (close {code})")]
-pub struct ProtocolError {
-    /// The close code the connection ends with.
-    pub code: u16,
-    /// What the client did wrong.
-    pub reason: &'static str,
-}
-
-impl ProtocolError {
-    const fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason }
-    }
-}
-
 /// Decodes one frame from the front of `buf`, or `Ok(None)` if more bytes are needed.
 ///
 /// `max_payload` bounds a single frame: a longer one is refused with 1009
 /// before its payload is read, so a client cannot make the server buffer it.
-pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, ProtocolError> {
+pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, ProtocolViolation> {
     decode_with(buf, max_payload, false)
 }
 
@@ -97,7 +82,7 @@ pub fn decode_with(
     buf: &mut BytesMut,
     max_payload: usize,
     deflate: bool,
-) -> Result<Option<Frame>, ProtocolError> {
+) -> Result<Option<Frame>, ProtocolViolation> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -105,18 +90,15 @@ pub fn decode_with(
     let b1 = buf[1];
     let compressed = deflate && b0 & 0x70 == 0x40;
     if b0 & 0x70 != 0 && !compressed {
-        return Err(ProtocolError::new(1002, "reserved bits set"));
+        return Err(ProtocolViolation::ReservedBits);
     }
     let fin = b0 & 0x80 != 0;
-    let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::new(1002, "unknown opcode"))?;
+    let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolViolation::UnknownOpcode)?;
     if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
-        return Err(ProtocolError::new(
-            1002,
-            "RSV1 is only for the first frame of a data message",
-        ));
+        return Err(ProtocolViolation::MisplacedCompression);
     }
     if b1 & 0x80 == 0 {
-        return Err(ProtocolError::new(1002, "client frames must be masked"));
+        return Err(ProtocolViolation::Unmasked);
     }
     let (len, mut header) = match b1 & 0x7F {
         126 => {
@@ -136,13 +118,10 @@ pub fn decode_with(
         n => (n as u64, 2),
     };
     if opcode.is_control() && (!fin || len > 125) {
-        return Err(ProtocolError::new(
-            1002,
-            "control frames must be whole and at most 125 bytes",
-        ));
+        return Err(ProtocolViolation::OversizedControl);
     }
     if len > max_payload as u64 {
-        return Err(ProtocolError::new(1009, "frame too large"));
+        return Err(ProtocolViolation::FrameTooLarge);
     }
     let len = len as usize;
     if buf.len() < header + 4 + len {
@@ -268,15 +247,30 @@ mod tests {
     #[test]
     fn refuses_protocol_violations() {
         let mut unmasked = BytesMut::from(&[0x81u8, 0x01, b'a'][..]);
-        assert_eq!(decode(&mut unmasked, 4096).unwrap_err().code, 1002);
+        assert_eq!(
+            decode(&mut unmasked, 4096).unwrap_err(),
+            ProtocolViolation::Unmasked
+        );
         let mut big = BytesMut::from(&client_frame(true, 1, &[b'a'; 5000])[..]);
-        assert_eq!(decode(&mut big, 4096).unwrap_err().code, 1009);
+        assert_eq!(
+            decode(&mut big, 4096).unwrap_err(),
+            ProtocolViolation::FrameTooLarge
+        );
         let mut rsv = BytesMut::from(&[0xC1u8, 0x80, 0, 0, 0, 0][..]);
-        assert_eq!(decode(&mut rsv, 4096).unwrap_err().code, 1002);
+        assert_eq!(
+            decode(&mut rsv, 4096).unwrap_err(),
+            ProtocolViolation::ReservedBits
+        );
         let mut op = BytesMut::from(&[0x83u8, 0x80, 0, 0, 0, 0][..]);
-        assert_eq!(decode(&mut op, 4096).unwrap_err().code, 1002);
+        assert_eq!(
+            decode(&mut op, 4096).unwrap_err(),
+            ProtocolViolation::UnknownOpcode
+        );
         let mut frag_ping = BytesMut::from(&client_frame(false, 9, b"")[..]);
-        assert_eq!(decode(&mut frag_ping, 4096).unwrap_err().code, 1002);
+        assert_eq!(
+            decode(&mut frag_ping, 4096).unwrap_err(),
+            ProtocolViolation::OversizedControl
+        );
     }
 
     #[test]
@@ -295,19 +289,23 @@ mod tests {
                 .unwrap()
                 .compressed
         );
-        assert_eq!(decode(&mut with_rsv1(1), 4096).unwrap_err().code, 1002);
+        assert_eq!(
+            decode(&mut with_rsv1(1), 4096).unwrap_err(),
+            ProtocolViolation::ReservedBits
+        );
         for op in [0x0, 0x9, 0xA, 0x8] {
             assert_eq!(
-                decode_with(&mut with_rsv1(op), 4096, true)
-                    .unwrap_err()
-                    .code,
-                1002,
+                decode_with(&mut with_rsv1(op), 4096, true).unwrap_err(),
+                ProtocolViolation::MisplacedCompression,
                 "{op}"
             );
         }
         let mut rsv2 = frame(1);
         rsv2[0] |= 0x20;
-        assert_eq!(decode_with(&mut rsv2, 4096, true).unwrap_err().code, 1002);
+        assert_eq!(
+            decode_with(&mut rsv2, 4096, true).unwrap_err(),
+            ProtocolViolation::ReservedBits
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! - [`handshake`]: validates the upgrade request and computes the accept key.
 //! - [`frame`]: decodes client frames, encodes server frames.
+//! - [`close`]: the close code and reason each way a session ends is sent with.
 //! - [`deflate`]: permessage-deflate: the offer's answer, compressed server frames
 //!   (made once per tick by the hub), inflation of client messages under the bound.
 //! - [`reader`]: reassembles client messages under the size bound.
@@ -12,6 +13,7 @@
 //! - [`registry`]: every open socket, for pings, user pushes and the drain.
 //! - [`upgrade`]: the axum handler for `GET /ws`.
 
+pub mod close;
 pub mod connection;
 pub mod deflate;
 pub mod frame;

@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::deflate;
-use super::frame::{self, OpCode, ProtocolError};
+use marketmux_hub::ProtocolViolation;
+
+use super::frame::{self, OpCode};
 
 /// Initial (and idle) read buffer: small, since most client messages are tiny.
 const INITIAL_BUFFER: usize = 256;
@@ -43,8 +45,14 @@ pub enum ReadError {
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
     /// The client broke the protocol.
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
+    #[error("the client broke the protocol: {0:?}")]
+    Protocol(ProtocolViolation),
+}
+
+impl From<ProtocolViolation> for ReadError {
+    fn from(violation: ProtocolViolation) -> Self {
+        Self::Protocol(violation)
+    }
 }
 
 /// Reads messages from `R`, at most `max_message` bytes each.
@@ -107,13 +115,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             OpCode::Pong => Ok(Message::Pong),
             OpCode::Close => {
                 if f.payload.len() == 1 {
-                    return Err(protocol(1002, "malformed close frame"));
+                    return Err(ProtocolViolation::MalformedClose.into());
                 }
                 Ok(Message::Close(frame::close_code(&f.payload)))
             }
             OpCode::Text | OpCode::Binary => {
                 if self.partial.is_some() {
-                    return Err(protocol(1002, "new message before the last one ended"));
+                    return Err(ProtocolViolation::UnfinishedMessage.into());
                 }
                 if f.fin {
                     return self.finish(f.opcode, f.compressed, f.payload);
@@ -123,10 +131,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             OpCode::Continuation => {
                 let Some((op, compressed, mut acc)) = self.partial.take() else {
-                    return Err(protocol(1002, "continuation without a message"));
+                    return Err(ProtocolViolation::StrayContinuation.into());
                 };
                 if acc.len() + f.payload.len() > self.max_message {
-                    return Err(protocol(1009, "message too large"));
+                    return Err(ProtocolViolation::MessageTooLarge.into());
                 }
                 acc.extend_from_slice(&f.payload);
                 if f.fin {
@@ -154,19 +162,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-fn protocol(code: u16, reason: &'static str) -> ReadError {
-    ProtocolError { code, reason }.into()
-}
-
 fn finish(op: OpCode, payload: Bytes) -> Result<Message, ReadError> {
     match op {
         OpCode::Text => {
             if std::str::from_utf8(&payload).is_err() {
-                return Err(ProtocolError {
-                    code: 1007,
-                    reason: "text frame is not valid UTF-8",
-                }
-                .into());
+                return Err(ProtocolViolation::InvalidUtf8.into());
             }
             Ok(Message::Text(payload))
         }
@@ -244,14 +244,14 @@ mod tests {
         assert!(bomb.len() < 40);
         let mut r = FrameReader::new(&bomb[..], Bytes::new(), 150).with_deflate(true);
         match r.next_message().await {
-            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1009),
+            Err(ReadError::Protocol(e)) => assert_eq!(e, ProtocolViolation::InflatedTooLarge),
             other => panic!("{other:?}"),
         }
         // Without the extension, RSV1 is a protocol error.
         let wire = compressed(text);
         let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
         match r.next_message().await {
-            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1002),
+            Err(ReadError::Protocol(e)) => assert_eq!(e, ProtocolViolation::ReservedBits),
             other => panic!("{other:?}"),
         }
     }
@@ -263,13 +263,13 @@ mod tests {
         let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
         assert_eq!(r.next_message().await.unwrap(), Message::Fragment);
         match r.next_message().await {
-            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1009),
+            Err(ReadError::Protocol(e)) => assert_eq!(e, ProtocolViolation::MessageTooLarge),
             other => panic!("{other:?}"),
         }
         let wire = masked(true, 1, &[0xff, 0xfe]);
         let mut r = FrameReader::new(&wire[..], Bytes::new(), 150);
         match r.next_message().await {
-            Err(ReadError::Protocol(e)) => assert_eq!(e.code, 1007),
+            Err(ReadError::Protocol(e)) => assert_eq!(e, ProtocolViolation::InvalidUtf8),
             other => panic!("{other:?}"),
         }
     }

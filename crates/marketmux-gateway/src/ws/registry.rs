@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use marketmux_hub::{ClientId, ClientQueue, CloseReason};
+use marketmux_hub::{ClientId, ClientQueue, CloseCause};
 use parking_lot::Mutex;
 
 use crate::limits::Refusal;
@@ -173,9 +173,9 @@ impl ConnectionRegistry {
         (self.opened.load(Relaxed), self.closed.load(Relaxed))
     }
 
-    /// Closes every socket with `reason`, spread evenly over `period` in small
+    /// Closes every socket with `cause`, spread evenly over `period` in small
     /// batches so that clients do not all reconnect at the same instant.
-    pub async fn drain(&self, reason: CloseReason, period: Duration) {
+    pub async fn drain(&self, cause: CloseCause, period: Duration) {
         let clients = self.all();
         if clients.is_empty() {
             return;
@@ -188,7 +188,7 @@ impl ConnectionRegistry {
                 tokio::time::sleep(pause).await;
             }
             for q in chunk {
-                q.close(reason.clone());
+                q.close(cause);
             }
         }
     }
