@@ -20,12 +20,12 @@
 pub mod exposition;
 pub mod poll;
 pub mod redis;
-pub mod temp_dir;
 pub mod socket;
+pub mod temp_dir;
 pub mod tick;
 
 pub use poll::{eventually, wait_for, wait_for_value};
 pub use redis::{free_port, OwnRedis, OwnRedisCluster};
-pub use temp_dir::TempDir;
 pub use socket::FakeSocket;
+pub use temp_dir::TempDir;
 pub use tick::{tick, tick_at};
