@@ -41,6 +41,7 @@ const READ_RETRY_FIRST: Duration = Duration::from_millis(500);
 const READ_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A crossing the store has not confirmed yet.
+#[derive(Clone)]
 struct PendingFire {
     alert: Alert,
     price: f64,
@@ -263,16 +264,23 @@ impl Evaluator {
 
     /// Retries the pending fires in id order, stopping at the first store
     /// error. Returns how many are still pending.
+    ///
+    /// A fire stays in the pending set while it is tried (an attempt may wait
+    /// out the store's timeout): it still counts in [`Self::pending_len`],
+    /// and a reload meanwhile keeps its alert out of the index.
     pub async fn retry_pending(&self) -> usize {
         loop {
-            let next = {
-                let mut p = self.pending.lock();
-                p.pop_first()
-            };
-            let Some((_, pf)) = next else { return 0 };
+            let next = self
+                .pending
+                .lock()
+                .first_key_value()
+                .map(|(_, pf)| pf.clone());
+            let Some(pf) = next else { return 0 };
+            let id = pf.alert.id;
             if self.try_fire(pf).await.is_err() {
                 return self.pending_len();
             }
+            self.pending.lock().remove(&id);
         }
     }
 
@@ -332,7 +340,14 @@ impl Evaluator {
 
     fn keep_pending(&self, pf: PendingFire) {
         // The first crossing wins: a later one for the same alert is not kept.
-        self.pending.lock().entry(pf.alert.id).or_insert(pf);
+        // An alert whose fire is pending is out of the index, so the entry
+        // found is this same crossing, retried: it keeps the `sent` mark.
+        let sent = pf.sent;
+        self.pending
+            .lock()
+            .entry(pf.alert.id)
+            .and_modify(|kept| kept.sent |= sent)
+            .or_insert(pf);
     }
 
     /// The evaluation loop: evaluates every batch of `feed`, retries pending
@@ -469,6 +484,8 @@ mod tests {
         down_for: Mutex<usize>,
         /// Every call (`fire`, `get`) fails while set: the database is down.
         down: std::sync::atomic::AtomicBool,
+        /// Holds the next `fire` before it runs (a store that is slow to fail).
+        fire_gate: Mutex<Option<Gate>>,
     }
 
     impl MemStore {
@@ -487,6 +504,17 @@ mod tests {
     }
 
     impl MemStore {
+        /// Holds the next `fire` until released; returns (started, release).
+        fn hold_next_fire(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (started_tx, started_rx) = oneshot::channel();
+            let (release_tx, release_rx) = oneshot::channel();
+            *self.fire_gate.lock() = Some(Gate {
+                read: started_tx,
+                release: release_rx,
+            });
+            (started_rx, release_tx)
+        }
+
         /// Holds the next `load_active` after it read; returns (read, release).
         fn hold_next_load(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
             let (read_tx, read_rx) = oneshot::channel();
@@ -560,6 +588,11 @@ mod tests {
         }
 
         async fn fire(&self, id: i64, price: f64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+            let gate = self.fire_gate.lock().take();
+            if let Some(g) = gate {
+                let _ = g.read.send(());
+                let _ = g.release.await;
+            }
             self.check_up()?;
             let fired = {
                 let mut alerts = self.alerts.lock();
@@ -789,6 +822,46 @@ mod tests {
             .unwrap();
         ev.track(late.clone());
         assert_eq!(ev.on_tick(&tick("NVDA", 9.0)).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fire_being_retried_still_counts_as_pending_and_stays_out_of_the_index() {
+        let (store, ev, fired) = setup();
+        let a = store
+            .create_unbounded(&new_alert("AAPL", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        let b = store
+            .create_unbounded(&new_alert("MSFT", Condition::Above, 100.0))
+            .await
+            .unwrap();
+        ev.reload().await.unwrap();
+        store.down.store(true, Relaxed);
+        assert_eq!(ev.on_tick(&tick("AAPL", 101.0)).await, 0);
+        assert_eq!(ev.on_tick(&tick("MSFT", 101.0)).await, 0);
+        assert_eq!(ev.pending_len(), 2);
+        // The retry's attempt waits on the store (as on a pool timeout).
+        let (started, release) = store.hold_next_fire();
+        let retry = tokio::spawn({
+            let ev = ev.clone();
+            async move { ev.retry_pending().await }
+        });
+        started.await.unwrap();
+        assert_eq!(ev.pending_len(), 2, "the fire being tried is still pending");
+        // A reload meanwhile (the store answers reads again) must not put
+        // the alert being retried back in the index.
+        store.down.store(false, Relaxed);
+        ev.reload().await.unwrap();
+        assert_eq!(ev.len(), 0, "both pending alerts stay out of the index");
+        store.down.store(true, Relaxed);
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap(), 2);
+        // Once the store is back, each fires and is pushed once.
+        store.down.store(false, Relaxed);
+        assert_eq!(ev.retry_pending().await, 0);
+        assert_eq!(*fired.lock(), vec![a.id, b.id]);
+        assert_eq!(ev.on_tick(&tick("AAPL", 102.0)).await, 0);
+        assert_eq!(fired.lock().len(), 2);
     }
 
     /// A batch of [`ReplayingFeed`]: ticks, and the position after them.
