@@ -262,11 +262,7 @@ impl ClientQueue {
             return PushOutcome::Closed;
         }
         let key = (symbol, stream);
-        let offer = if inner.caps.is_empty() {
-            Offer::Uncapped
-        } else {
-            inner.caps.offer(&key, frame, Update::Latest, now)
-        };
+        let offer = inner.caps.offer(&key, frame, Update::Latest, now);
         let (outcome, wake) = match offer {
             Offer::Uncapped | Offer::SendNow => self.push_locked(inner, key, frame, now),
             Offer::Held { replaced, due } => self.held_locked(inner, replaced, due),
@@ -293,11 +289,7 @@ impl ClientQueue {
         }
         let key = (symbol, stream);
         inner.slots.shift_remove(&key);
-        let offer = if inner.caps.is_empty() {
-            Offer::Uncapped
-        } else {
-            inner.caps.offer(&key, frame, Update::Final, now)
-        };
+        let offer = inner.caps.offer(&key, frame, Update::Final, now);
         match offer {
             Offer::Uncapped | Offer::SendNow => {
                 if self.push_control_locked(inner, frame.clone(), now) {

@@ -151,6 +151,10 @@ impl RateCaps {
         kind: Update,
         now: Instant,
     ) -> Offer {
+        // Most clients cap nothing: no hashing for them.
+        if self.slots.is_empty() {
+            return Offer::Uncapped;
+        }
         let Some(slot) = self.slots.get_mut(key) else {
             return Offer::Uncapped;
         };
