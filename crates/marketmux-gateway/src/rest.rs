@@ -37,8 +37,7 @@ pub async fn price(
     State(state): State<Arc<GatewayState>>,
     Path(symbol): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let symbol =
-        Symbol::new(&symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+    let symbol = path_symbol(&symbol)?;
     let tick = state
         .prices
         .latest(&symbol)
@@ -69,8 +68,7 @@ pub async fn history(
     Path(symbol): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let symbol =
-        Symbol::new(&symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+    let symbol = path_symbol(&symbol)?;
     let (since, limit) = history_query(&query)?;
     let page = state
         .prices
@@ -134,7 +132,11 @@ fn history_query(query: &BTreeMap<String, String>) -> Result<(Option<u64>, usize
     Ok((since, limit))
 }
 
-/// At most 40 characters of client input, for error messages.
+/// The `{symbol}` of a path, else 400 `invalid_symbol`.
+pub(crate) fn path_symbol(value: &str) -> Result<Symbol, ApiError> {
+    Symbol::new(value).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))
+}
+
 /// A page's `limit` query value: an integer from 1 to `max`, else 400
 /// `invalid_limit`.
 pub(crate) fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
@@ -153,6 +155,7 @@ pub(crate) fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
         })
 }
 
+/// At most 40 characters of client input, for error messages.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(40) {
         Some((i, _)) => &s[..i],

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use marketmux_core::candle::{push_candle_fields, MAX_CANDLE_PAGE};
-use marketmux_core::{Interval, Symbol};
+use marketmux_core::Interval;
 
 use crate::error::ApiError;
-use crate::rest::page_limit;
+use crate::rest::{page_limit, path_symbol};
 use crate::state::GatewayState;
 
 /// Candles one page returns when the request names no `limit`.
@@ -28,8 +28,7 @@ pub async fn candles(
     Path(symbol): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let symbol =
-        Symbol::new(&symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+    let symbol = path_symbol(&symbol)?;
     let (interval, limit) = candle_query(&query)?;
     let page = state
         .prices
