@@ -351,16 +351,17 @@ impl Evaluator {
     }
 
     /// The evaluation loop: evaluates every batch of `feed`, retries pending
-    /// fires every [`RETRY_EVERY`] (whether or not ticks arrive), and
-    /// optionally reloads the index every `reload_every` (the safety net
-    /// behind the change feed). A batch is settled with the feed once no fire
-    /// is pending. A feed that holds unsettled batches is read at most once
-    /// per retry while fires are pending, its every batch first retries them,
-    /// and what is read meanwhile is held ([`TickFeed::absorb`]) and settled
-    /// as soon as a retry has stored every pending fire, even if no other
-    /// batch arrives. A failed read is retried with backoff. Ends at
-    /// `shutdown` (or when the feed ends); fires still pending then stay
-    /// active in the store and fire on the next crossing after a restart.
+    /// fires [`RETRY_EVERY`] after the last retry ended (whether or not ticks
+    /// arrive), and optionally reloads the index every `reload_every` (the
+    /// safety net behind the change feed). A batch is settled with the feed
+    /// once no fire is pending. While fires are pending the feed keeps being
+    /// read and evaluated without waiting on the store (its crossings join
+    /// the pending set), and what is read meanwhile is held
+    /// ([`TickFeed::absorb`]: only what settling needs) and settled as soon
+    /// as a retry has stored every pending fire, even if no other batch
+    /// arrives. A failed read is retried with backoff. Ends at `shutdown` (or
+    /// when the feed ends); fires still pending then stay active in the
+    /// store and fire on the next crossing after a restart.
     pub async fn run<F: TickFeed>(
         self: Arc<Self>,
         mut feed: F,
@@ -374,14 +375,12 @@ impl Evaluator {
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
         let mut read_retry = Backoff::new(READ_RETRY_FIRST, READ_RETRY_MAX, Jitter::None);
-        // The feed waits for the next retry: fires are pending and it holds unsettled batches.
-        let mut paused = false;
         // Batches evaluated while fires were pending, folded into one (only
         // what settling needs): settled once the store has taken every fire.
         let mut held: Option<F::Batch> = None;
         loop {
             tokio::select! {
-                batch = feed.next_batch(), if !paused => match batch {
+                batch = feed.next_batch() => match batch {
                     None => return,
                     Some(Err(e)) => {
                         let wait = read_retry.next_delay();
@@ -393,13 +392,12 @@ impl Evaluator {
                     }
                     Some(Ok(batch)) => {
                         read_retry.reset();
-                        if F::HOLDS_UNSETTLED && self.pending_len() > 0 {
-                            // The store may be back: settle this batch if it can be.
-                            self.retry_pending().await;
-                        }
+                        // While the store is down a crossing joins the pending
+                        // set at once, so an outage never slows the feed.
                         for tick in F::ticks(&batch) {
                             self.on_tick(tick).await;
                         }
+                        let holding = held.is_some();
                         let batch = match held.take() {
                             Some(mut h) => {
                                 F::absorb(&mut h, batch);
@@ -413,19 +411,23 @@ impl Evaluator {
                         } else if F::HOLDS_UNSETTLED {
                             // Unsettled: a restart replays these ticks; the store's
                             // conditional update keeps the replay from firing anything twice.
-                            tracing::warn!(pending, "Alert store unavailable; holding the feed's position until pending fires are stored");
+                            if !holding {
+                                tracing::warn!(pending, "Alert store unavailable; holding the feed's position until pending fires are stored");
+                            }
                             let mut h = F::Batch::default();
                             F::absorb(&mut h, batch);
                             held = Some(h);
-                            paused = true;
                         }
                     }
                 },
                 _ = retry.tick() => {
-                    paused = false;
                     if self.pending_len() > 0 && self.retry_pending().await == 0 {
                         tracing::info!("Pending alert fires delivered; store is back");
                     }
+                    // A retry against a store that is down waits out its
+                    // timeout: the next one comes a full period after this
+                    // one ended, so batches are read in between.
+                    retry.reset();
                     // Only this loop adds pending fires: none is pending now,
                     // so what was held may be settled without waiting for a
                     // batch (a quiet feed may not bring one for long).
@@ -486,6 +488,9 @@ mod tests {
         down: std::sync::atomic::AtomicBool,
         /// Holds the next `fire` before it runs (a store that is slow to fail).
         fire_gate: Mutex<Option<Gate>>,
+        /// While `down`, each `fire` takes this long to fail (a pool waiting
+        /// out its acquire timeout against a stopped database).
+        slow_failure: Mutex<Option<Duration>>,
     }
 
     impl MemStore {
@@ -592,6 +597,10 @@ mod tests {
             if let Some(g) = gate {
                 let _ = g.read.send(());
                 let _ = g.release.await;
+            }
+            let slow = *self.slow_failure.lock();
+            if let Some(wait) = slow.filter(|_| self.down.load(Relaxed)) {
+                tokio::time::sleep(wait).await;
             }
             self.check_up()?;
             let fired = {
@@ -931,7 +940,7 @@ mod tests {
             ev.pending_len() == 1
         })
         .await;
-        // A later batch is still read (no faster than the retries) and held.
+        // A later batch is still read and held.
         tx.send(batch(2, tick("MSFT", 5.0))).unwrap();
         eventually("the second batch evaluated", within, || {
             ev.stats.ticks.load(Relaxed) == 2
@@ -964,6 +973,58 @@ mod tests {
         })
         .await;
         assert_eq!(*settled.lock(), vec![2, 3]);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_slow_to_fail_does_not_hold_back_the_feed() {
+        let (store, ev, fired) = setup();
+        let symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "META", "TSLA"];
+        for sym in symbols {
+            store
+                .create_unbounded(&new_alert(sym, Condition::Above, 100.0))
+                .await
+                .unwrap();
+        }
+        ev.reload().await.unwrap();
+        // Every attempt waits 3 s before failing, as a pool does against a
+        // stopped database.
+        *store.slow_failure.lock() = Some(Duration::from_secs(3));
+        store.down.store(true, Relaxed);
+
+        let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let feed = ReplayingFeed {
+            batches,
+            settled: settled.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+        for (n, sym) in symbols.iter().enumerate() {
+            tx.send(Numbered {
+                ticks: vec![tick(sym, 101.0)],
+                upto: n as u64 + 1,
+            })
+            .unwrap();
+        }
+        // The first crossing waits out one failed attempt and a retry may
+        // wait out another; the other batches must not each wait for one.
+        eventually(
+            "every crossing kept pending",
+            Duration::from_secs(10),
+            || ev.pending_len() == symbols.len(),
+        )
+        .await;
+        assert!(settled.lock().is_empty(), "settled {:?}", settled.lock());
+
+        store.down.store(false, Relaxed);
+        eventually("the held batches settled", Duration::from_secs(30), || {
+            !settled.lock().is_empty()
+        })
+        .await;
+        assert_eq!(*settled.lock(), vec![symbols.len() as u64]);
+        assert_eq!(fired.lock().len(), symbols.len());
         shutdown.cancel();
         task.await.unwrap();
     }
