@@ -12,6 +12,9 @@
 (() => {
   const INTERVALS = ["1s", "1m", "5m", "1h", "1d"];
   const MAX_BARS = 120;
+  // Updates per second the chart asks for (`max_rate`): the open bar moves
+  // smoothly at this rate, and the node still sends every closed candle once.
+  const CANDLE_MAX_RATE = 10;
   const STORE_PICK = "marketmux.chart";
   const SYMBOL_RE = /^[A-Za-z0-9.:\-_/]{1,32}$/;
 
@@ -66,7 +69,9 @@
       following = null;
     }
     if (!chart.symbol) return;
-    if (socket.send({ action: "subscribe", candles: [chart.interval], symbols: [chart.symbol] })) {
+    if (socket.send({
+      action: "subscribe", candles: [chart.interval], symbols: [chart.symbol], max_rate: CANDLE_MAX_RATE,
+    })) {
       following = { symbol: chart.symbol, interval: chart.interval };
     }
   }
