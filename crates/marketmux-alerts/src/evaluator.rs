@@ -911,6 +911,35 @@ mod tests {
         }
     }
 
+    /// [`Evaluator::run`] on a [`ReplayingFeed`], in a task of its own.
+    struct RunningFeed {
+        /// Hands the loop its next batch.
+        tx: tokio::sync::mpsc::UnboundedSender<Numbered>,
+        /// The position of each batch the loop settled, in order.
+        settled: Arc<Mutex<Vec<u64>>>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl RunningFeed {
+        fn start(ev: &Arc<Evaluator>) -> Self {
+            let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
+            let settled = Arc::new(Mutex::new(Vec::new()));
+            let feed = ReplayingFeed {
+                batches,
+                settled: settled.clone(),
+            };
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+            Self {
+                tx,
+                settled,
+                shutdown,
+                task,
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn batches_read_while_a_fire_is_pending_are_settled_once_a_retry_stores_it() {
         let (store, ev, fired) = setup();
@@ -921,14 +950,12 @@ mod tests {
         ev.reload().await.unwrap();
         store.down.store(true, Relaxed);
 
-        let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
-        let settled = Arc::new(Mutex::new(Vec::new()));
-        let feed = ReplayingFeed {
-            batches,
-            settled: settled.clone(),
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+        let RunningFeed {
+            tx,
+            settled,
+            shutdown,
+            task,
+        } = RunningFeed::start(&ev);
         let batch = |upto, t| Numbered {
             ticks: vec![t],
             upto,
@@ -993,14 +1020,12 @@ mod tests {
         *store.slow_failure.lock() = Some(Duration::from_secs(3));
         store.down.store(true, Relaxed);
 
-        let (tx, batches) = tokio::sync::mpsc::unbounded_channel();
-        let settled = Arc::new(Mutex::new(Vec::new()));
-        let feed = ReplayingFeed {
-            batches,
-            settled: settled.clone(),
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ev.clone().run(feed, None, shutdown.clone()));
+        let RunningFeed {
+            tx,
+            settled,
+            shutdown,
+            task,
+        } = RunningFeed::start(&ev);
         for (n, sym) in symbols.iter().enumerate() {
             tx.send(Numbered {
                 ticks: vec![tick(sym, 101.0)],
