@@ -79,6 +79,17 @@ def fmt(v, digits=2):
     return f"{v:.{digits}f}"
 
 
+# What every market scenario reports first, on one node or over Redis.
+DELIVERY = [
+    ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
+    ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
+    # Below the rate asked when the server accepts ticks more slowly than that.
+    ("ticks/s published", lambda r: r["publish"]["achieved_rate"], True),
+    ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
+    ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
+    ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
+]
+
 METRICS = {
     "broadcast": [
         ("sustained deliveries/s at p99 < 100 ms", lambda r: r["deliveries"]["per_sec"], True),
@@ -87,25 +98,12 @@ METRICS = {
         ("server CPU µs/delivery", cpu, False),
         ("load generator cores busy", gen, None),
     ],
-    "market": [
-        ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
-        ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
-        # Below the rate asked when the server accepts ticks more slowly than that.
-        ("ticks/s published", lambda r: r["publish"]["achieved_rate"], True),
-        ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
-        ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
-        ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
+    "market": DELIVERY + [
         ("server CPU µs/delivery", cpu, False),
         ("server cores busy", lambda r: (r.get("server") or {}).get("cpu_cores"), False),
         ("load generator cores busy", gen, None),
     ],
-    "cluster": [
-        ("delivered / expected %", lambda r: 100.0 * r["deliveries"]["received"] / max(1, r["deliveries"]["expected"]), True),
-        ("deliveries/s", lambda r: r["deliveries"]["per_sec"], True),
-        ("ticks/s published", lambda r: r["publish"]["achieved_rate"], True),
-        ("p50 ms", lambda r: r["latency"]["p50_ms"], False),
-        ("p99 ms", lambda r: r["latency"]["p99_ms"], False),
-        ("p99.9 ms", lambda r: r["latency"]["p999_ms"], False),
+    "cluster": DELIVERY + [
         ("nodes' CPU µs/delivery (both)", cpu, False),
         ("nodes' cores busy (A + B)", nodes, None),
         ("Redis cores busy", lambda r: bus(r, "cpu_cores"), False),

@@ -938,6 +938,27 @@ mod tests {
                 task,
             }
         }
+
+        /// Hands the loop a batch of one tick, ending at position `upto`.
+        fn send(&self, upto: u64, tick: Tick) {
+            self.tx
+                .send(Numbered {
+                    ticks: vec![tick],
+                    upto,
+                })
+                .unwrap();
+        }
+
+        /// The positions settled so far.
+        fn settled(&self) -> Vec<u64> {
+            self.settled.lock().clone()
+        }
+
+        /// Stops the loop and waits for it to end.
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -950,42 +971,33 @@ mod tests {
         ev.reload().await.unwrap();
         store.down.store(true, Relaxed);
 
-        let RunningFeed {
-            tx,
-            settled,
-            shutdown,
-            task,
-        } = RunningFeed::start(&ev);
-        let batch = |upto, t| Numbered {
-            ticks: vec![t],
-            upto,
-        };
+        let feed = RunningFeed::start(&ev);
 
-        tx.send(batch(1, tick("AAPL", 101.0))).unwrap();
+        feed.send(1, tick("AAPL", 101.0));
         let within = Duration::from_secs(30);
         eventually("the crossing kept pending", within, || {
             ev.pending_len() == 1
         })
         .await;
         // A later batch is still read and held.
-        tx.send(batch(2, tick("MSFT", 5.0))).unwrap();
+        feed.send(2, tick("MSFT", 5.0));
         eventually("the second batch evaluated", within, || {
             ev.stats.ticks.load(Relaxed) == 2
         })
         .await;
         // Several retries while the store is down: nothing is settled.
         tokio::time::sleep(RETRY_EVERY * 3).await;
-        assert!(settled.lock().is_empty(), "settled {:?}", settled.lock());
+        assert!(feed.settled().is_empty(), "settled {:?}", feed.settled());
         assert!(fired.lock().is_empty());
 
         // The store is back and no tick arrives (a quiet partition): the
         // retry stores the fire and settles everything read meanwhile.
         store.down.store(false, Relaxed);
         eventually("the held batches settled", within, || {
-            !settled.lock().is_empty()
+            !feed.settled().is_empty()
         })
         .await;
-        assert_eq!(*settled.lock(), vec![2], "one settle up to the last batch");
+        assert_eq!(feed.settled(), vec![2], "one settle up to the last batch");
         assert_eq!(
             *fired.lock(),
             vec![alert.id],
@@ -994,14 +1006,13 @@ mod tests {
         assert_eq!(ev.pending_len(), 0);
 
         // With nothing pending, each batch settles as it is evaluated.
-        tx.send(batch(3, tick("MSFT", 6.0))).unwrap();
+        feed.send(3, tick("MSFT", 6.0));
         eventually("the next batch settled", within, || {
-            settled.lock().len() == 2
+            feed.settled().len() == 2
         })
         .await;
-        assert_eq!(*settled.lock(), vec![2, 3]);
-        shutdown.cancel();
-        task.await.unwrap();
+        assert_eq!(feed.settled(), vec![2, 3]);
+        feed.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -1020,18 +1031,9 @@ mod tests {
         *store.slow_failure.lock() = Some(Duration::from_secs(3));
         store.down.store(true, Relaxed);
 
-        let RunningFeed {
-            tx,
-            settled,
-            shutdown,
-            task,
-        } = RunningFeed::start(&ev);
+        let feed = RunningFeed::start(&ev);
         for (n, sym) in symbols.iter().enumerate() {
-            tx.send(Numbered {
-                ticks: vec![tick(sym, 101.0)],
-                upto: n as u64 + 1,
-            })
-            .unwrap();
+            feed.send(n as u64 + 1, tick(sym, 101.0));
         }
         // The first crossing waits out one failed attempt and a retry may
         // wait out another; the other batches must not each wait for one.
@@ -1041,16 +1043,15 @@ mod tests {
             || ev.pending_len() == symbols.len(),
         )
         .await;
-        assert!(settled.lock().is_empty(), "settled {:?}", settled.lock());
+        assert!(feed.settled().is_empty(), "settled {:?}", feed.settled());
 
         store.down.store(false, Relaxed);
         eventually("the held batches settled", Duration::from_secs(30), || {
-            !settled.lock().is_empty()
+            !feed.settled().is_empty()
         })
         .await;
-        assert_eq!(*settled.lock(), vec![symbols.len() as u64]);
+        assert_eq!(feed.settled(), vec![symbols.len() as u64]);
         assert_eq!(fired.lock().len(), symbols.len());
-        shutdown.cancel();
-        task.await.unwrap();
+        feed.stop().await;
     }
 }
