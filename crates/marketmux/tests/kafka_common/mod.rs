@@ -31,7 +31,7 @@ mod redis_common;
 pub use redis_common::{admin, cleanup, redis_url};
 
 use crate::scrape::scrape;
-use marketmux_test_support::eventually;
+use marketmux_test_support::{eventually, wait_for};
 
 /// A tag unique to this run, usable in symbols and key prefixes.
 pub fn run_tag() -> String {
@@ -554,7 +554,17 @@ pub async fn ingest_pipeline(brokers: &str) {
     assert_eq!(fed["marketmux_ingest_trades_total"], n as f64);
     assert_eq!(fed["marketmux_ingest_published_total"], n as f64);
     assert_eq!(fed["marketmux_component_up{component=\"kafka\"}"], 1.0);
-    let forwarded = scrape(bridge.metrics_addr()).await;
+    // The bridge counts a batch once Redis's reply is in, which can come
+    // after a subscriber has already seen the batch's ticks.
+    let forwarded = wait_for(
+        "the bridge to count every forwarded tick",
+        Duration::from_secs(10),
+        || async {
+            let m = scrape(bridge.metrics_addr()).await;
+            (m["marketmux_bridge_ticks_forwarded_total"] >= n as f64).then_some(m)
+        },
+    )
+    .await;
     assert!(forwarded["marketmux_bridge_ticks_forwarded_total"] >= n as f64);
     assert!(forwarded["marketmux_bridge_records_total"] >= n as f64);
     assert_eq!(forwarded["marketmux_bridge_undecodable_total"], 0.0);
